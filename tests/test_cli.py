@@ -1,0 +1,64 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from toylab import checkpoint as ckpt
+from toylab.cli import main
+
+TOYLAB = [sys.executable, "-m", "toylab.cli"]
+
+
+def test_list_shows_every_recipe(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("modadd-113", "modadd-tiny", "induction-2l", "induction-tiny"):
+        assert name in out
+
+
+def test_info_rechecks_the_claims(capsys):
+    assert main(["info", "modadd-tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "[ok] test/accuracy >= 0.99" in out and "seed 0" in out
+
+
+def test_unknown_name_is_a_clear_error(capsys):
+    assert main(["info", "induction-2"]) == 2
+    err = capsys.readouterr().err
+    assert "no zoo model named 'induction-2'" in err and "induction-2l" in err
+
+
+def test_help_everywhere():
+    for args in ([], ["list"], ["info"], ["train"]):
+        result = subprocess.run(TOYLAB + args + ["--help"], capture_output=True, text=True)
+        assert result.returncode == 0 and "usage: toylab" in result.stdout
+
+
+def test_ctrl_c_then_rerun_resumes_to_the_same_weights(tmp_path):
+    """The real thing: a SIGINT to the process, then the same command again."""
+    env = {**os.environ, "TOYLAB_HOME": str(tmp_path / "home")}
+    interrupted = tmp_path / "interrupted"
+    proc = subprocess.Popen(TOYLAB + ["train", "induction-tiny", "--out", str(interrupted), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 60
+    while not (interrupted / "checkpoints" / "LATEST").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "run the same command to resume" in err
+
+    rerun = subprocess.run(TOYLAB + ["train", "induction-tiny", "--out", str(interrupted), "--quiet"],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resuming induction-tiny" in rerun.stdout
+
+    straight = tmp_path / "straight"
+    assert main(["train", "induction-tiny", "--out", str(straight), "--quiet"]) == 0
+    a, _ = ckpt.load_model(interrupted)
+    b, _ = ckpt.load_model(straight)
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(x, y)

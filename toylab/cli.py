@@ -1,0 +1,124 @@
+"""The ``toylab`` command: list, inspect and reproduce the zoo.
+
+    toylab list                       the zoo, with each shipped model's measured metrics
+    toylab info NAME|DIR              a model's card, re-checking its claims on the weights
+    toylab train NAME [--seed S]      reproduce a zoo model from its seed (resumes if interrupted)
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from toylab import __version__, zoo
+from toylab.checkpoint import CheckpointError, load_model
+from toylab.train import TrainingInterrupted
+
+
+def _fmt_metrics(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if not k.startswith("train_step"))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = [("NAME", "TASK", "MODEL", "SHIPPED")]
+    for name in zoo.names():
+        rec = zoo.recipe(name)
+        cfg = rec.model
+        arch = f"{cfg.n_layers}L x {cfg.n_heads}H, d_model {cfg.d_model}" + (", attn-only" if cfg.attn_only else f", d_mlp {cfg.d_mlp}")
+        shipped = "yes" if (zoo.SHIPPED_DIR / name / "card.json").exists() else "no (toylab train " + name + ")"
+        rows.append((name, repr(rec.task), arch, shipped))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    zm = zoo.load(args.name)
+    card, cfg = zm.card, zm.model.cfg
+    print(f"{zm.name}: {card.get('description', '')}")
+    print(f"  path        {zm.path}")
+    print(f"  task        {zm.task!r}")
+    print(f"  model       {zm.model.extra_repr()}; {zm.model.n_params:,} parameters; {len(zm.model.hook_names())} hooks")
+    print(f"  trained     seed {card.get('seed')}, {card.get('steps')} steps in {card.get('train_time_s')} s"
+          + (" (stopped early by rule: " + card['recipe']['train']['stop_when'] + ")" if card.get("stopped_early") else ""))
+    print(f"  metrics     {_fmt_metrics(card.get('metrics', {}))}  (recorded at the end of training)")
+    versions = card.get("versions", {})
+    print(f"  versions    " + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform"))
+    print(f"  weights     sha256 {card.get('weights_sha256', '?')[:16]}...")
+    checks = zm.check()
+    if checks:
+        print("  claims (measured now on the loaded weights):")
+        for claim, (value, holds) in checks.items():
+            print(f"    [{'ok' if holds else 'FAILS'}] {claim}   measured {value:.4f}")
+    return 0 if all(holds for _, holds in checks.values()) else 1
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    rec = zoo.recipe(args.name)
+    seed = rec.train.seed if args.seed is None else args.seed
+    out = Path(args.out) if args.out else zoo.runs_dir() / args.name / f"seed-{seed}"
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    resuming = (out / "checkpoints" / "LATEST").exists()
+    print(f"{'resuming' if resuming else 'training'} {args.name} (seed {seed}) into {out}")
+    try:
+        result = zoo.train_recipe(args.name, seed=seed, out=out, progress=not args.quiet)
+    except TrainingInterrupted as stop:
+        print(f"\n{stop}", file=sys.stderr)
+        return 130
+    print(f"done: {result.steps} steps, {result.train_time_s:.1f} s of training; {_fmt_metrics(result.metrics)}")
+    shipped = zoo.SHIPPED_DIR / args.name
+    if seed == rec.train.seed and (shipped / "model.safetensors").exists() and shipped.resolve() != out.resolve():
+        reference, _ = load_model(shipped)
+        diffs = [(a - b).abs().max().item() for a, b in zip(reference.state_dict().values(), result.model.state_dict().values())]
+        if max(diffs) == 0:
+            print("reproduced the shipped checkpoint exactly (bitwise identical weights)")
+        else:
+            print(f"weights differ from the shipped checkpoint by up to {max(diffs):.3g} "
+                  f"(another machine or thread count: {torch.get_num_threads()} threads here)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="toylab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"toylab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list the zoo's models", description="List the zoo's recipes and whether each ships a checkpoint.")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="show a model's card and re-check its claims",
+                       description="Show a zoo model's card (or a run folder's) and re-measure its claims on the weights.")
+    p.add_argument("name", help="a zoo name (see `toylab list`) or a run folder written by `toylab train`")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="reproduce a zoo model from its seed",
+                       description="Train a zoo recipe from scratch. Interrupt with Ctrl-C at any time: "
+                       "running the same command again resumes where it stopped.")
+    p.add_argument("name", help="a zoo name (see `toylab list`)")
+    p.add_argument("--seed", type=int, default=None, help="seed for init and data (default: the recipe's, which reproduces the shipped model)")
+    p.add_argument("--out", default=None, help="output folder (default: $TOYLAB_HOME/runs/NAME/seed-S, TOYLAB_HOME defaulting to ~/.cache/toylab)")
+    p.add_argument("--fresh", action="store_true", help="delete the output folder first instead of resuming")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (KeyError, ValueError, CheckpointError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"toylab: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Algorithmic tasks: encodings, seeded samplers, counterfactual pairs and metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from toylab.tasks.base import (
+    IGNORE,
+    Batch,
+    CounterfactualPair,
+    Task,
+    accuracy,
+    logit_diff,
+    loss,
+)
+from toylab.tasks.induction import Induction
+from toylab.tasks.modular_addition import ModularAddition
+
+TASKS: dict[str, type[Task]] = {cls.kind: cls for cls in (ModularAddition, Induction)}
+
+
+def task_from_dict(data: dict[str, Any]) -> Task:
+    """Rebuild a task from ``task.to_dict()``."""
+    data = dict(data)
+    kind = data.pop("kind", None)
+    if kind not in TASKS:
+        raise ValueError(f"unknown task kind {kind!r}; known kinds: {sorted(TASKS)}")
+    try:
+        return TASKS[kind](**data)
+    except TypeError as err:
+        raise ValueError(f"bad parameters for task {kind!r}: {err}") from None
+
+
+__all__ = [
+    "IGNORE",
+    "TASKS",
+    "Batch",
+    "CounterfactualPair",
+    "Induction",
+    "ModularAddition",
+    "Task",
+    "accuracy",
+    "logit_diff",
+    "loss",
+    "task_from_dict",
+]

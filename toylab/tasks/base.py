@@ -1,0 +1,226 @@
+"""The contract every toylab task fulfils, and the metrics shared by all tasks.
+
+Axis names used in shape comments:
+    batch  -- independent sequences
+    pos    -- token position, 0 .. n_ctx - 1
+    vocab  -- output vocabulary (d_vocab_out)
+
+A task turns an algorithm into token sequences. ``targets`` has the same shape as
+``tokens``: ``targets[b, i]`` is the token the model must predict *at* position ``i``
+(from the logits at ``i``), or ``IGNORE`` where position ``i`` is not scored. That one
+convention covers single-answer tasks (modular addition scores one position) and
+sequence tasks (induction scores the repeated half) alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+IGNORE = -1  # targets value for an unscored position
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Token sequences with their per-position targets."""
+
+    tokens: Tensor  # [batch, pos] int64
+    targets: Tensor  # [batch, pos] int64, IGNORE where unscored
+
+    def __post_init__(self) -> None:
+        if self.tokens.ndim != 2 or self.tokens.shape != self.targets.shape:
+            raise ValueError(
+                f"tokens {tuple(self.tokens.shape)} and targets {tuple(self.targets.shape)} "
+                "must both have shape [batch, pos]"
+            )
+        for name in ("tokens", "targets"):
+            if getattr(self, name).dtype != torch.int64:
+                raise TypeError(f"Batch.{name} must be int64, got {getattr(self, name).dtype}")
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def __getitem__(self, index: int | slice | Tensor) -> Batch:
+        """Rows of the batch; an int keeps the batch axis (``batch[-1]`` has one row)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1) if index != -1 else slice(-1, None)
+        return Batch(self.tokens[index], self.targets[index])
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(self.tokens.to(device), self.targets.to(device))
+
+    @property
+    def scored(self) -> Tensor:
+        """Mask of the positions that carry a target."""
+        return self.targets != IGNORE  # [batch, pos] bool
+
+
+@dataclass(frozen=True)
+class CounterfactualPair:
+    """A clean batch and a corrupted batch that differ in one controlled way.
+
+    Row ``i`` of ``corrupted`` is the counterfactual of row ``i`` of ``clean``: same
+    length, same scored positions, and targets that give the task's answer on the
+    corrupted input. Patching from ``corrupted`` into ``clean`` should move the model's
+    answer from ``clean.targets`` towards ``corrupted.targets``.
+    """
+
+    clean: Batch
+    corrupted: Batch
+    description: str  # what was changed, in words, e.g. "b resampled"
+
+    def __post_init__(self) -> None:
+        if self.clean.tokens.shape != self.corrupted.tokens.shape:
+            raise ValueError("clean and corrupted batches must have the same shape")
+
+    def __len__(self) -> int:
+        return len(self.clean)
+
+
+def _scored(batch: Batch) -> Tensor:
+    mask = batch.scored
+    if not mask.any():
+        raise ValueError("the batch has no scored position (every target is IGNORE)")
+    return mask
+
+
+def loss(logits: Tensor, batch: Batch) -> Tensor:
+    """Mean cross-entropy over the scored positions."""
+    mask = _scored(batch)  # logits: [batch, pos, vocab]
+    return F.cross_entropy(logits[mask], batch.targets[mask])
+
+
+def accuracy(logits: Tensor, batch: Batch) -> Tensor:
+    """Fraction of scored positions whose arg-max logit is the target."""
+    mask = _scored(batch)
+    return (logits[mask].argmax(-1) == batch.targets[mask]).float().mean()
+
+
+def logit_diff(logits: Tensor, pair: CounterfactualPair, per_example: bool = False) -> Tensor:
+    """Logit of the clean answer minus logit of the corrupted answer.
+
+    Averaged over the positions where both batches are scored and their answers differ
+    (positions where the two answers coincide carry no signal). ``logits`` may come from
+    the clean, the corrupted or a patched run. With ``per_example=True`` returns one value
+    per row ([batch]), averaging over that row's positions.
+    """
+    clean, corrupt = pair.clean.targets, pair.corrupted.targets  # [batch, pos]
+    mask = (clean != IGNORE) & (corrupt != IGNORE) & (clean != corrupt)
+    safe_clean = clean.clamp(min=0).unsqueeze(-1)
+    safe_corrupt = corrupt.clamp(min=0).unsqueeze(-1)
+    diff = logits.gather(-1, safe_clean).squeeze(-1) - logits.gather(-1, safe_corrupt).squeeze(-1)
+    diff = diff * mask  # [batch, pos]
+    if per_example:
+        return diff.sum(-1) / mask.sum(-1).clamp(min=1)
+    return diff.sum() / mask.sum().clamp(min=1)
+
+
+def step_generator(seed: int, step: int, stream: str = "") -> torch.Generator:
+    """A generator that depends only on (seed, step, stream).
+
+    Training batches are drawn from this, so the batch at step N is the same whether the
+    run went straight through or was interrupted and resumed.
+    """
+    digest = hashlib.sha256(f"{seed}:{step}:{stream}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+
+
+class Task(ABC):
+    """An algorithmic task: its encoding, samplers and metric.
+
+    Subclasses document their encoding in the class docstring and set ``kind``, a short
+    identifier used in JSON (``{"kind": ..., **params}``).
+    """
+
+    kind: ClassVar[str]
+
+    # ---- shape of the problem -------------------------------------------------------
+    @property
+    @abstractmethod
+    def d_vocab(self) -> int:
+        """Number of input tokens."""
+
+    @property
+    @abstractmethod
+    def d_vocab_out(self) -> int:
+        """Number of output classes (logit width)."""
+
+    @property
+    @abstractmethod
+    def n_ctx(self) -> int:
+        """Length of every sequence the task produces."""
+
+    @property
+    @abstractmethod
+    def token_names(self) -> list[str]:
+        """Human-readable name of each input token id."""
+
+    # ---- data ---------------------------------------------------------------------
+    @abstractmethod
+    def sample(self, n: int, seed: int) -> Batch:
+        """``n`` examples drawn with a seeded generator (the same seed gives the same batch)."""
+
+    @abstractmethod
+    def counterfactual(self, n: int, seed: int) -> CounterfactualPair:
+        """``n`` clean/corrupted pairs for patching."""
+
+    @abstractmethod
+    def train_batch(self, step: int, seed: int, batch_size: int | None) -> Batch:
+        """The training batch for ``step``: a pure function of (step, seed, batch_size)."""
+
+    @abstractmethod
+    def eval_batches(self) -> dict[str, Batch]:
+        """Fixed named evaluation sets, e.g. ``{"train": ..., "test": ...}``."""
+
+    # ---- serialisation --------------------------------------------------------------
+    @abstractmethod
+    def params(self) -> dict[str, Any]:
+        """Constructor arguments, JSON-serialisable: ``type(self)(**self.params())`` rebuilds it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.params()}
+
+    # ---- helpers shared by all tasks ------------------------------------------------
+    def to_str_tokens(self, tokens: Tensor) -> list[str] | list[list[str]]:
+        """Token ids -> names; a [pos] tensor gives a list, a [batch, pos] tensor a list of lists."""
+        self.check_tokens(tokens if tokens.ndim == 2 else tokens.unsqueeze(0))
+        names = self.token_names
+        if tokens.ndim == 1:
+            return [names[t] for t in tokens.tolist()]
+        return [[names[t] for t in row] for row in tokens.tolist()]
+
+    def check_tokens(self, tokens: Tensor) -> None:
+        """Raise a clear error if ``tokens`` cannot be fed to a model of this task."""
+        if tokens.ndim != 2:
+            raise ValueError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
+        if tokens.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"tokens must be an integer tensor, got {tokens.dtype}")
+        if tokens.shape[1] > self.n_ctx:
+            raise ValueError(
+                f"sequence length {tokens.shape[1]} exceeds this task's n_ctx={self.n_ctx}"
+            )
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.d_vocab):
+            bad = tokens[(tokens < 0) | (tokens >= self.d_vocab)].unique()[:5].tolist()
+            raise ValueError(
+                f"token ids {bad} are outside the vocabulary [0, {self.d_vocab}) of {self!r}"
+            )
+
+    def metrics(self, logits: Tensor, batch: Batch) -> dict[str, float]:
+        """The task metrics reported during training and in model cards."""
+        return {"loss": loss(logits, batch).item(), "accuracy": accuracy(logits, batch).item()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.params() == other.params()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(sorted(self.params().items()))))

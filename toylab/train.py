@@ -1,0 +1,388 @@
+"""Deterministic, resumable training of a transformer on a task.
+
+One seed fixes everything: the model's initial weights come from ``Transformer(cfg, seed)``
+and the batch at step ``s`` from ``task.train_batch(s, seed, batch_size)``, a pure function
+of its arguments. So the same seed on the same machine gives the same weights, and a run
+that was interrupted and resumed from a checkpoint ends exactly where an uninterrupted
+run ends.
+
+A run with an ``out_dir`` writes there::
+
+    run.json                 what is being trained (model config, task, train config)
+    checkpoints/LATEST       name of the newest resumable checkpoint
+    checkpoints/step-NNNNNNN/{model.safetensors, optimizer.pt, state.json}
+    config.json, model.safetensors, card.json    the finished model (see toylab.checkpoint)
+
+Calling ``train`` again with the same ``out_dir`` resumes from ``LATEST``. Ctrl-C is
+handled at a step boundary: the run saves a checkpoint and raises ``TrainingInterrupted``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import operator
+import platform
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from toylab import checkpoint as ckpt
+from toylab.models import Transformer, TransformerConfig
+from toylab.tasks import Task, loss, task_from_dict
+
+_COMPARATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int  # optimizer steps, the most the run takes
+    lr: float = 1e-3  # peak learning rate of AdamW
+    weight_decay: float = 1.0  # AdamW's decoupled weight decay
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW's betas
+    batch_size: int | None = None  # None trains on the task's whole train set each step
+    warmup_steps: int = 0  # linear learning-rate warm-up from 0
+    grad_clip: float | None = None  # clip the gradient norm to this, or no clipping
+    eval_every: int = 100  # evaluate on task.eval_batches() every this many steps
+    checkpoint_every: int = 500  # write a resumable checkpoint every this many steps
+    stop_when: str | None = None  # e.g. "test/accuracy >= 0.999", checked at each evaluation
+    seed: int = 0  # model init and data order
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "betas", tuple(self.betas))
+        for name in ("steps", "eval_every", "checkpoint_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive int, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"TrainConfig.batch_size must be positive or None, got {self.batch_size}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"TrainConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.stop_when is not None:
+            parse_stop_when(self.stop_when)
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        return self.lr
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "betas": list(self.betas)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}; valid fields: {sorted(names)}")
+        return cls(**data)
+
+
+def parse_stop_when(rule: str) -> tuple[str, str, float]:
+    """``"test/accuracy >= 0.999"`` -> ("test/accuracy", ">=", 0.999)."""
+    parts = rule.split()
+    if len(parts) != 3 or parts[1] not in _COMPARATORS:
+        raise ValueError(
+            f"stop_when must look like 'test/accuracy >= 0.999' (metric, one of "
+            f"{list(_COMPARATORS)}, number); got {rule!r}"
+        )
+    try:
+        return parts[0], parts[1], float(parts[2])
+    except ValueError:
+        raise ValueError(f"stop_when threshold must be a number, got {parts[2]!r}") from None
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; a checkpoint was written and the same call resumes."""
+
+
+@dataclass
+class RunState:
+    """What callbacks see. ``history`` holds one dict per evaluation."""
+
+    model: Transformer
+    task: Task
+    cfg: TrainConfig
+    optimizer: torch.optim.Optimizer
+    step: int = 0  # optimizer steps completed
+    elapsed: float = 0.0  # seconds spent training, summed over resumes
+    history: list[dict[str, float]] = field(default_factory=list)
+    last_loss: float = float("nan")
+    stop_requested: bool = False
+
+    def stop(self) -> None:
+        """Ask the run to end after the current step (the model is still saved as finished)."""
+        self.stop_requested = True
+
+
+class Callback:
+    """Override any of these; each receives the live ``RunState``."""
+
+    def on_step_end(self, run: RunState) -> None: ...
+
+    def on_eval(self, run: RunState, metrics: dict[str, float]) -> None: ...
+
+    def on_train_end(self, run: RunState) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model: Transformer
+    history: list[dict[str, float]]
+    metrics: dict[str, float]  # the last evaluation
+    steps: int
+    train_time_s: float
+    stopped_early: bool
+    out_dir: Path | None
+
+
+@torch.no_grad()
+def evaluate(model: Transformer, task: Task) -> dict[str, float]:
+    """The task's metrics on each of its evaluation sets, as ``{"test/accuracy": ...}``."""
+    metrics: dict[str, float] = {}
+    for split, batch in task.eval_batches().items():
+        batch = batch.to(model.device)
+        for name, value in task.metrics(model(batch.tokens), batch).items():
+            metrics[f"{split}/{name}"] = value
+    return metrics
+
+
+def versions() -> dict[str, str]:
+    from toylab import __version__
+
+    return {"toylab": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "threads": str(torch.get_num_threads())}
+
+
+def train(
+    model_cfg: TransformerConfig,
+    task: Task,
+    cfg: TrainConfig,
+    *,
+    out_dir: str | Path | None = None,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+    card: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train a fresh ``Transformer(model_cfg, seed=cfg.seed)`` on ``task``.
+
+    With ``out_dir`` the run checkpoints there and resumes from there; the finished model
+    is saved with a card holding ``card`` plus the recipe, metrics, time and versions.
+    """
+    if (model_cfg.d_vocab, model_cfg.d_vocab_out) != (task.d_vocab, task.d_vocab_out) or model_cfg.n_ctx < task.n_ctx:
+        raise ValueError(
+            f"model (d_vocab={model_cfg.d_vocab}, d_vocab_out={model_cfg.d_vocab_out}, n_ctx={model_cfg.n_ctx}) "
+            f"does not fit the task (d_vocab={task.d_vocab}, d_vocab_out={task.d_vocab_out}, n_ctx={task.n_ctx})"
+        )
+    model = Transformer(model_cfg, seed=cfg.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    run = RunState(model, task, cfg, optimizer)
+    recipe = {"model": model_cfg.to_dict(), "task": task.to_dict(), "train": cfg.to_dict()}
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        _start_or_resume(out, recipe, run)
+        if (out / ckpt.CARD_FILE).exists() and not (out / "checkpoints").exists():
+            return _finished_result(out)
+
+    stop_rule = cfg.stop_when
+    bar = tqdm(total=cfg.steps, initial=run.step, disable=not progress, desc="train", unit="step", dynamic_ncols=True)
+    if not run.history:
+        _record_eval(run, callbacks, bar)
+    elif stop_rule and rule_holds(stop_rule, run.history[-1]):
+        run.stop()  # interrupted right after the stopping evaluation
+
+    try:
+        with _deferred_sigint() as interrupted:
+            while run.step < cfg.steps and not run.stop_requested:
+                started = time.perf_counter()
+                _train_step(run)
+                run.elapsed += time.perf_counter() - started
+                bar.update(1)
+                for callback in callbacks:
+                    callback.on_step_end(run)
+                if run.step % cfg.eval_every == 0 or run.step == cfg.steps:
+                    metrics = _record_eval(run, callbacks, bar)
+                    if stop_rule and rule_holds(stop_rule, metrics):
+                        run.stop()
+                if out is not None and run.step % cfg.checkpoint_every == 0:
+                    _save_checkpoint(out, run)
+                if interrupted():
+                    if out is not None:
+                        _save_checkpoint(out, run)
+                    where = f"; run the same command to resume from step {run.step}" if out else ""
+                    raise TrainingInterrupted(f"training interrupted at step {run.step}{where}")
+    finally:
+        bar.close()
+
+    if run.history[-1]["step"] != run.step:  # stopped by a callback between evaluations
+        _record_eval(run, callbacks, bar=None)
+    for callback in callbacks:
+        callback.on_train_end(run)
+    final = {k: v for k, v in run.history[-1].items() if "/" in k}
+    if out is not None:
+        full_card = {
+            **(card or {}),
+            "recipe": recipe,
+            "seed": cfg.seed,
+            "steps": run.step,
+            "stopped_early": run.step < cfg.steps,
+            "train_time_s": round(run.elapsed, 2),
+            "metrics": final,
+            "versions": versions(),
+        }
+        ckpt.save_model(out, model, full_card)
+        ckpt.atomic_write_json(out / "history.json", run.history)
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    return TrainResult(model, run.history, final, run.step, run.elapsed, run.step < cfg.steps, out)
+
+
+def rule_holds(rule: str, metrics: dict[str, float]) -> bool:
+    """Whether ``metrics`` satisfy a rule such as ``"test/accuracy >= 0.99"``."""
+    name, op, threshold = parse_stop_when(rule)
+    if name not in metrics:
+        known = sorted(k for k in metrics if "/" in k)
+        raise ValueError(f"stop_when names {name!r}, which is not an evaluation metric; known: {known}")
+    return _COMPARATORS[op](metrics[name], threshold)
+
+
+def _finished_result(out: Path) -> TrainResult:
+    """A run folder whose training already completed: load it instead of training again."""
+    model, card = ckpt.load_model(out)
+    history = ckpt.read_json(out / "history.json", "training history")
+    return TrainResult(model, history, card["metrics"], card["steps"], card["train_time_s"],
+                       card["stopped_early"], out)
+
+
+def _train_step(run: RunState) -> None:
+    cfg = run.cfg
+    batch = run.task.train_batch(run.step, cfg.seed, cfg.batch_size).to(run.model.device)
+    for group in run.optimizer.param_groups:
+        group["lr"] = cfg.lr_at(run.step)
+    value = loss(run.model(batch.tokens), batch)
+    run.optimizer.zero_grad(set_to_none=True)
+    value.backward()
+    if cfg.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    run.optimizer.step()
+    run.step += 1
+    run.last_loss = value.item()
+
+
+def _record_eval(run: RunState, callbacks: Sequence[Callback], bar: tqdm | None) -> dict[str, float]:
+    metrics = evaluate(run.model, run.task)
+    record = {"step": run.step, "time_s": round(run.elapsed, 3)}
+    if run.step > 0:  # the loss of the last training batch; there is none before the first step
+        record["train_step/loss"] = run.last_loss
+    run.history.append({**record, **metrics})
+    if bar is not None:
+        bar.set_postfix({k.replace("/", "_"): f"{v:.3g}" for k, v in metrics.items()}, refresh=False)
+    for callback in callbacks:
+        callback.on_eval(run, metrics)
+    return metrics
+
+
+@contextmanager
+def _deferred_sigint() -> Iterator[Any]:
+    """Turn Ctrl-C into a flag checked between steps, so a checkpoint is never half a step.
+
+    Only the main thread may install signal handlers (Streamlit runs scripts elsewhere);
+    there Ctrl-C keeps its default behaviour. A second Ctrl-C interrupts at once.
+    """
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag.is_set
+        return
+
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.is_set():
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        flag.set()
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# ---- checkpoints ------------------------------------------------------------------------
+
+def _start_or_resume(out: Path, recipe: dict[str, Any], run: RunState) -> None:
+    run_file = out / "run.json"
+    if run_file.exists():
+        saved = ckpt.read_json(run_file, "run description")
+        if saved != json.loads(json.dumps(recipe)):
+            diff = _describe_difference(saved, recipe)
+            raise ValueError(
+                f"{out} holds a different run ({diff}); choose another output folder or delete it to start over"
+            )
+    else:
+        ckpt.atomic_write_json(run_file, recipe)
+    latest = out / "checkpoints" / "LATEST"
+    if latest.exists():
+        _load_checkpoint(out / "checkpoints" / latest.read_text().strip(), run)
+
+
+def _describe_difference(saved: dict[str, Any], new: dict[str, Any]) -> str:
+    for section in ("model", "task", "train"):
+        a, b = saved.get(section, {}), json.loads(json.dumps(new[section]))
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return f"{section}.{key} is {a.get(key)!r} there, {b.get(key)!r} here"
+    return "its run.json differs"
+
+
+def _save_checkpoint(out: Path, run: RunState) -> None:
+    root = out / "checkpoints"
+    name = f"step-{run.step:07d}"
+    final = root / name
+    if final.exists():
+        return
+    tmp = root / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    ckpt.atomic_write_bytes(tmp / ckpt.WEIGHTS_FILE, ckpt.state_dict_bytes(run.model))
+    torch.save(run.optimizer.state_dict(), tmp / "optimizer.pt")
+    ckpt.atomic_write_json(tmp / "state.json", {"step": run.step, "elapsed": run.elapsed,
+                                                "last_loss": run.last_loss, "history": run.history})
+    tmp.rename(final)  # the checkpoint appears whole or not at all
+    ckpt.atomic_write_bytes(root / "LATEST", name.encode())
+    for old in root.glob("step-*"):
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(folder: Path, run: RunState) -> None:
+    state = ckpt.read_json(folder / "state.json", "training state")
+    ckpt.load_into(run.model, ckpt.load_weights(folder / ckpt.WEIGHTS_FILE), str(folder))
+    try:
+        optim_state = torch.load(folder / "optimizer.pt", weights_only=True)
+        run.optimizer.load_state_dict(optim_state)
+    except Exception as err:  # a truncated pickle-free archive raises assorted errors
+        raise ckpt.CheckpointError(
+            f"optimizer state {folder / 'optimizer.pt'} is unreadable ({err}); delete {folder.parent} to restart"
+        ) from None
+    run.step, run.elapsed = state["step"], state["elapsed"]
+    run.last_loss, run.history = state["last_loss"], state["history"]
+
+
+def load_task_of(card: dict[str, Any]) -> Task:
+    """The task a saved model was trained on, from its card."""
+    return task_from_dict(card["recipe"]["task"])

@@ -1,0 +1,94 @@
+"""The zoo's recipes: architecture, task, training configuration and the claims it must meet.
+
+A recipe is everything needed to reproduce a checkpoint from its seed. ``claims`` are
+rules such as ``"test/accuracy >= 0.99"`` that the shipped weights must satisfy when
+re-evaluated (the tests check each one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from toylab.models import TransformerConfig
+from toylab.tasks import Induction, ModularAddition, Task
+from toylab.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    task: Task
+    model: TransformerConfig
+    train: TrainConfig
+    claims: tuple[str, ...]
+
+    def with_seed(self, seed: int) -> Recipe:
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, seed=seed))
+
+
+def _modadd_model(task: ModularAddition, d_model: int, n_heads: int, d_mlp: int) -> TransformerConfig:
+    return TransformerConfig(
+        n_layers=1, d_model=d_model, n_heads=n_heads, d_head=d_model // n_heads, d_mlp=d_mlp, act_fn="relu",
+        d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx, normalization_type=None,
+    )
+
+
+def _induction_model(task: Induction, d_model: int, n_heads: int) -> TransformerConfig:
+    return TransformerConfig(
+        n_layers=2, d_model=d_model, n_heads=n_heads, d_head=d_model // n_heads, d_mlp=None,
+        d_vocab=task.d_vocab, n_ctx=task.n_ctx, normalization_type=None,
+    )
+
+
+def _recipes() -> dict[str, Recipe]:
+    modadd = ModularAddition(p=113, train_frac=0.3, split_seed=0)
+    modadd_tiny = ModularAddition(p=53, train_frac=0.4, split_seed=0)
+    induction = Induction(n_tokens=48, n_ctx=32, min_seg_len=4)
+    induction_tiny = Induction(n_tokens=24, n_ctx=16, min_seg_len=3)
+    recipes = [
+        Recipe(
+            name="modadd-113",
+            description="Grokking modular addition (Nanda et al. 2023): 1 layer, 4 heads, ReLU MLP, "
+            "no LayerNorm, p=113, 30% of pairs for training, full batch.",
+            task=modadd,
+            model=_modadd_model(modadd, d_model=128, n_heads=4, d_mlp=512),
+            # The reference recipe (lr 1e-3) groks after ~11k steps; lr 1e-2 groks in a few hundred.
+            train=TrainConfig(steps=3000, lr=1e-2, weight_decay=1.0, betas=(0.9, 0.98), eval_every=50,
+                              checkpoint_every=250, stop_when="test/accuracy >= 0.999", seed=0),
+            claims=("train/accuracy >= 0.99", "test/accuracy >= 0.99"),
+        ),
+        Recipe(
+            name="modadd-tiny",
+            description="A fast modular addition model for tests: p=53, 40% of pairs for training, 2 heads.",
+            task=modadd_tiny,
+            model=_modadd_model(modadd_tiny, d_model=64, n_heads=2, d_mlp=256),
+            train=TrainConfig(steps=2500, lr=1e-2, weight_decay=1.0, betas=(0.9, 0.98), eval_every=50,
+                              checkpoint_every=250, stop_when="test/accuracy >= 0.999", seed=0),
+            claims=("train/accuracy >= 0.99", "test/accuracy >= 0.99"),
+        ),
+        Recipe(
+            name="induction-2l",
+            description="Induction heads (Olsson et al. 2022): 2-layer attention-only model, 4 heads a layer, "
+            "trained on sequences that end by repeating a random segment.",
+            task=induction,
+            model=_induction_model(induction, d_model=64, n_heads=4),
+            train=TrainConfig(steps=3000, lr=1e-3, weight_decay=0.01, betas=(0.9, 0.99), batch_size=64,
+                              eval_every=100, checkpoint_every=500, stop_when="test/loss <= 0.02", seed=0),
+            claims=("test/accuracy >= 0.99", "test/loss <= 0.05"),
+        ),
+        Recipe(
+            name="induction-tiny",
+            description="A seconds-to-train induction model for tests: 2 layers, 2 heads, 16 tokens of context.",
+            task=induction_tiny,
+            model=_induction_model(induction_tiny, d_model=32, n_heads=2),
+            train=TrainConfig(steps=2000, lr=3e-3, weight_decay=0.01, betas=(0.9, 0.99), batch_size=64,
+                              eval_every=50, checkpoint_every=500, stop_when="test/loss <= 0.05", seed=0),
+            claims=("test/accuracy >= 0.98", "test/loss <= 0.1"),
+        ),
+    ]
+    return {r.name: r for r in recipes}
+
+
+RECIPES: dict[str, Recipe] = _recipes()
