@@ -162,10 +162,21 @@ def evaluate(model: Transformer, task: Task) -> dict[str, float]:
 
 
 def versions() -> dict[str, str]:
+    """What a bitwise reproduction depends on: software versions, CPU and thread count."""
     from toylab import __version__
 
     return {"toylab": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "threads": str(torch.get_num_threads())}
+            "platform": platform.platform(), "cpu": _cpu_model(), "threads": str(torch.get_num_threads())}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def train(
@@ -198,11 +209,10 @@ def train(
         if (out / ckpt.CARD_FILE).exists() and not (out / "checkpoints").exists():
             return _finished_result(out)
 
-    stop_rule = cfg.stop_when
     bar = tqdm(total=cfg.steps, initial=run.step, disable=not progress, desc="train", unit="step", dynamic_ncols=True)
     if not run.history:
         _record_eval(run, callbacks, bar)
-    elif stop_rule and rule_holds(stop_rule, run.history[-1]):
+    elif cfg.stop_when and rule_holds(cfg.stop_when, run.history[-1]):
         run.stop()  # interrupted right after the stopping evaluation
 
     try:
@@ -216,7 +226,7 @@ def train(
                     callback.on_step_end(run)
                 if run.step % cfg.eval_every == 0 or run.step == cfg.steps:
                     metrics = _record_eval(run, callbacks, bar)
-                    if stop_rule and rule_holds(stop_rule, metrics):
+                    if cfg.stop_when and rule_holds(cfg.stop_when, metrics):
                         run.stop()
                 if out is not None and run.step % cfg.checkpoint_every == 0:
                     _save_checkpoint(out, run)
@@ -244,8 +254,8 @@ def train(
             "metrics": final,
             "versions": versions(),
         }
-        ckpt.save_model(out, model, full_card)
         ckpt.atomic_write_json(out / "history.json", run.history)
+        ckpt.save_model(out, model, full_card)  # the card, written last, marks the run finished
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return TrainResult(model, run.history, final, run.step, run.elapsed, run.step < cfg.steps, out)
 

@@ -121,6 +121,17 @@ def logit_diff(logits: Tensor, pair: CounterfactualPair, per_example: bool = Fal
     return diff.sum() / mask.sum().clamp(min=1)
 
 
+def check_count(name: str, n: Any) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{name} must be a positive int, got {n!r}")
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    return torch.Generator().manual_seed(seed)
+
+
 def step_generator(seed: int, step: int, stream: str = "") -> torch.Generator:
     """A generator that depends only on (seed, step, stream).
 

@@ -17,22 +17,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from toylab.tasks.base import IGNORE, Batch, CounterfactualPair, Task, step_generator
+from toylab.tasks.base import (
+    IGNORE,
+    Batch,
+    CounterfactualPair,
+    Task,
+    check_count,
+    seeded_generator,
+    step_generator,
+)
 
 BOS = 0
 EVAL_SEED = 12345  # the fixed seed of the cached test set
 EVAL_SIZE = 1024
-
-
-def _check_count(name: str, n: Any) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{name} must be a positive int, got {n!r}")
-
-
-def _generator(seed: int) -> torch.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    return torch.Generator().manual_seed(seed)
 
 
 class Induction(Task):
@@ -123,7 +120,7 @@ class Induction(Task):
 
     # ---- generation -----------------------------------------------------------------
     def _sample_with_info(self, n: int, g: torch.Generator) -> tuple[Batch, dict[str, Tensor]]:
-        _check_count("n", n)
+        check_count("n", n)
         n_ctx = self.n_ctx
         lo, hi = self.min_seg_len, self.max_seg_len
         seg_len = torch.randint(lo, hi + 1, (n,), generator=g)  # [batch]
@@ -156,7 +153,7 @@ class Induction(Task):
 
     # ---- data -----------------------------------------------------------------------
     def sample(self, n: int, seed: int) -> Batch:
-        return self._sample(n, _generator(seed))
+        return self._sample(n, seeded_generator(seed))
 
     def sample_with_info(self, n: int, seed: int) -> tuple[Batch, dict[str, Tensor]]:
         """``sample(n, seed)`` plus where the segments are.
@@ -164,7 +161,7 @@ class Induction(Task):
         info["seg_len"] is L per row ([batch]) and info["first_start"] the position of
         s_0's first copy ([batch]); the second copy starts at first_start + seg_len.
         """
-        return self._sample_with_info(n, _generator(seed))
+        return self._sample_with_info(n, seeded_generator(seed))
 
     def segment_info(self, batch: Batch) -> dict[str, Tensor]:
         """Recover ``seg_len`` and ``first_start`` from any batch of this task's layout.
@@ -194,7 +191,7 @@ class Induction(Task):
         clean row; single positions may still share an answer, which ``logit_diff``
         masks out.
         """
-        g = _generator(seed)
+        g = seeded_generator(seed)
         clean, info = self._sample_with_info(n, g)
         seg_len, first_start = info["seg_len"], info["first_start"]  # [batch]
         n_ctx = self.n_ctx

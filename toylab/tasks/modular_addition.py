@@ -16,7 +16,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from toylab.tasks.base import IGNORE, Batch, CounterfactualPair, Task, step_generator
+from toylab.tasks.base import (
+    IGNORE,
+    Batch,
+    CounterfactualPair,
+    Task,
+    check_count,
+    seeded_generator,
+    step_generator,
+)
 
 MAX_P = 10_000  # every one of the p^2 pairs is materialised, so p must stay modest
 SPLITS = ("train", "test", "all")
@@ -33,17 +41,6 @@ def nearest_primes(n: int) -> tuple[int | None, int]:
     below = next((m for m in range(n - 1, 1, -1) if is_prime(m)), None)
     above = next(m for m in range(max(n + 1, 2), 2 * n + 3) if is_prime(m))  # Bertrand
     return below, above
-
-
-def _check_count(name: str, n: Any) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{name} must be a positive int, got {n!r}")
-
-
-def _generator(seed: int) -> torch.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    return torch.Generator().manual_seed(seed)
 
 
 class ModularAddition(Task):
@@ -103,7 +100,7 @@ class ModularAddition(Task):
 
         a, b = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
         self._all_pairs = torch.stack([a.flatten(), b.flatten()], dim=-1)  # [pair, 2]
-        order = torch.randperm(n_pairs, generator=_generator(split_seed))  # [pair]
+        order = torch.randperm(n_pairs, generator=seeded_generator(split_seed))  # [pair]
         self._train_pairs = self._all_pairs[order[:n_train]]  # [n_train, 2]
         self._test_pairs = self._all_pairs[order[n_train:]]  # [n_test, 2]
         self._eval: dict[str, Batch] | None = None
@@ -179,9 +176,9 @@ class ModularAddition(Task):
     # ---- data -----------------------------------------------------------------------
     def sample(self, n: int, seed: int, split: str = "all") -> Batch:
         """``n`` pairs drawn uniformly with replacement from ``split`` ("train", "test", "all")."""
-        _check_count("n", n)
+        check_count("n", n)
         pool = self._pool(split)  # [n_pool, 2]
-        idx = torch.randint(len(pool), (n,), generator=_generator(seed))  # [batch]
+        idx = torch.randint(len(pool), (n,), generator=seeded_generator(seed))  # [batch]
         return self._batch(pool[idx])
 
     def train_batch(self, step: int, seed: int, batch_size: int | None) -> Batch:
@@ -192,7 +189,7 @@ class ModularAddition(Task):
         """
         if batch_size is None:
             return self.eval_batches()["train"]
-        _check_count("batch_size", batch_size)
+        check_count("batch_size", batch_size)
         idx = torch.randint(
             len(self._train_pairs), (batch_size,), generator=step_generator(seed, step)
         )  # [batch]
@@ -209,8 +206,8 @@ class ModularAddition(Task):
 
     def counterfactual(self, n: int, seed: int) -> CounterfactualPair:
         """Clean (a, b) uniform over all pairs; corrupted (a, b') with b' != b uniform."""
-        _check_count("n", n)
-        g = _generator(seed)
+        check_count("n", n)
+        g = seeded_generator(seed)
         clean = torch.randint(self.p, (n, 2), generator=g)  # [batch, 2]
         # A non-zero shift makes b' uniform over the p - 1 values other than b.
         shift = torch.randint(1, self.p, (n,), generator=g)  # [batch]
