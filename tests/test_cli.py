@@ -4,6 +4,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from toylab import checkpoint as ckpt
@@ -37,6 +38,7 @@ def test_help_everywhere():
         assert result.returncode == 0 and "usage: toylab" in result.stdout
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_rerun_resumes_to_the_same_weights(tmp_path):
     """The real thing: a SIGINT to the process, then the same command again."""
     env = {**os.environ, "TOYLAB_HOME": str(tmp_path / "home")}

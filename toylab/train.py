@@ -209,7 +209,9 @@ def train(
         if (out / ckpt.CARD_FILE).exists() and not (out / "checkpoints").exists():
             return _finished_result(out)
 
-    bar = tqdm(total=cfg.steps, initial=run.step, disable=not progress, desc="train", unit="step", dynamic_ncols=True)
+    # With a stopping rule the bar's total is only an upper bound: say so, or its ETA misleads.
+    desc = f"train (stops early when {cfg.stop_when})" if cfg.stop_when else "train"
+    bar = tqdm(total=cfg.steps, initial=run.step, disable=not progress, desc=desc, unit="step", dynamic_ncols=True)
     if not run.history:
         _record_eval(run, callbacks, bar)
     elif cfg.stop_when and rule_holds(cfg.stop_when, run.history[-1]):

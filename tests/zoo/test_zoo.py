@@ -65,6 +65,7 @@ def test_a_damaged_copy_of_a_zoo_model_is_refused(tmp_path):
         zoo.load(copy)
 
 
+@pytest.mark.slow
 def test_retraining_a_tiny_recipe_from_its_seed_reproduces_the_shipped_model(tmp_path):
     result = zoo.train_recipe("induction-tiny", out=tmp_path / "run", progress=False)
     retrained = zoo.load(tmp_path / "run")
