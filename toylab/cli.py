@@ -40,7 +40,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     zm = zoo.load(args.name)
-    card, cfg = zm.card, zm.model.cfg
+    card = zm.card
     print(f"{zm.name}: {card.get('description', '')}")
     print(f"  path        {zm.path}")
     print(f"  task        {zm.task!r}")
@@ -49,7 +49,7 @@ def cmd_info(args: argparse.Namespace) -> int:
           + (" (stopped early by rule: " + card['recipe']['train']['stop_when'] + ")" if card.get("stopped_early") else ""))
     print(f"  metrics     {_fmt_metrics(card.get('metrics', {}))}  (recorded at the end of training)")
     versions = card.get("versions", {})
-    print(f"  versions    " + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform"))
+    print("  versions    " + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform"))
     print(f"  weights     sha256 {card.get('weights_sha256', '?')[:16]}...")
     checks = zm.check()
     if checks:

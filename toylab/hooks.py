@@ -177,11 +177,6 @@ class HookedRootModule(nn.Module):
             for point, fn in reversed(attached):
                 point.fns.remove(fn)
 
-    def reset_hooks(self) -> None:
-        """Remove every attached hook function (hooks attached outside ``hooks()``)."""
-        for point in self.hook_points.values():
-            point.fns.clear()
-
     def has_hooks(self) -> bool:
         return any(point.fns for point in self.hook_points.values())
 

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from toylab import checkpoint as ckpt
 from toylab.models import Transformer, TransformerConfig
-from toylab.tasks import Task, loss, task_from_dict
+from toylab.tasks import Task, loss
 
 _COMPARATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 
@@ -393,8 +393,3 @@ def _load_checkpoint(folder: Path, run: RunState) -> None:
         ) from None
     run.step, run.elapsed = state["step"], state["elapsed"]
     run.last_loss, run.history = state["last_loss"], state["history"]
-
-
-def load_task_of(card: dict[str, Any]) -> Task:
-    """The task a saved model was trained on, from its card."""
-    return task_from_dict(card["recipe"]["task"])
