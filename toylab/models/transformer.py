@@ -100,4 +100,5 @@ class Transformer(HookedRootModule):
     def extra_repr(self) -> str:
         c = self.cfg
         mlp = "attention-only" if c.attn_only else f"d_mlp={c.d_mlp}, {c.act_fn}"
-        return f"{c.n_layers} layers, d_model={c.d_model}, {c.n_heads} heads x {c.d_head}, {mlp}"
+        layers = f"{c.n_layers} layer" + ("s" if c.n_layers != 1 else "")
+        return f"{layers}, d_model={c.d_model}, {c.n_heads} heads x {c.d_head}, {mlp}"
