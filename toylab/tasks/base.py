@@ -49,7 +49,7 @@ class Batch:
     def __getitem__(self, index: int | slice | Tensor) -> Batch:
         """Rows of the batch; an int keeps the batch axis (``batch[-1]`` has one row)."""
         if isinstance(index, int):
-            index = slice(index, index + 1) if index != -1 else slice(-1, None)
+            index = slice(index, index + 1 or None)  # -1 -> slice(-1, None), not slice(-1, 0)
         return Batch(self.tokens[index], self.targets[index])
 
     def to(self, device: torch.device | str) -> Batch:
