@@ -34,9 +34,11 @@ def expected_shapes(model: Transformer) -> dict[str, tuple[int, ...]]:
             f"{blk}.attn.hook_v": (b, p, h, d), f"{blk}.attn.hook_z": (b, p, h, d),
             f"{blk}.attn.hook_attn_scores": (b, h, p, p), f"{blk}.attn.hook_pattern": (b, h, p, p),
             f"{blk}.attn.hook_result": (b, p, h, m),
+            f"{blk}.hook_q_input": (b, p, h, m), f"{blk}.hook_k_input": (b, p, h, m),
+            f"{blk}.hook_v_input": (b, p, h, m),
         })
         if not c.attn_only:
-            shapes.update({f"{blk}.mlp.hook_pre": (b, p, c.d_mlp), f"{blk}.mlp.hook_post": (b, p, c.d_mlp),
+            shapes.update({f"{blk}.hook_mlp_in": (b, p, m), f"{blk}.mlp.hook_pre": (b, p, c.d_mlp), f"{blk}.mlp.hook_post": (b, p, c.d_mlp),
                            f"{blk}.hook_mlp_out": (b, p, m)})
         if c.normalization_type == "LN":
             for ln in ("ln1", "ln2") if not c.attn_only else ("ln1",):

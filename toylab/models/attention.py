@@ -8,7 +8,10 @@ Axis names:
     d_head           width of one head's query, key, value
 
 Every head's output is written to ``hook_result`` before the heads are summed, so a
-per-head intervention needs no flag.
+per-head intervention needs no flag. The block hands each head its own query, key and value
+input ([batch, pos, head, d_model], ``hook_q_input`` ...), so a path patch into one head's
+key leaves its query alone. While no hook has replaced them these inputs are stride-0 views
+of the residual stream, and the projections run on the shared stream at no extra cost.
 """
 
 from __future__ import annotations
@@ -53,14 +56,14 @@ class Attention(nn.Module):
         self.hook_z = HookPoint()  # [batch, pos, head, d_head]
         self.hook_result = HookPoint()  # [batch, pos, head, d_model]
 
-    def forward(self, x: Tensor) -> Tensor:
-        # x: [batch, pos, d_model]
-        q = self.hook_q(einsum(x, self.W_Q, "b p m, h m d -> b p h d") + self.b_Q)
-        k = self.hook_k(einsum(x, self.W_K, "b p m, h m d -> b p h d") + self.b_K)
-        v = self.hook_v(einsum(x, self.W_V, "b p m, h m d -> b p h d") + self.b_V)
+    def forward(self, q_input: Tensor, k_input: Tensor, v_input: Tensor) -> Tensor:
+        # each input: [batch, pos, head, d_model], normalised
+        q = self.hook_q(_project(q_input, self.W_Q) + self.b_Q)  # [batch, pos, head, d_head]
+        k = self.hook_k(_project(k_input, self.W_K) + self.b_K)
+        v = self.hook_v(_project(v_input, self.W_V) + self.b_V)
 
         scores = einsum(q, k, "b q h d, b k h d -> b h q k") / self.scale
-        n = x.shape[1]
+        n = q.shape[1]
         scores = self.hook_attn_scores(scores.masked_fill(~self.mask[:n, :n], float("-inf")))
         pattern = self.hook_pattern(scores.softmax(dim=-1))  # [batch, head, query_pos, key_pos]
 
@@ -73,3 +76,10 @@ class Attention(nn.Module):
         for name in _TL_BUFFERS:
             state_dict.pop(prefix + name, None)
         super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+def _project(x: Tensor, W: Tensor) -> Tensor:
+    """Per-head input [batch, pos, head, d_model] @ W [head, d_model, d_head]."""
+    if x.stride(2) == 0:  # the same stream for every head: project it once
+        return einsum(x[:, :, 0], W, "b p m, h m d -> b p h d")
+    return einsum(x, W, "b p h m, h m d -> b p h d")

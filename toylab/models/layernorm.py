@@ -26,6 +26,11 @@ class LayerNorm(nn.Module):
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # [batch, pos, 1]
         return self.hook_normalized(x / scale * self.w + self.b)
 
+    def normalize(self, x: Tensor) -> Tensor:
+        """The same map without firing hooks, for inputs of any leading shape."""
+        x = x - x.mean(-1, keepdim=True)
+        return x / (x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt() * self.w + self.b
+
 
 def make_norm(cfg: TransformerConfig) -> nn.Module:
     """The block's pre-norm: LayerNorm, or the identity when ``normalization_type`` is None."""

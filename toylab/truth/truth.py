@@ -1,0 +1,211 @@
+"""The ground truth of a zoo model, as data: its circuit, roles, variables and claims.
+
+    truth = toylab.zoo.load("induction-2l").truth
+    truth.provenance            # "constructed", "enforced" or "certified"
+    truth.nodes                 # {"L0H2": "previous-token", "L1H1": "induction", ...}
+    truth.edges                 # (Edge("L0H2", "L1H1", "k"), ...)
+    truth.edges_at("head")      # the same circuit after the promotion rule
+    truth.certificate           # the figures that prove it (see toylab.truth.certify)
+
+Provenance:
+    constructed  weights set by hand; the circuit is what was built.
+    enforced     trained from scratch with an objective that forces the circuit into
+                 components chosen before training (interchange-intervention training).
+    certified    trained naturally; the circuit was identified afterwards.
+In every case the circuit is believed only because ``certify`` passes: interventions on
+the weights, recomputed by the tests.
+
+Circuits are position-agnostic: an edge stands for the sender's effect on the receiver at
+every position. ``pos_embed`` is identical in a clean input and its counterfactual (both
+have the same length), so resample ablation cannot remove it: it is never a circuit node
+and is always kept.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from toylab import checkpoint as ckpt
+from toylab.models import TransformerConfig
+from toylab.truth import components as comp
+from toylab.truth.components import Edge
+
+PROVENANCES = ("constructed", "enforced", "certified")
+TRUTH_FILE = "truth.json"
+FORMAT = "toylab-truth/1"
+
+
+@dataclass(frozen=True)
+class AttentionRole:
+    """What a head is expected to attend to, and the detector score that confirms it."""
+
+    head: str  # "L0H2"
+    pattern: str  # a detector of toylab.methods.detectors: "previous-token", "induction", ...
+    min_score: float  # the detector's score on the task's data must reach this
+
+
+@dataclass(frozen=True)
+class CausalVariable:
+    """A variable of the algorithm and where the model computes it."""
+
+    name: str  # "previous_token"
+    description: str
+    components: tuple[str, ...]  # component ids whose outputs carry the variable
+    positions: str  # "all", "last", "scored", or comma-separated indices "0,2"
+
+
+@dataclass(frozen=True)
+class FeatureDirection:
+    """A direction in an activation space that encodes a known feature."""
+
+    name: str
+    hook: str  # e.g. "blocks.0.hook_resid_post"
+    vector: tuple[float, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Truth:
+    model: str  # the zoo name it belongs to
+    provenance: str
+    description: str  # the algorithm, in words
+    nodes: dict[str, str]  # component id -> role; includes embed and logits when they take part
+    edges: tuple[Edge, ...]  # at qkv granularity (edges into heads carry q, k or v)
+    attention: tuple[AttentionRole, ...] = ()
+    variables: tuple[CausalVariable, ...] = ()
+    features: tuple[FeatureDirection, ...] = ()
+    claims: dict[str, Any] = field(default_factory=dict)  # algorithm-level, e.g. {"key_frequencies": [...]}
+    certificate: dict[str, Any] | None = None  # written by certify(); see Certificate.to_dict
+
+    def __post_init__(self) -> None:
+        if self.provenance not in PROVENANCES:
+            raise ValueError(f"provenance must be one of {PROVENANCES}, got {self.provenance!r}")
+        object.__setattr__(self, "edges", tuple(sorted({Edge.parse(e) for e in self.edges})))
+        object.__setattr__(self, "attention", tuple(self.attention))
+        object.__setattr__(self, "variables", tuple(self.variables))
+        object.__setattr__(self, "features", tuple(self.features))
+        for node in self.nodes:
+            comp.parse(node)
+        ends = {end for e in self.edges for end in (e.sender, e.receiver)}
+        missing = sorted(ends - set(self.nodes))
+        if missing:
+            raise ValueError(f"edges of the circuit touch {missing}, which are not among its nodes")
+        if "pos_embed" in self.nodes:
+            raise ValueError("pos_embed cannot be a circuit node: resample ablation never changes it")
+        for role in self.attention:
+            if comp.parse(role.head)[0] != "head":
+                raise ValueError(f"attention role for {role.head!r}: not a head id")
+        for variable in self.variables:
+            for c in variable.components:
+                comp.parse(c)
+
+    # ---- views ----------------------------------------------------------------------
+    def edges_at(self, granularity: str) -> tuple[Edge, ...]:
+        """The circuit's edges at "qkv" (as written) or "head" granularity (promoted)."""
+        comp.check_granularity(granularity)
+        if granularity == "qkv":
+            return self.edges
+        return tuple(sorted({comp.promote_edge(e) for e in self.edges}))
+
+    def nodes_at(self, granularity: str) -> tuple[str, ...]:
+        """The circuit's components; at "head" granularity neurons are promoted to their MLP."""
+        comp.check_granularity(granularity)
+        if granularity == "qkv":
+            return tuple(self.nodes)
+        return tuple(dict.fromkeys(comp.promote_node(n) for n in self.nodes))
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return tuple(n for n in self.nodes if comp.parse(n)[0] == "head")
+
+    def neurons(self) -> dict[int, list[int]]:
+        """Circuit neurons by layer, for MLPs whose truth goes down to neurons."""
+        out: dict[int, list[int]] = {}
+        for node in self.nodes:
+            kind, layer, index = comp.parse(node)
+            if kind == "neuron":
+                out.setdefault(layer, []).append(index)
+        return out
+
+    def check_fits(self, cfg: TransformerConfig) -> None:
+        """Raise if a component or edge does not exist in a model with config ``cfg``."""
+        for node in self.nodes:
+            comp.check_component(node, cfg)
+        for edge in self.edges:
+            comp.check_edge(edge, cfg)
+            if edge.kind == "head":
+                raise ValueError(f"edge {edge}: a truth is written at qkv granularity (q, k or v into heads)")
+
+    def with_certificate(self, certificate: dict[str, Any]) -> Truth:
+        return Truth(**{**self._fields(), "certificate": certificate})
+
+    # ---- JSON -----------------------------------------------------------------------
+    def _fields(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            **self._fields(),
+            "edges": [e.to_list() for e in self.edges],
+            "attention": [vars(a) for a in self.attention],
+            "variables": [{**vars(v), "components": list(v.components)} for v in self.variables],
+            "features": [{**vars(f), "vector": list(f.vector)} for f in self.features],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Truth:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            got = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"not a toylab truth (format {got!r}, expected {FORMAT!r})")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names - {"format"})
+        if unknown:
+            raise ValueError(f"unknown truth fields {unknown}; valid fields: {sorted(names)}")
+        try:
+            return cls(**{
+                **{k: v for k, v in data.items() if k != "format"},
+                "edges": tuple(Edge.parse(e) for e in data.get("edges", ())),
+                "attention": tuple(AttentionRole(**a) for a in data.get("attention", ())),
+                "variables": tuple(CausalVariable(**{**v, "components": tuple(v["components"])})
+                                   for v in data.get("variables", ())),
+                "features": tuple(FeatureDirection(**{**f, "vector": tuple(f["vector"])})
+                                  for f in data.get("features", ())),
+            })
+        except (TypeError, KeyError) as err:
+            raise ValueError(f"malformed truth: {err}") from None
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / TRUTH_FILE
+        ckpt.atomic_write_json(path, self.to_dict())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Truth:
+        path = Path(path)
+        if path.is_dir():
+            path = path / TRUTH_FILE
+        try:
+            return cls.from_dict(ckpt.read_json(path, "ground truth"))
+        except ValueError as err:
+            raise ckpt.CheckpointError(f"{path}: {err}") from None
+
+    # ---- display --------------------------------------------------------------------
+    def summary(self) -> str:
+        lines = [f"{self.model}: {self.provenance} ground truth", f"  {self.description}", "  nodes:"]
+        lines += [f"    {node:<10} {role}" for node, role in self.nodes.items()]
+        lines.append("  edges:")
+        lines += [f"    {e}" for e in self.edges]
+        if self.attention:
+            lines.append("  attention:")
+            lines += [f"    {a.head:<10} {a.pattern} (score >= {a.min_score})" for a in self.attention]
+        if self.variables:
+            lines.append("  causal variables:")
+            lines += [f"    {v.name:<16} at {', '.join(v.components)} [{v.positions}]: {v.description}"
+                      for v in self.variables]
+        for key, value in self.claims.items():
+            lines.append(f"  {key}: {json.dumps(value)}")
+        return "\n".join(lines)
