@@ -32,8 +32,20 @@ def test_unknown_name_is_a_clear_error(capsys):
     assert "no zoo model named 'induction-2'" in err and "induction-2l" in err
 
 
+def test_truth_prints_circuit_provenance_and_recomputed_certificate(capsys):
+    assert main(["truth", "induction-siit", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "enforced" in out and "L0H2 -> L1H1 (k)" in out and "previous-token" in out
+    assert "certificate (recomputed now) of induction-siit: PASSED" in out and "faithfulness" in out
+    assert main(["truth", "modadd-tiny", "--recorded"]) == 0
+    out = capsys.readouterr().out
+    assert "certified" in out and "key_frequencies" in out and "certificate (recorded): PASSED" in out
+    assert main(["truth", "induction-siit", "--seed", "9"]) == 2
+    assert "ships seeds" in capsys.readouterr().err
+
+
 def test_help_everywhere():
-    for args in ([], ["list"], ["info"], ["train"]):
+    for args in ([], ["list"], ["info"], ["train"], ["truth"]):
         result = subprocess.run(TOYLAB + args + ["--help"], capture_output=True, text=True)
         assert result.returncode == 0 and "usage: toylab" in result.stdout
 

@@ -3,6 +3,7 @@
     toylab list                       the zoo, with each shipped model's measured metrics
     toylab info NAME|DIR              a model's card, re-checking its claims on the weights
     toylab train NAME [--seed S]      reproduce a zoo model from its seed (resumes if interrupted)
+    toylab truth NAME [--seed S]      a model's ground-truth circuit, provenance and certificate
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ def _fmt_metrics(metrics: dict[str, float]) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = [("NAME", "TASK", "MODEL", "SHIPPED")]
+    rows = [("NAME", "TASK", "MODEL", "TRUTH", "SHIPPED")]
     for name in zoo.names():
         rec = zoo.recipe(name)
         cfg = rec.model
         arch = f"{cfg.n_layers}L x {cfg.n_heads}H, d_model {cfg.d_model}" + (", attn-only" if cfg.attn_only else f", d_mlp {cfg.d_mlp}")
         shipped = "yes" if (zoo.SHIPPED_DIR / name / "card.json").exists() else "no (toylab train " + name + ")"
-        rows.append((name, repr(rec.task), arch, shipped))
+        if len(rec.seeds) > 1:
+            shipped += f", seeds {','.join(map(str, rec.seeds))}"
+        rows.append((name, repr(rec.task), arch, rec.provenance or "-", shipped))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -85,6 +88,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_truth(args: argparse.Namespace) -> int:
+    zm = zoo.load(args.name, seed=args.seed) if args.name in zoo.RECIPES else zoo.load(args.name)
+    if zm.truth is None:
+        print(f"{zm.name} (seed {zm.seed}) has no ground truth: a certified truth holds only for the seed "
+              "it was identified on", file=sys.stderr)
+        return 1
+    print(zm.truth.summary())
+    if args.recorded:
+        recorded = zm.truth.certificate
+        if recorded is None:
+            print("no certificate recorded", file=sys.stderr)
+            return 1
+        print(f"certificate (recorded): {'PASSED' if recorded['passed'] else 'FAILED'}; "
+              f"full {recorded['full']:.3f}, empty {recorded['empty']:.3f}")
+        for check in recorded["checks"]:
+            mark = "pass" if check["passed"] else "FAIL"
+            print(f"  {mark}  {check['name']}: {check['value']:.3f} (needs {check['op']} {check['threshold']:g})")
+        return 0 if recorded["passed"] else 1
+    certificate = zm.certify()
+    print(certificate.summary().replace("certificate of", "certificate (recomputed now) of", 1))
+    return 0 if certificate.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toylab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"toylab {__version__}")
@@ -107,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="delete the output folder first instead of resuming")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("truth", help="show a model's ground-truth circuit and certificate",
+                       description="Print a zoo model's ground truth (circuit, roles, variables, claims, "
+                       "provenance) and its certificate, recomputed from the weights by interventions.")
+    p.add_argument("name", help="a zoo name (see `toylab list`) or a run folder written by `toylab train`")
+    p.add_argument("--seed", type=int, default=None, help="which shipped seed (default: the recipe's own)")
+    p.add_argument("--recorded", action="store_true", help="print the certificate recorded at training time "
+                   "instead of recomputing it")
+    p.set_defaults(func=cmd_truth)
     return parser
 
 

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from toylab import checkpoint as ckpt
 from toylab.models import Transformer, TransformerConfig
-from toylab.tasks import Task, loss
+from toylab.tasks import Batch, Task, loss
 
 _COMPARATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 
@@ -123,10 +123,25 @@ class RunState:
     history: list[dict[str, float]] = field(default_factory=list)
     last_loss: float = float("nan")
     stop_requested: bool = False
+    objective: Objective | None = None
 
     def stop(self) -> None:
         """Ask the run to end after the current step (the model is still saved as finished)."""
         self.stop_requested = True
+
+
+class Objective:
+    """A training loss other than the task's own, e.g. interchange-intervention training.
+
+    ``loss`` must draw any randomness from ``step_generator(seed, step, ...)`` so a resumed
+    run stays bitwise identical; ``to_dict`` describes it for run.json and the card.
+    """
+
+    def loss(self, model: Transformer, batch: Batch, step: int, seed: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
 
 
 class Callback:
@@ -188,9 +203,11 @@ def train(
     callbacks: Sequence[Callback] = (),
     progress: bool = True,
     card: dict[str, Any] | None = None,
+    objective: Objective | None = None,
 ) -> TrainResult:
     """Train a fresh ``Transformer(model_cfg, seed=cfg.seed)`` on ``task``.
 
+    The loss is the task's cross-entropy, or ``objective.loss`` when one is given.
     With ``out_dir`` the run checkpoints there and resumes from there; the finished model
     is saved with a card holding ``card`` plus the recipe, metrics, time and versions.
     """
@@ -201,8 +218,10 @@ def train(
         )
     model = Transformer(model_cfg, seed=cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    run = RunState(model, task, cfg, optimizer)
+    run = RunState(model, task, cfg, optimizer, objective=objective)
     recipe = {"model": model_cfg.to_dict(), "task": task.to_dict(), "train": cfg.to_dict()}
+    if objective is not None:
+        recipe["objective"] = objective.to_dict()
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         _start_or_resume(out, recipe, run)
@@ -284,7 +303,10 @@ def _train_step(run: RunState) -> None:
     batch = run.task.train_batch(run.step, cfg.seed, cfg.batch_size).to(run.model.device)
     for group in run.optimizer.param_groups:
         group["lr"] = cfg.lr_at(run.step)
-    value = loss(run.model(batch.tokens), batch)
+    if run.objective is None:
+        value = loss(run.model(batch.tokens), batch)
+    else:
+        value = run.objective.loss(run.model, batch, run.step, cfg.seed)
     run.optimizer.zero_grad(set_to_none=True)
     value.backward()
     if cfg.grad_clip is not None:
@@ -353,8 +375,8 @@ def _start_or_resume(out: Path, recipe: dict[str, Any], run: RunState) -> None:
 
 
 def _describe_difference(saved: dict[str, Any], new: dict[str, Any]) -> str:
-    for section in ("model", "task", "train"):
-        a, b = saved.get(section, {}), json.loads(json.dumps(new[section]))
+    for section in ("model", "task", "train", "objective"):
+        a, b = saved.get(section, {}), json.loads(json.dumps(new.get(section, {})))
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
                 return f"{section}.{key} is {a.get(key)!r} there, {b.get(key)!r} here"

@@ -13,10 +13,11 @@ from toylab.tasks.base import (
     logit_diff,
     loss,
 )
+from toylab.tasks.brackets import Brackets
 from toylab.tasks.induction import Induction
 from toylab.tasks.modular_addition import ModularAddition
 
-TASKS: dict[str, type[Task]] = {cls.kind: cls for cls in (ModularAddition, Induction)}
+TASKS: dict[str, type[Task]] = {cls.kind: cls for cls in (ModularAddition, Induction, Brackets)}
 
 
 def task_from_dict(data: dict[str, Any]) -> Task:
@@ -35,6 +36,7 @@ __all__ = [
     "IGNORE",
     "TASKS",
     "Batch",
+    "Brackets",
     "CounterfactualPair",
     "Induction",
     "ModularAddition",

@@ -26,6 +26,7 @@ from toylab.tasks.base import (
     seeded_generator,
     step_generator,
 )
+from toylab.truth.algorithm import Algorithm
 
 BOS = 0
 EVAL_SEED = 12345  # the fixed seed of the cached test set
@@ -237,3 +238,42 @@ class Induction(Task):
             "min_seg_len": self.min_seg_len,
             "max_seg_len": self.max_seg_len,
         }
+
+
+class InductionAlgorithm(Algorithm):
+    """The induction algorithm as a two-step causal model.
+
+    Variables (each defined at every position):
+        previous_token   the token before position k (a previous-token head writes it at k)
+        induction        the predicted next token at position i: the token at the k <= i
+                         whose previous_token equals the token at i
+
+    Interventions take a variable's values from a source sequence: with previous_token
+    from source, position i predicts ``base[k]`` for the latest k <= i with
+    ``source[k-1] == base[i]`` (IGNORE if there is none); with induction from source, the
+    prediction is the source's own. Pairs are (clean, first copy shuffled), so the
+    previous-token variable differs exactly where the first copy was moved.
+    """
+
+    variables = ("previous_token", "induction")
+
+    def __init__(self, task: Induction) -> None:
+        self.task = task
+
+    def sample_pairs(self, n: int, generator: torch.Generator) -> tuple[Batch, Batch]:
+        seed = int(torch.randint(2**62, (), generator=generator))
+        pair = self.task.counterfactual(n, seed)
+        return pair.clean, pair.corrupted
+
+    def intervene(self, base: Batch, source: Batch, variable: str) -> Tensor:
+        self.check_variable(variable)
+        if variable == "induction":
+            return torch.where(base.scored, source.targets, IGNORE)
+        n = base.tokens.shape[1]
+        pos = torch.arange(n)
+        prev = torch.cat([torch.full_like(source.tokens[:, :1], -1), source.tokens[:, :-1]], dim=1)  # [batch, pos]
+        match = prev.unsqueeze(1) == base.tokens.unsqueeze(2)  # [batch, query_pos, key_pos]
+        match &= pos.unsqueeze(0) <= pos.unsqueeze(1)  # keys at or before the query
+        key = torch.where(match, pos, -1).amax(dim=-1)  # [batch, query_pos], latest match
+        answer = base.tokens.gather(1, key.clamp(min=0))
+        return torch.where(base.scored & (key >= 0), answer, IGNORE)

@@ -25,6 +25,7 @@ from toylab.tasks.base import (
     seeded_generator,
     step_generator,
 )
+from toylab.truth.algorithm import Algorithm
 
 MAX_P = 10_000  # every one of the p^2 pairs is materialised, so p must stay modest
 SPLITS = ("train", "test", "all")
@@ -222,3 +223,25 @@ class ModularAddition(Task):
     # ---- serialisation --------------------------------------------------------------
     def params(self) -> dict[str, Any]:
         return {"p": self.p, "train_frac": self.train_frac, "split_seed": self.split_seed}
+
+
+class ModularAdditionAlgorithm(Algorithm):
+    """Modular addition as a causal model with one intermediate variable.
+
+    ``sum``: (a + b) mod p, computed at the "=" position (as the Fourier features of
+    w(a + b) in the zoo's models). With ``sum`` taken from a source the answer is the
+    source's answer. Pairs are (a, b) and (a, b') from ``counterfactual``.
+    """
+
+    variables = ("sum",)
+
+    def __init__(self, task: ModularAddition) -> None:
+        self.task = task
+
+    def sample_pairs(self, n: int, generator: torch.Generator) -> tuple[Batch, Batch]:
+        pair = self.task.counterfactual(n, int(torch.randint(2**62, (), generator=generator)))
+        return pair.clean, pair.corrupted
+
+    def intervene(self, base: Batch, source: Batch, variable: str) -> Tensor:
+        self.check_variable(variable)
+        return torch.where(base.scored, source.targets, IGNORE)

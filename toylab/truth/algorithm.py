@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-from toylab.tasks import Batch, Task
+from toylab.tasks.base import Batch, Task
 
 
 class Algorithm(ABC):

@@ -1,10 +1,13 @@
 """The model zoo: named recipes whose small checkpoints ship inside the package.
 
     toylab.zoo.names()                 # ["induction-2l", "induction-tiny", "modadd-113", ...]
-    zm = toylab.zoo.load("modadd-113")  # zm.model, zm.task, zm.card, zm.recipe
+    zm = toylab.zoo.load("modadd-113")  # zm.model, zm.task, zm.card, zm.recipe, zm.truth
     zm.check()                          # re-measures the recipe's claims on the loaded weights
+    zm.certify()                        # re-proves the ground truth by interventions
+    toylab.zoo.load("induction-siit", seed=2)   # enforced recipes ship several seeds
 
-Every shipped checkpoint is reproduced from its seed by ``toylab train NAME``.
+Every shipped checkpoint is reproduced from its seed by ``toylab train NAME [--seed S]``,
+which also certifies the truth and writes it (``truth.json``) beside the weights.
 """
 
 from __future__ import annotations
@@ -18,7 +21,17 @@ from typing import Any
 from toylab import checkpoint as ckpt
 from toylab.models import Transformer
 from toylab.tasks import Task, task_from_dict
-from toylab.train import TrainResult, evaluate, parse_stop_when, rule_holds, train
+from toylab.train import (
+    TrainResult,
+    evaluate,
+    parse_stop_when,
+    rule_holds,
+    train,
+    versions,
+)
+from toylab.truth import Algorithm, Truth
+from toylab.truth.certify import Certificate, certify
+from toylab.truth.truth import TRUTH_FILE
 from toylab.zoo.recipes import RECIPES, Recipe
 
 SHIPPED_DIR = Path(__file__).parent / "checkpoints"
@@ -50,6 +63,22 @@ class ZooModel:
     card: dict[str, Any]
     path: Path
     recipe: Recipe | None  # None for a folder that is not a zoo recipe
+    truth: Truth | None  # the circuit, from truth.json beside the weights; None if unknown
+
+    @property
+    def seed(self) -> int:
+        return self.card["seed"]
+
+    @property
+    def algorithm(self) -> Algorithm | None:
+        """The task's high-level causal model, where the recipe declares one."""
+        return self.recipe.algorithm(self.task) if self.recipe and self.recipe.algorithm else None
+
+    def certify(self) -> Certificate:
+        """Recompute the certificate of this model's truth from its weights."""
+        if self.truth is None:
+            raise ValueError(f"{self.name} (seed {self.seed}) has no ground truth to certify")
+        return certify(self.model, self.task, self.truth, self.algorithm)
 
     def check(self) -> dict[str, tuple[float, bool]]:
         """Evaluate the model now and test each claim: ``{claim: (measured value, holds)}``."""
@@ -58,11 +87,21 @@ class ZooModel:
         return {claim: (metrics[parse_stop_when(claim)[0]], rule_holds(claim, metrics)) for claim in claims}
 
 
-def load(name_or_path: str | Path, device: str = "cpu") -> ZooModel:
-    """A shipped zoo model by name, or any run folder written by ``toylab train``."""
+def shipped_path(name: str, seed: int | None = None) -> Path:
+    """Where the zoo keeps ``name`` trained with ``seed`` (the recipe's own seed by default)."""
+    rec = recipe(name)
+    seed = rec.train.seed if seed is None else seed
+    if seed not in rec.seeds:
+        raise KeyError(f"{name} ships seeds {list(rec.seeds)}, not {seed}; "
+                       f"train another with `toylab train {name} --seed {seed}`")
+    return SHIPPED_DIR / (name if seed == rec.train.seed else f"{name}.seed{seed}")
+
+
+def load(name_or_path: str | Path, device: str = "cpu", seed: int | None = None) -> ZooModel:
+    """A shipped zoo model by name (and seed), or any run folder written by ``toylab train``."""
     path = Path(name_or_path)
     if isinstance(name_or_path, str) and name_or_path in RECIPES:
-        path = SHIPPED_DIR / name_or_path
+        path = shipped_path(name_or_path, seed)
         if not path.is_dir():
             raise ckpt.CheckpointError(
                 f"zoo model {name_or_path!r} has no shipped checkpoint at {path}; "
@@ -75,17 +114,51 @@ def load(name_or_path: str | Path, device: str = "cpu") -> ZooModel:
         raise ckpt.CheckpointError(f"{path} has no card with a recipe; it was not written by toylab")
     task = task_from_dict(card["recipe"]["task"])
     name = card.get("name", path.name)
-    return ZooModel(name, model, task, card, path, RECIPES.get(name))
+    truth = Truth.load(path) if (path / TRUTH_FILE).exists() else None
+    if truth is not None:
+        truth.check_fits(model.cfg)
+    return ZooModel(name, model, task, card, path, RECIPES.get(name), truth)
 
 
 def train_recipe(name: str, seed: int | None = None, out: str | Path | None = None,
                  progress: bool = True) -> TrainResult:
-    """Train zoo recipe ``name`` (with its own seed unless one is given)."""
+    """Train (or, for a constructed recipe, build) zoo recipe ``name``, then certify its truth.
+
+    The truth, with its certificate, is written to ``truth.json`` beside the weights and
+    the certificate's verdict into the card. A failing certificate is recorded, not hidden.
+    """
     rec = recipe(name)
     train_cfg = rec.train if seed is None else rec.with_seed(seed).train
     out = Path(out) if out is not None else runs_dir() / name / f"seed-{train_cfg.seed}"
     card = {"name": name, "description": rec.description, "claims": list(rec.claims)}
-    return train(rec.model, rec.task, train_cfg, out_dir=out, progress=progress, card=card)
+    if rec.build is not None:
+        result = _build(rec, train_cfg.seed, out, card)
+    else:
+        result = train(rec.model, rec.task, train_cfg, out_dir=out, progress=progress, card=card,
+                       objective=rec.objective())
+    truth = rec.truth_for(train_cfg.seed)
+    if truth is not None:
+        algorithm = rec.algorithm(rec.task) if rec.algorithm else None
+        certificate = certify(result.model, rec.task, truth, algorithm)
+        truth.with_certificate(certificate.to_dict()).save(out)
+        full_card = ckpt.read_json(out / ckpt.CARD_FILE, "model card")
+        full_card["certificate"] = {"passed": certificate.passed, "faithfulness": certificate.faithfulness,
+                                    "completeness": certificate.completeness,
+                                    "failures": [str(c) for c in certificate.failures]}
+        ckpt.atomic_write_json(out / ckpt.CARD_FILE, full_card)
+    return result
 
 
-__all__ = ["RECIPES", "Recipe", "ZooModel", "load", "names", "recipe", "runs_dir", "train_recipe"]
+def _build(rec: Recipe, seed: int, out: Path, card: dict[str, Any]) -> TrainResult:
+    """A constructed model: weights set by ``rec.build``, saved like a trained one."""
+    model = rec.build(rec.task)
+    metrics = evaluate(model, rec.task)
+    full_card = {**card, "recipe": {"model": model.cfg.to_dict(), "task": rec.task.to_dict(),
+                                    "train": rec.train.to_dict()},
+                 "constructed": True, "seed": seed, "steps": 0, "stopped_early": False, "train_time_s": 0.0,
+                 "metrics": metrics, "versions": versions()}
+    ckpt.save_model(out, model, full_card)
+    return TrainResult(model, [], metrics, 0, 0.0, False, out)
+
+
+__all__ = ["RECIPES", "Recipe", "ZooModel", "load", "names", "recipe", "runs_dir", "shipped_path", "train_recipe"]

@@ -1,18 +1,28 @@
-"""The zoo's recipes: architecture, task, training configuration and the claims it must meet.
+"""The zoo's recipes: architecture, task, training configuration, claims and ground truth.
 
 A recipe is everything needed to reproduce a checkpoint from its seed. ``claims`` are
 rules such as ``"test/accuracy >= 0.99"`` that the shipped weights must satisfy when
-re-evaluated (the tests check each one).
+re-evaluated (the tests check each one). ``truth`` is the circuit (``toylab.zoo.truths``):
+for an *enforced* recipe it is chosen before training and trained in by SIIT, for a
+*constructed* one ``build`` sets the weights by hand, and for a *certified* one it was
+identified on the shipped seed and holds for that seed only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from toylab.models import TransformerConfig
+from toylab.models import Transformer, TransformerConfig
 from toylab.tasks import Induction, ModularAddition, Task
-from toylab.train import TrainConfig
+from toylab.tasks.induction import InductionAlgorithm
+from toylab.tasks.modular_addition import ModularAdditionAlgorithm
+from toylab.train import Objective, TrainConfig
+from toylab.truth import Algorithm, Truth
+from toylab.truth.construct import construct_induction
+from toylab.truth.siit import SIIT
+from toylab.zoo import truths
 
 
 @dataclass(frozen=True)
@@ -21,11 +31,31 @@ class Recipe:
     description: str
     task: Task
     model: TransformerConfig
-    train: TrainConfig
+    train: TrainConfig  # for a constructed model, only its seed is used (the model is built)
     claims: tuple[str, ...]
+    truth: Truth | None = None
+    algorithm: Callable[[Task], Algorithm] | None = None  # the task's high-level causal model
+    seeds: tuple[int, ...] = (0,)  # seeds that ship; the first is the recipe's own
+    build: Callable[[Task], Transformer] | None = None  # sets weights by hand instead of training
 
     def with_seed(self, seed: int) -> Recipe:
         return dataclasses.replace(self, train=dataclasses.replace(self.train, seed=seed))
+
+    @property
+    def provenance(self) -> str | None:
+        return self.truth.provenance if self.truth else None
+
+    def truth_for(self, seed: int) -> Truth | None:
+        """The truth of this recipe trained with ``seed``: a certified truth holds for its seed only."""
+        if self.truth is None or (self.provenance == "certified" and seed != self.train.seed):
+            return None
+        return self.truth
+
+    def objective(self) -> Objective | None:
+        """SIIT for an enforced recipe; None (plain task loss) otherwise."""
+        if self.provenance != "enforced":
+            return None
+        return SIIT(self.algorithm(self.task), self.truth)
 
 
 def _modadd_model(task: ModularAddition, d_model: int, n_heads: int, d_mlp: int) -> TransformerConfig:
@@ -58,6 +88,8 @@ def _recipes() -> dict[str, Recipe]:
             train=TrainConfig(steps=3000, lr=1e-2, weight_decay=1.0, betas=(0.9, 0.98), eval_every=50,
                               checkpoint_every=250, stop_when="test/accuracy >= 0.999", seed=0),
             claims=("train/accuracy >= 0.99", "test/accuracy >= 0.99"),
+            truth=truths.MODADD_113,
+            algorithm=ModularAdditionAlgorithm,
         ),
         Recipe(
             name="modadd-tiny",
@@ -67,6 +99,8 @@ def _recipes() -> dict[str, Recipe]:
             train=TrainConfig(steps=2500, lr=1e-2, weight_decay=1.0, betas=(0.9, 0.98), eval_every=50,
                               checkpoint_every=250, stop_when="test/accuracy >= 0.999", seed=0),
             claims=("train/accuracy >= 0.99", "test/accuracy >= 0.99"),
+            truth=truths.MODADD_TINY,
+            algorithm=ModularAdditionAlgorithm,
         ),
         Recipe(
             name="induction-2l",
@@ -77,6 +111,8 @@ def _recipes() -> dict[str, Recipe]:
             train=TrainConfig(steps=3000, lr=1e-3, weight_decay=0.01, betas=(0.9, 0.99), batch_size=64,
                               eval_every=100, checkpoint_every=500, stop_when="test/loss <= 0.02", seed=0),
             claims=("test/accuracy >= 0.99", "test/loss <= 0.05"),
+            truth=truths.INDUCTION_2L,
+            algorithm=InductionAlgorithm,
         ),
         Recipe(
             name="induction-tiny",
@@ -86,6 +122,34 @@ def _recipes() -> dict[str, Recipe]:
             train=TrainConfig(steps=2000, lr=3e-3, weight_decay=0.01, betas=(0.9, 0.99), batch_size=64,
                               eval_every=50, checkpoint_every=500, stop_when="test/loss <= 0.05", seed=0),
             claims=("test/accuracy >= 0.98", "test/loss <= 0.1"),
+            truth=truths.INDUCTION_TINY,
+            algorithm=InductionAlgorithm,
+        ),
+        Recipe(
+            name="induction-siit",
+            description="Induction with the circuit put in place before training: L0H2 is the previous-token "
+            "head and L1H1 the induction head, trained in by SIIT; the other six heads are trained to be inert.",
+            task=induction_tiny,
+            model=_induction_model(induction_tiny, d_model=32, n_heads=4),
+            # Stops once converged: SIIT's three terms make late loss spikes more likely than plain training.
+            train=TrainConfig(steps=3000, lr=3e-3, weight_decay=0.01, betas=(0.9, 0.99), batch_size=64,
+                              eval_every=100, checkpoint_every=500, stop_when="test/loss <= 0.001", seed=0),
+            claims=("test/accuracy >= 0.99", "test/loss <= 0.02"),
+            truth=truths.INDUCTION_SIIT,
+            algorithm=InductionAlgorithm,
+            seeds=(0, 1, 2),
+        ),
+        Recipe(
+            name="induction-constructed",
+            description="Induction with every weight set by hand: L0H1 previous-token head, L1H1 induction head, "
+            "and a mirror pair of decoys (L0H0, L1H0) with the same attention patterns whose output nobody reads.",
+            task=induction_tiny,
+            model=construct_induction(induction_tiny).cfg,
+            train=TrainConfig(steps=1, seed=0),
+            claims=("test/accuracy >= 0.999", "test/loss <= 0.01"),
+            truth=truths.INDUCTION_CONSTRUCTED,
+            algorithm=InductionAlgorithm,
+            build=construct_induction,
         ),
     ]
     return {r.name: r for r in recipes}

@@ -1,0 +1,76 @@
+"""Every zoo truth is re-proved from the weights, and wrong truths are rejected."""
+
+import dataclasses
+
+import pytest
+
+from toylab import zoo
+from toylab.truth import Truth
+from toylab.truth.certify import certify
+
+SHIPPED = [(name, seed) for name in zoo.names() for seed in zoo.recipe(name).seeds]
+
+
+@pytest.mark.parametrize("name,seed", SHIPPED)
+def test_every_shipped_model_has_a_truth_whose_certificate_passes_when_recomputed(name, seed):
+    zm = zoo.load(name, seed=seed)
+    assert zm.truth is not None and zm.truth.provenance in ("constructed", "enforced", "certified")
+    assert zm.truth.nodes == zoo.recipe(name).truth.nodes  # the shipped JSON is the recipe's truth
+    certificate = zm.certify()
+    assert certificate.passed, certificate.summary()
+    recorded = zm.truth.certificate
+    assert recorded["passed"] and zm.card["certificate"]["passed"]
+    assert certificate.faithfulness == pytest.approx(recorded["faithfulness"], abs=1e-4)
+    assert certificate.completeness == pytest.approx(recorded["completeness"], abs=1e-4)
+
+
+def _without(truth: Truth, node: str) -> Truth:
+    nodes = {k: v for k, v in truth.nodes.items() if k != node}
+    return dataclasses.replace(truth, nodes=nodes, edges=tuple(e for e in truth.edges if node not in (e.sender, e.receiver)))
+
+
+def _moved(truth: Truth, old: str, new: str) -> Truth:
+    rename = {old: new}
+    nodes = {rename.get(k, k): v for k, v in truth.nodes.items()}
+    edges = [(rename.get(e.sender, e.sender), rename.get(e.receiver, e.receiver), e.kind) for e in truth.edges]
+    attention = tuple(dataclasses.replace(a, head=rename.get(a.head, a.head)) for a in truth.attention)
+    variables = tuple(dataclasses.replace(v, components=tuple(rename.get(c, c) for c in v.components))
+                      for v in truth.variables)
+    return dataclasses.replace(truth, nodes=nodes, edges=edges, attention=attention, variables=variables)
+
+
+@pytest.mark.parametrize("name", ["induction-siit", "induction-constructed"])
+def test_a_moved_circuit_is_rejected(name):
+    zm = zoo.load(name)
+    wrong = _moved(zm.truth, "L1H1", "L1H0")
+    certificate = certify(zm.model, zm.task, wrong, zm.algorithm)
+    assert not certificate.passed
+    failed = {c.name for c in certificate.failures}
+    assert "faithfulness" in failed and "minimality of node L1H0" in failed
+
+
+@pytest.mark.parametrize("name,node", [("induction-siit", "L0H2"), ("modadd-tiny", "L0H1"), ("induction-2l", "L1H2")])
+def test_a_truth_missing_a_node_is_rejected(name, node):
+    zm = zoo.load(name)
+    certificate = certify(zm.model, zm.task, _without(zm.truth, node), zm.algorithm)
+    assert not certificate.passed
+
+
+def test_an_extra_inert_node_fails_minimality():
+    zm = zoo.load("induction-constructed")  # the decoy L1H0 is inert by construction
+    extra = dataclasses.replace(zm.truth, nodes={**zm.truth.nodes, "L1H0": "decoy"},
+                                edges=(*zm.truth.edges, ("L1H0", "logits", "resid")))
+    failed = {c.name for c in certify(zm.model, zm.task, extra).failures}
+    assert "minimality of node L1H0" in failed
+
+
+def test_wrong_key_frequencies_are_rejected():
+    zm = zoo.load("modadd-tiny")
+    wrong = dataclasses.replace(zm.truth, claims={"key_frequencies": [3, 5, 7]})
+    assert not certify(zm.model, zm.task, wrong, zm.algorithm).passed
+
+
+def test_a_truth_that_does_not_fit_the_model_is_refused():
+    zm = zoo.load("induction-tiny")
+    with pytest.raises(ValueError, match="heads"):
+        certify(zm.model, zm.task, _moved(zoo.load("induction-siit").truth, "L0H2", "L0H3"))

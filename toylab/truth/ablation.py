@@ -1,0 +1,226 @@
+"""Resample ablation of edges and nodes: run a model with only a circuit left intact.
+
+Axis names used in shape comments:
+    batch, pos     as everywhere
+    sender         the upstream components feeding one receiver, in residual-stream order
+    head           attention head of the receiving layer
+    d_model        residual stream width
+    d_mlp          MLP neurons
+
+An edge ``(s, r, kind)`` is *ablated* when receiver ``r`` reads, through that input, the
+output ``s`` had on the corrupted input instead of its output in the current run. Every
+receiver input is patched on its own hook (``hook_q_input`` per head, ``hook_mlp_in``,
+and the last ``hook_resid_post`` for the logits), so ablating an edge changes what one
+receiver reads and nothing else:
+
+    input_r = resid_r + sum over ablated senders s of (corrupted_s - current_s)
+
+With every edge ablated the model computes exactly its corrupted output; with none, its
+clean output. The corrupted activations come from one forward on the corrupted tokens;
+the current ones are recorded during the patched forward, so ablations compose along
+paths (the MIB / ACDC convention). Neurons are ablated node-wise at ``mlp.hook_post``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+
+from toylab.models import Transformer
+from toylab.truth import components as comp
+from toylab.truth.components import Edge
+
+
+def expand_to_qkv(edges: Iterable[Edge | tuple[str, str, str]]) -> set[Edge]:
+    """Edges at qkv granularity: a promoted head edge stands for its q, k and v edges."""
+    out: set[Edge] = set()
+    for edge in map(Edge.parse, edges):
+        if edge.kind == "head":
+            out.update(Edge(edge.sender, edge.receiver, kind) for kind in comp.QKV)
+        else:
+            out.add(edge)
+    return out
+
+
+def edges_without(cfg, nodes: Iterable[str]) -> set[Edge]:
+    """Every edge of the model except those leaving ``nodes``: node ablation, as edges."""
+    removed = set(nodes)
+    return {e for e in comp.edges(cfg) if e.sender not in removed}
+
+
+@contextmanager
+def ablated(
+    model: Transformer,
+    corrupted_tokens: Tensor,
+    keep: Iterable[Edge | tuple[str, str, str]],
+    keep_neurons: Mapping[int, Sequence[int]] | None = None,
+) -> Iterator[Transformer]:
+    """Within the block, ``model(tokens)`` runs with every edge outside ``keep`` ablated.
+
+    ``keep`` holds edges at either granularity. ``keep_neurons`` maps a layer to the
+    neurons of its MLP that stay intact; the MLP's other neurons take their corrupted
+    values. ``tokens`` inside the block must have the shape of ``corrupted_tokens``.
+    Gradients flow through the current run, so the block also serves training objectives.
+    """
+    cfg = model.cfg
+    kept = expand_to_qkv(keep)
+    for edge in kept:
+        comp.check_edge(edge, cfg)
+    sender_names = comp.senders(cfg)
+    hook_of = {"embed": "hook_embed", "pos_embed": "hook_pos_embed"}
+    for layer in range(cfg.n_layers):
+        hook_of[f"L{layer}"] = f"blocks.{layer}.attn.hook_result"
+        if not cfg.attn_only:
+            hook_of[f"MLP{layer}"] = f"blocks.{layer}.hook_mlp_out"
+    neuron_hooks = {f"blocks.{layer}.mlp.hook_post": layer for layer in (keep_neurons or {})}
+    with torch.no_grad():
+        _, corrupted = model.run_with_cache(corrupted_tokens, names=list(set(hook_of.values()) | set(neuron_hooks)))
+
+    deltas: dict[str, Tensor] = {}  # sender id -> corrupted - current output [batch, pos, d_model]
+
+    def record(x: Tensor, hook) -> None:
+        if hook.name.endswith("hook_result"):
+            layer = hook.layer()
+            for h in range(cfg.n_heads):
+                deltas[f"L{layer}H{h}"] = corrupted[hook.name][:, :, h] - x[:, :, h]
+        else:
+            name = next(k for k, v in hook_of.items() if v == hook.name)
+            deltas[name] = corrupted[hook.name] - x
+
+    all_edges = set(comp.edges(cfg))
+
+    def ablate_mask(receivers: Sequence[str], kind: str) -> tuple[list[str], Tensor]:
+        """The upstream senders with an ablated edge into any of ``receivers``, and which."""
+        upstream = [s for s in sender_names if Edge(s, receivers[0], kind) in all_edges]
+        mask = torch.tensor([[float(Edge(s, r, kind) not in kept) for r in receivers] for s in upstream])
+        rows = mask.reshape(len(upstream), -1).any(dim=1)  # [sender, receiver] -> [sender]
+        return [s for s, row in zip(upstream, rows) if row], mask[rows].to(model.device)
+
+    fwd_hooks = [(name, record) for name in set(hook_of.values())]
+    for layer in range(cfg.n_layers):
+        heads = [comp.head_id(layer, h) for h in range(cfg.n_heads)]
+        for kind in comp.QKV:
+            senders, mask = ablate_mask(heads, kind)
+            if senders:
+                fwd_hooks.append((f"blocks.{layer}.hook_{kind}_input", _patch_per_head(deltas, senders, mask)))
+        if not cfg.attn_only:
+            senders, mask = ablate_mask([f"MLP{layer}"], "resid")
+            if senders:
+                fwd_hooks.append((f"blocks.{layer}.hook_mlp_in", _patch_stream(deltas, senders)))
+    senders, _ = ablate_mask([comp.OUTPUT], "resid")
+    if senders:
+        fwd_hooks.append((f"blocks.{cfg.n_layers - 1}.hook_resid_post", _patch_stream(deltas, senders)))
+    for name, layer in neuron_hooks.items():
+        keep_mask = torch.zeros(cfg.d_mlp, dtype=torch.bool, device=model.device)
+        keep_mask[list(keep_neurons[layer])] = True
+        fwd_hooks.append((name, _patch_neurons(corrupted[name], keep_mask)))
+
+    with model.hooks(fwd_hooks):
+        yield model
+
+
+def _patch_per_head(deltas: dict[str, Tensor], senders: list[str], mask: Tensor):
+    def hook(x: Tensor, hook) -> Tensor:  # x: [batch, pos, head, d_model]
+        stacked = torch.stack([deltas[s] for s in senders], dim=2)  # [batch, pos, sender, d_model]
+        return x + torch.einsum("bpsm,sh->bphm", stacked, mask)
+    return hook
+
+
+def _patch_stream(deltas: dict[str, Tensor], senders: list[str]):
+    def hook(x: Tensor, hook) -> Tensor:  # x: [batch, pos, d_model]
+        return x + sum(deltas[s] for s in senders)
+    return hook
+
+
+def _patch_neurons(corrupted_post: Tensor, keep_mask: Tensor):
+    def hook(x: Tensor, hook) -> Tensor:  # x: [batch, pos, d_mlp]
+        return torch.where(keep_mask, x, corrupted_post)
+    return hook
+
+
+def ablated_logits(
+    model: Transformer,
+    clean_tokens: Tensor,
+    corrupted_tokens: Tensor,
+    keep: Iterable[Edge | tuple[str, str, str]],
+    keep_neurons: Mapping[int, Sequence[int]] | None = None,
+) -> Tensor:
+    """Logits [batch, pos, d_vocab_out] of the clean run with only ``keep`` intact."""
+    with torch.no_grad(), ablated(model, corrupted_tokens, keep, keep_neurons):
+        return model(clean_tokens)
+
+
+def position_mask(positions: str, n_pos: int) -> Tensor:
+    """``"all"``, ``"last"`` or comma-separated indices such as ``"0,2"`` -> bool [pos]."""
+    mask = torch.zeros(n_pos, dtype=torch.bool)
+    if positions == "all":
+        mask[:] = True
+    elif positions == "last":
+        mask[-1] = True
+    else:
+        try:
+            index = [int(p) for p in positions.split(",")]
+        except ValueError:
+            raise ValueError(f"positions must be 'all', 'last' or indices like '0,2', got {positions!r}") from None
+        if not all(-n_pos <= i < n_pos for i in index):
+            raise ValueError(f"positions {positions!r} out of range for sequences of length {n_pos}")
+        mask[index] = True
+    return mask
+
+
+@contextmanager
+def interchanged(
+    model: Transformer,
+    source_tokens: Tensor,
+    components: Iterable[str],
+    positions: str | Tensor = "all",
+    detach_source: bool = True,
+) -> Iterator[Transformer]:
+    """Within the block, ``components`` output what they output on ``source_tokens``.
+
+    An interchange intervention: heads are patched at ``hook_z``, MLPs at ``hook_mlp_out``
+    and neurons at ``mlp.hook_post``, at the given positions ("all", "last", "0,2" or a
+    bool mask [pos]). The model run inside must have the shape of ``source_tokens``.
+    """
+    cfg = model.cfg
+    mask = position_mask(positions, source_tokens.shape[-1]) if isinstance(positions, str) else positions
+    mask = mask.to(model.device)
+    targets: dict[str, list[int | None]] = {}  # hook name -> head / neuron indices (None: whole output)
+    for component in components:
+        comp.check_component(component, cfg)
+        kind, layer, index = comp.parse(component)
+        if kind == "head":
+            targets.setdefault(f"blocks.{layer}.attn.hook_z", []).append(index)
+        elif kind == "mlp":
+            targets.setdefault(f"blocks.{layer}.hook_mlp_out", []).append(None)
+        elif kind == "neuron":
+            targets.setdefault(f"blocks.{layer}.mlp.hook_post", []).append(index)
+        else:
+            raise ValueError(f"cannot interchange {component!r}: only heads, MLPs and neurons carry variables")
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_source):
+        _, source = model.run_with_cache(source_tokens, names=list(targets)) if detach_source else \
+            _cache_with_grad(model, source_tokens, list(targets))
+
+    def patch(x: Tensor, hook) -> Tensor:
+        index = targets[hook.name]
+        src = source[hook.name]
+        where = mask.view(1, -1, *([1] * (x.ndim - 2)))  # [1, pos, 1...]
+        if None in index:
+            return torch.where(where, src, x)
+        select = torch.zeros(x.shape[2], dtype=torch.bool, device=x.device)
+        select[index] = True
+        select = select.view(1, 1, -1, *([1] * (x.ndim - 3)))  # [1, 1, head or neuron, 1...]
+        return torch.where(where & select, src, x)
+
+    with model.hooks([(name, patch) for name in targets]):
+        yield model
+
+
+def _cache_with_grad(model: Transformer, tokens: Tensor, names: list[str]) -> tuple[Tensor, dict[str, Tensor]]:
+    cache: dict[str, Tensor] = {}
+    with model.hooks([(name, lambda x, hook: cache.__setitem__(hook.name, x)) for name in names]):
+        logits = model(tokens)
+    return logits, cache

@@ -1,0 +1,107 @@
+"""The ground truth of each zoo recipe, as data. ``certify`` proves each one on the weights.
+
+Edges are written at qkv granularity. Edges the counterfactual cannot vary are never
+listed: ``pos_embed`` (same positions in both runs), and in these tasks the query of the
+answer position (the "=" token in modular addition, the second copy of the segment in
+induction, identical in clean and corrupted inputs). See ``toylab.truth.truth``.
+
+The certified truths were found with ``toylab.truth.identify.identify_edges`` on the
+shipped seed, roles were named from the detector scores and the weights, and the result
+is checked by the certificate like every other truth.
+"""
+
+from __future__ import annotations
+
+from toylab.truth import AttentionRole, CausalVariable, Truth
+
+
+def _edges(*groups: tuple[list[str], list[str], str]) -> list[tuple[str, str, str]]:
+    """All edges from each sender to each receiver of a group, with the group's kind."""
+    return [(s, r, kind) for senders, receivers, kind in groups for s in senders for r in receivers]
+
+
+def _modadd(name: str, n_heads: int, freqs: list[int]) -> Truth:
+    heads = [f"L0H{h}" for h in range(n_heads)]
+    return Truth(
+        model=name,
+        provenance="certified",
+        description="Fourier multiplication (Nanda et al. 2023): the embedding maps a and b to cos/sin of "
+        "w*a and w*b for a few key frequencies w; the heads, keyed on the operands, move them to the '=' "
+        "position; the MLP multiplies them into cos/sin of w(a+b); the unembedding reads cos(w(a+b-c)).",
+        nodes={"embed": "fourier-embedding", **{h: "operand-mover" for h in heads},
+               "MLP0": "fourier-key-freq", "logits": "output"},
+        edges=_edges((["embed"], heads, "k"), (["embed"], heads, "v"), (heads, ["MLP0"], "resid"),
+                     (["MLP0"], ["logits"], "resid")),
+        variables=(CausalVariable("sum", "(a + b) mod p, as cos/sin of w(a+b) for the key frequencies",
+                                  ("MLP0",), "last"),),
+        claims={"key_frequencies": freqs},
+    )
+
+
+MODADD_113 = _modadd("modadd-113", 4, [1, 6, 17, 21])
+MODADD_TINY = _modadd("modadd-tiny", 2, [16, 19, 26])
+
+_INDUCTION_DESCRIPTION = (
+    "Induction (Olsson et al. 2022): a previous-token head writes, at each position, the token "
+    "before it; an induction head's key reads that (K-composition), so the query at token x finds "
+    "the position after x's earlier occurrence, and its value copies the token there to the logits."
+)
+
+INDUCTION_2L = Truth(
+    model="induction-2l",
+    provenance="certified",
+    description=_INDUCTION_DESCRIPTION + " Naturally trained, the work is shared: two previous-token heads "
+    "(L0H2, L0H3), two heads (L0H0, L0H1) whose outputs the induction heads' values read, and four "
+    "induction heads.",
+    nodes={"embed": "token", "L0H0": "token-copy", "L0H1": "token-copy", "L0H2": "previous-token",
+           "L0H3": "previous-token", "L1H0": "induction", "L1H1": "induction", "L1H2": "induction",
+           "L1H3": "induction", "logits": "output"},
+    edges=[("L0H0", "L1H0", "v"), ("L0H0", "L1H1", "v"), ("L0H0", "L1H2", "v"), ("L0H0", "L1H3", "v"),
+           ("L0H1", "L1H0", "v"), ("L0H1", "L1H3", "v"),
+           *_edges((["L0H2", "L0H3"], ["L1H0", "L1H1", "L1H2", "L1H3"], "k")),
+           *_edges((["L1H0", "L1H1", "L1H2", "L1H3"], ["logits"], "resid")),
+           *_edges((["embed"], ["L0H0", "L0H1", "L0H2", "L0H3"], "v")),
+           ("embed", "L0H3", "k"), ("embed", "L0H3", "q"),
+           *_edges((["embed"], ["L1H0", "L1H1", "L1H2", "L1H3"], "v"))],
+    attention=(AttentionRole("L0H2", "previous-token", 0.6), AttentionRole("L0H3", "previous-token", 0.5),
+               *(AttentionRole(f"L1H{h}", "induction", 0.8) for h in range(4))),
+)
+
+INDUCTION_TINY = Truth(
+    model="induction-tiny",
+    provenance="certified",
+    description=_INDUCTION_DESCRIPTION + " In this small model both layer-0 heads share the previous-token "
+    "work and both layer-1 heads do induction.",
+    nodes={"embed": "token", "L0H0": "previous-token", "L0H1": "previous-token", "L1H0": "induction",
+           "L1H1": "induction", "logits": "output"},
+    edges=[*_edges((["L0H0", "L0H1"], ["L1H0", "L1H1"], "k")), ("L0H1", "L1H0", "q"),
+           *_edges((["L1H0", "L1H1"], ["logits"], "resid")),
+           ("embed", "L0H0", "v"), ("embed", "L0H1", "k"), ("embed", "L0H1", "q"), ("embed", "L0H1", "v"),
+           *_edges((["embed"], ["L1H0", "L1H1"], "k")), *_edges((["embed"], ["L1H0", "L1H1"], "v"))],
+    attention=(AttentionRole("L0H0", "previous-token", 0.25), AttentionRole("L0H1", "previous-token", 0.25),
+               AttentionRole("L1H0", "induction", 0.5), AttentionRole("L1H1", "induction", 0.5)),
+)
+
+
+def _single_induction_circuit(name: str, provenance: str, prev: str, induction: str, description: str,
+                              min_score: float) -> Truth:
+    return Truth(
+        model=name,
+        provenance=provenance,
+        description=_INDUCTION_DESCRIPTION + " " + description,
+        nodes={"embed": "token", prev: "previous-token", induction: "induction", "logits": "output"},
+        edges=[("embed", prev, "v"), (prev, induction, "k"), ("embed", induction, "v"),
+               (induction, "logits", "resid")],
+        attention=(AttentionRole(prev, "previous-token", min_score), AttentionRole(induction, "induction", min_score)),
+        variables=(CausalVariable("previous_token", "the token one position back", (prev,), "all"),
+                   CausalVariable("induction", "the predicted next token", (induction,), "all")),
+    )
+
+
+INDUCTION_SIIT = _single_induction_circuit(
+    "induction-siit", "enforced", "L0H2", "L1H1",
+    "Heads chosen before training (not head 0); the six other heads are trained to be inert.", 0.5)
+INDUCTION_CONSTRUCTED = _single_induction_circuit(
+    "induction-constructed", "constructed", "L0H1", "L1H1",
+    "Weights set by hand; decoys L0H0 and L1H0 copy the circuit's attention patterns and write where "
+    "nothing reads.", 0.95)
