@@ -48,8 +48,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  path        {zm.path}")
     print(f"  task        {zm.task!r}")
     print(f"  model       {zm.model.extra_repr()}; {zm.model.n_params:,} parameters; {len(zm.model.hook_names())} hooks")
-    print(f"  trained     seed {card.get('seed')}, {card.get('steps')} steps in {card.get('train_time_s')} s"
-          + (" (stopped early by rule: " + card['recipe']['train']['stop_when'] + ")" if card.get("stopped_early") else ""))
+    if card.get("constructed"):
+        print("  built       every weight set by hand, no training")
+    else:
+        print(f"  trained     seed {card.get('seed')}, {card.get('steps')} steps in {card.get('train_time_s')} s"
+              + (" (stopped early by rule: " + card['recipe']['train']['stop_when'] + ")"
+                 if card.get("stopped_early") else ""))
+    if zm.truth is not None:
+        cert = card.get("certificate", {})
+        verdict = "passed" if cert.get("passed") else "FAILED" if cert else "not recorded"
+        print(f"  truth       {zm.truth.provenance}, certificate {verdict} (toylab truth {zm.name} for details)")
     print(f"  metrics     {_fmt_metrics(card.get('metrics', {}))}  (recorded at the end of training)")
     versions = card.get("versions", {})
     print("  versions    " + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform"))

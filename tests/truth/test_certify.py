@@ -39,7 +39,7 @@ def _moved(truth: Truth, old: str, new: str) -> Truth:
     return dataclasses.replace(truth, nodes=nodes, edges=edges, attention=attention, variables=variables)
 
 
-@pytest.mark.parametrize("name", ["induction-siit", "induction-constructed"])
+@pytest.mark.parametrize("name", ["induction-siit", "induction-constructed", "brackets-siit"])
 def test_a_moved_circuit_is_rejected(name):
     zm = zoo.load(name)
     wrong = _moved(zm.truth, "L1H1", "L1H0")
@@ -49,11 +49,21 @@ def test_a_moved_circuit_is_rejected(name):
     assert "faithfulness" in failed and "minimality of node L1H0" in failed
 
 
-@pytest.mark.parametrize("name,node", [("induction-siit", "L0H2"), ("modadd-tiny", "L0H1"), ("induction-2l", "L1H2")])
+@pytest.mark.parametrize("name,node", [("induction-siit", "L0H2"), ("modadd-tiny", "L0H1"), ("induction-2l", "L1H2"),
+                                       ("brackets-siit", "MLP0")])
 def test_a_truth_missing_a_node_is_rejected(name, node):
     zm = zoo.load(name)
     certificate = certify(zm.model, zm.task, _without(zm.truth, node), zm.algorithm)
     assert not certificate.passed
+
+
+def test_enforced_models_keep_their_nodes_on_every_seed():
+    """The enforced nodes sit where they were put on every shipped seed, and nowhere else."""
+    for name in ("induction-siit", "brackets-siit"):
+        for seed in zoo.recipe(name).seeds:
+            truth = zoo.load(name, seed=seed).truth
+            assert truth.provenance == "enforced" and truth.nodes == zoo.recipe(name).truth.nodes
+            assert set(zoo.recipe(name).truth.edges) <= set(truth.edges)  # the declared spine is there
 
 
 def test_an_extra_inert_node_fails_minimality():

@@ -20,7 +20,7 @@ attention and the MLP multiply them into cos(w(a+b)) and sin(w(a+b)), and the un
 turns those into logits ~ sum_w A_w cos(w(a+b-c)), which peak at c = (a+b) mod p.
 
     basis, names = fourier_basis(113)                  # [basis, x], ["const", "cos 1", ...]
-    freqs = key_frequencies(model, task)               # e.g. [1, 6, 17, 21]
+    freqs = key_frequencies(model, task)               # e.g. [1, 7, 21]
     freq, frac = neuron_frequencies(model, task)       # each neuron's frequency
     frequency_losses(model, task, freqs)               # full / restricted / excluded loss
     check_key_frequencies(model, task, freqs)          # the certificate's checks
@@ -341,13 +341,11 @@ def check_key_frequencies(model: Transformer, task: Task, freqs: Iterable[int]) 
                      frequency is needed (an extra, unused frequency fails here).
 
     Measured on the zoo (full / restricted / excluded train loss, nats):
-        modadd-113  [1, 6, 17, 21]: 0.0017 / 0.0006 / 9.03 (log p = 4.73, tau = 0.0067);
-                    dropping one frequency gives restricted 0.024 - 0.79; adding 7 (a
-                    weak cluster of neurons) leaves restricted 0.0006 without it, so 7
-                    fails minimality.
+        modadd-113  [1, 7, 21]: 0.0092 / 0.0071 / 9.71 (log p = 4.73, tau = 0.0142);
+                    dropping one frequency gives restricted 0.43 - 3.2.
         modadd-tiny [16, 19, 26]: 3e-7 / 7e-8 / 12.1 (log p = 3.97, tau = 0.005);
                     dropping one gives restricted 0.046 - 0.94.
-    Passing margins: >= 10x on sufficiency, 1.9x (113) and 3x (tiny) on necessity; a
+    Passing margins: >= 2x on sufficiency, 2x (113) and 3x (tiny) on necessity; a
     missing frequency fails sufficiency by >= 3.5x. Random frequency sets of the same size
     give restricted ~7-8 and excluded ~ the full loss, failing sufficiency and necessity by
     orders of magnitude; an untrained model fails necessity (excluded ~ full ~ log p).

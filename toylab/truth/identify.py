@@ -2,7 +2,8 @@
 
 The procedure (documented because a certified truth is only as good as its search):
 
-1. Start from every edge of the model's graph.
+1. Start from every edge of the model's graph (or the given candidates: for an enforced
+   model, the edges among the components its circuit was trained into).
 2. Measure each kept edge's effect, f(kept) - f(kept minus the edge), with the same
    resample ablation and normalised metric as ``toylab.truth.certify``.
 3. Remove the weakest edge whose removal keeps f(kept) >= ``target``; among edges with
@@ -26,6 +27,12 @@ from toylab.truth.certify import CERTIFICATE_PAIRS, CERTIFICATE_SEED, THRESHOLDS
 from toylab.truth.components import Edge
 
 
+def edges_among(cfg, nodes) -> set[Edge]:
+    """Every edge of the graph between two of ``nodes`` (neurons promoted to their MLP)."""
+    inside = {comp.promote_node(n) for n in nodes}
+    return {e for e in comp.edges(cfg) if e.sender in inside and e.receiver in inside}
+
+
 @torch.no_grad()
 def identify_edges(
     model: Transformer,
@@ -34,6 +41,7 @@ def identify_edges(
     margin: float = THRESHOLDS["edge_margin"],
     n_pairs: int = CERTIFICATE_PAIRS,
     seed: int = CERTIFICATE_SEED,
+    candidates: set[Edge] | None = None,
 ) -> set[Edge]:
     """A faithful circuit whose every edge matters by ``margin`` (see the module docstring)."""
     pair = task.counterfactual(n_pairs, seed)
@@ -45,7 +53,7 @@ def identify_edges(
     def f(keep: set[Edge]) -> float:
         return (logit_diff(ablated_logits(model, clean, corrupted, keep), pair).item() - empty) / (full - empty)
 
-    kept = set(all_edges)
+    kept = set(all_edges if candidates is None else candidates)
     while True:
         now = f(kept)
         effects = sorted((now - f(kept - {e}), e) for e in kept)

@@ -136,7 +136,7 @@ def train_recipe(name: str, seed: int | None = None, out: str | Path | None = No
     else:
         result = train(rec.model, rec.task, train_cfg, out_dir=out, progress=progress, card=card,
                        objective=rec.objective())
-    truth = rec.truth_for(train_cfg.seed)
+    truth = rec.truth_for(train_cfg.seed, result.model)
     if truth is not None:
         algorithm = rec.algorithm(rec.task) if rec.algorithm else None
         certificate = certify(result.model, rec.task, truth, algorithm)

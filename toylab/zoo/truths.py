@@ -12,7 +12,7 @@ is checked by the certificate like every other truth.
 
 from __future__ import annotations
 
-from toylab.truth import AttentionRole, CausalVariable, Truth
+from toylab.truth import AttentionRole, CausalVariable, Edge, Truth
 
 
 def _edges(*groups: tuple[list[str], list[str], str]) -> list[tuple[str, str, str]]:
@@ -38,7 +38,7 @@ def _modadd(name: str, n_heads: int, freqs: list[int]) -> Truth:
     )
 
 
-MODADD_113 = _modadd("modadd-113", 4, [1, 6, 17, 21])
+MODADD_113 = _modadd("modadd-113", 4, [1, 7, 21])
 MODADD_TINY = _modadd("modadd-tiny", 2, [16, 19, 26])
 
 _INDUCTION_DESCRIPTION = (
@@ -105,3 +105,20 @@ INDUCTION_CONSTRUCTED = _single_induction_circuit(
     "induction-constructed", "constructed", "L0H1", "L1H1",
     "Weights set by hand; decoys L0H0 and L1H0 copy the circuit's attention patterns and write where "
     "nothing reads.", 0.95)
+
+BRACKETS_SIIT = Truth(
+    model="brackets-siit",
+    provenance="enforced",
+    description="Balanced brackets in two steps. L0H1 computes the running balance (open minus close so far) "
+    "at every position; MLP0 flags the positions where it is negative; L1H1 gathers those flags at the last "
+    "position (any_negative); MLP1 combines them with whether the final balance is zero. The nodes and "
+    "variables were chosen before training; the edges between them are identified on each seed's weights.",
+    nodes={"embed": "bracket", "L0H1": "balance", "MLP0": "negative", "L1H1": "any-negative",
+           "MLP1": "answer", "logits": "output"},
+    # The spine every seed must have; toylab.zoo identifies the full wiring per seed.
+    edges=[Edge("embed", "L0H1", "v"), Edge("L0H1", "MLP0", "resid"), Edge("MLP0", "L1H1", "v"),
+           Edge("L1H1", "MLP1", "resid"), Edge("MLP1", "logits", "resid")],
+    variables=(CausalVariable("balance", "open minus close brackets so far", ("L0H1",), "all"),
+               CausalVariable("negative", "the balance so far is below zero", ("MLP0",), "all"),
+               CausalVariable("any_negative", "the balance went below zero somewhere", ("L1H1",), "last")),
+)
