@@ -7,7 +7,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toylab.tasks.base import IGNORE, Batch, CounterfactualPair, accuracy, logit_diff, loss
+from toylab.tasks.base import (
+    IGNORE,
+    Batch,
+    CounterfactualPair,
+    accuracy,
+    logit_diff,
+    loss,
+)
 from toylab.tasks.induction import BOS, Induction
 
 FAST = settings(max_examples=25, deadline=None)

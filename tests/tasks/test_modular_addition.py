@@ -7,7 +7,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toylab.tasks.base import IGNORE, Batch, CounterfactualPair, accuracy, logit_diff, loss
+from toylab.tasks.base import (
+    IGNORE,
+    Batch,
+    CounterfactualPair,
+    accuracy,
+    logit_diff,
+    loss,
+)
 from toylab.tasks.modular_addition import ModularAddition, is_prime
 
 SMALL_PRIMES = [p for p in range(2, 60) if is_prime(p)]

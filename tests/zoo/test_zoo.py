@@ -6,7 +6,6 @@ import torch
 from toylab import checkpoint as ckpt
 from toylab import zoo
 from toylab.tasks import Induction, ModularAddition
-from toylab.train import versions
 
 
 def test_names_and_unknown_name():

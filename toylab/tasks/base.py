@@ -235,3 +235,28 @@ class Task(ABC):
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, tuple(sorted(self.params().items()))))
+
+
+class SampledTask(Task):
+    """A task with unlimited data: each training batch is a fresh sample, the test set a fixed one.
+
+    Subclasses implement ``_sample(n, generator)`` and set ``eval_size``; the test set is
+    ``_sample(eval_size)`` from a fixed seed, built once and cached.
+    """
+
+    eval_size: ClassVar[int] = 1024
+    eval_seed: ClassVar[int] = 12345
+
+    @abstractmethod
+    def _sample(self, n: int, g: torch.Generator) -> Batch:
+        """``n`` examples drawn from ``g``."""
+
+    def train_batch(self, step: int, seed: int, batch_size: int | None) -> Batch:
+        if batch_size is None:
+            raise ValueError(f"{type(self).__name__} has unlimited data, so there is no full batch: pass a batch_size")
+        return self._sample(batch_size, step_generator(seed, step))
+
+    def eval_batches(self) -> dict[str, Batch]:
+        if getattr(self, "_eval", None) is None:
+            self._eval = {"test": self._sample(self.eval_size, seeded_generator(self.eval_seed))}
+        return dict(self._eval)  # a fresh dict, so callers cannot swap out the cached set

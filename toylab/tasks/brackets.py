@@ -27,10 +27,9 @@ from toylab.tasks.base import (
     IGNORE,
     Batch,
     CounterfactualPair,
-    Task,
+    SampledTask,
     check_count,
     seeded_generator,
-    step_generator,
 )
 from toylab.truth.algorithm import Algorithm
 
@@ -53,8 +52,6 @@ _GROUP_N_NEGATIVE = ((0,), (1,), (1, 2), (0,), (1, 2))  # allowed counts of nega
 
 MIN_LENGTH = 4
 MAX_LENGTH = 256  # the sampler counts paths in float64; 2^256 is far inside its range
-EVAL_SEED = 12345  # the fixed seed of the cached test set
-EVAL_SIZE = 2048
 
 
 def bracket_variables(tokens: Tensor) -> dict[str, Tensor]:
@@ -96,7 +93,7 @@ def _last_position_targets(answer: Tensor, n_ctx: int) -> Tensor:
     return targets
 
 
-class Brackets(Task):
+class Brackets(SampledTask):
     """Is a string of ``length`` brackets balanced?
 
     Encoding:
@@ -138,6 +135,7 @@ class Brackets(Task):
     """
 
     kind = "brackets"
+    eval_size = 2048
 
     def __init__(self, length: int = 24) -> None:
         if isinstance(length, bool) or not isinstance(length, int):
@@ -260,17 +258,6 @@ class Brackets(Task):
             raise ValueError(f"group must be one of {GROUPS} or None, got {group!r}")
         groups = torch.full((n,), GROUPS.index(group), dtype=torch.int64)
         return self.make_batch(self._sample_groups(groups, seeded_generator(seed)))
-
-    def train_batch(self, step: int, seed: int, batch_size: int | None) -> Batch:
-        if batch_size is None:
-            raise ValueError("Brackets has unlimited data, so there is no full batch: pass a batch_size")
-        return self._sample(batch_size, step_generator(seed, step))
-
-    def eval_batches(self) -> dict[str, Batch]:
-        """A fixed test set of 2048 strings from the mix (built once, then cached)."""
-        if self._eval is None:
-            self._eval = {"test": self.sample(EVAL_SIZE, seed=EVAL_SEED)}
-        return dict(self._eval)  # a fresh dict, so callers cannot swap out the cached set
 
     def counterfactual(self, n: int, seed: int) -> CounterfactualPair:
         """A balanced string and a one-edit unbalanced version of it, in random order.

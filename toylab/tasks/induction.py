@@ -21,19 +21,16 @@ from toylab.tasks.base import (
     IGNORE,
     Batch,
     CounterfactualPair,
-    Task,
+    SampledTask,
     check_count,
     seeded_generator,
-    step_generator,
 )
 from toylab.truth.algorithm import Algorithm
 
 BOS = 0
-EVAL_SEED = 12345  # the fixed seed of the cached test set
-EVAL_SIZE = 1024
 
 
-class Induction(Task):
+class Induction(SampledTask):
     """Repeated random segments; the second copy is predicted from the first.
 
     Encoding:
@@ -171,19 +168,6 @@ class Induction(Task):
         """
         seg_len = batch.scored.sum(-1) + 1  # [batch]
         return {"seg_len": seg_len, "first_start": self.n_ctx - 2 * seg_len}
-
-    def train_batch(self, step: int, seed: int, batch_size: int | None) -> Batch:
-        if batch_size is None:
-            raise ValueError(
-                "Induction has unlimited data, so there is no full batch: pass a batch_size"
-            )
-        return self._sample(batch_size, step_generator(seed, step))
-
-    def eval_batches(self) -> dict[str, Batch]:
-        """A fixed test set of 1024 sequences (built once, then cached)."""
-        if self._eval is None:
-            self._eval = {"test": self.sample(EVAL_SIZE, seed=EVAL_SEED)}
-        return dict(self._eval)  # a fresh dict, so callers cannot swap out the cached set
 
     def counterfactual(self, n: int, seed: int) -> CounterfactualPair:
         """Clean sequences, and the same with the first copy of the segment shuffled.

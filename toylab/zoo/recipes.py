@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 from toylab.models import Transformer, TransformerConfig
 from toylab.tasks import Induction, ModularAddition, Task
+from toylab.tasks.brackets import Brackets, BracketsAlgorithm
 from toylab.tasks.induction import InductionAlgorithm
 from toylab.tasks.modular_addition import ModularAdditionAlgorithm
 from toylab.train import Objective, TrainConfig
 from toylab.truth import Algorithm, Truth
-from toylab.tasks.brackets import Brackets, BracketsAlgorithm
 from toylab.truth.construct import construct_induction
 from toylab.truth.identify import edges_among, identify_edges
 from toylab.truth.siit import SIIT
