@@ -67,30 +67,28 @@ def ablated(
     """
     cfg = model.cfg
     kept = expand_to_qkv(keep)
-    for edge in kept:
-        comp.check_edge(edge, cfg)
+    all_edges = set(comp.edges(cfg))
+    for edge in kept - all_edges:
+        comp.check_edge(edge, cfg)  # raises, saying what is wrong with it
     sender_names = comp.senders(cfg)
-    hook_of = {"embed": "hook_embed", "pos_embed": "hook_pos_embed"}
+    # Output hook -> the sender it belongs to (a layer's hook_result holds all its heads).
+    sender_of = {"hook_embed": "embed", "hook_pos_embed": "pos_embed"}
     for layer in range(cfg.n_layers):
-        hook_of[f"L{layer}"] = f"blocks.{layer}.attn.hook_result"
+        sender_of[f"blocks.{layer}.attn.hook_result"] = f"L{layer}"
         if not cfg.attn_only:
-            hook_of[f"MLP{layer}"] = f"blocks.{layer}.hook_mlp_out"
+            sender_of[f"blocks.{layer}.hook_mlp_out"] = f"MLP{layer}"
     neuron_hooks = {f"blocks.{layer}.mlp.hook_post": layer for layer in (keep_neurons or {})}
     with torch.no_grad():
-        _, corrupted = model.run_with_cache(corrupted_tokens, names=list(set(hook_of.values()) | set(neuron_hooks)))
+        _, corrupted = model.run_with_cache(corrupted_tokens, names=[*sender_of, *neuron_hooks])
 
     deltas: dict[str, Tensor] = {}  # sender id -> corrupted - current output [batch, pos, d_model]
 
     def record(x: Tensor, hook) -> None:
-        if hook.name.endswith("hook_result"):
-            layer = hook.layer()
+        if hook.name.endswith("hook_result"):  # x: [batch, pos, head, d_model]
             for h in range(cfg.n_heads):
-                deltas[f"L{layer}H{h}"] = corrupted[hook.name][:, :, h] - x[:, :, h]
+                deltas[f"{sender_of[hook.name]}H{h}"] = corrupted[hook.name][:, :, h] - x[:, :, h]
         else:
-            name = next(k for k, v in hook_of.items() if v == hook.name)
-            deltas[name] = corrupted[hook.name] - x
-
-    all_edges = set(comp.edges(cfg))
+            deltas[sender_of[hook.name]] = corrupted[hook.name] - x
 
     def ablate_mask(receivers: Sequence[str], kind: str) -> tuple[list[str], Tensor]:
         """The upstream senders with an ablated edge into any of ``receivers``, and which."""
@@ -99,7 +97,7 @@ def ablated(
         rows = mask.reshape(len(upstream), -1).any(dim=1)  # [sender, receiver] -> [sender]
         return [s for s, row in zip(upstream, rows) if row], mask[rows].to(model.device)
 
-    fwd_hooks = [(name, record) for name in set(hook_of.values())]
+    fwd_hooks = [(name, record) for name in sender_of]
     for layer in range(cfg.n_layers):
         heads = [comp.head_id(layer, h) for h in range(cfg.n_heads)]
         for kind in comp.QKV:
