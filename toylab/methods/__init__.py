@@ -18,8 +18,26 @@ from toylab.methods.fourier import (
     neuron_frequencies,
     restricted_loss,
 )
+from toylab.methods.superposition import (
+    FeatureStatus,
+    PhaseDiagram,
+    dimensionality,
+    feature_norms,
+    feature_status,
+    interference,
+    phase_diagram,
+    regular_polygon,
+)
 
 __all__ = [
+    "FeatureStatus",
+    "PhaseDiagram",
+    "dimensionality",
+    "feature_norms",
+    "feature_status",
+    "interference",
+    "phase_diagram",
+    "regular_polygon",
     "DETECTORS",
     "FrequencyLosses",
     "HeadScores",
