@@ -191,29 +191,6 @@ def test_sample_deterministic_in_seed() -> None:
     assert not torch.equal(x.tokens, task.sample(32, 4).tokens)
 
 
-def test_train_batch() -> None:
-    task = Brackets(8)
-    batch = task.train_batch(step=4, seed=0, batch_size=64)
-    assert len(batch) == 64
-    _check_batch(task, batch)
-    assert torch.equal(batch.tokens, task.train_batch(4, 0, 64).tokens)
-    assert torch.equal(batch.tokens, Brackets(8).train_batch(4, 0, 64).tokens)
-    assert not torch.equal(batch.tokens, task.train_batch(5, 0, 64).tokens)
-    assert not torch.equal(batch.tokens, task.train_batch(4, 1, 64).tokens)
-    with pytest.raises(ValueError, match="batch_size"):
-        task.train_batch(0, 0, None)
-    with pytest.raises(ValueError, match="positive"):
-        task.train_batch(0, 0, 0)
-
-
-def test_eval_batches_fixed_and_cached() -> None:
-    task = Brackets()
-    evals = task.eval_batches()
-    assert list(evals) == ["test"] and len(evals["test"]) == 2048
-    assert evals["test"] is task.eval_batches()["test"]
-    assert torch.equal(evals["test"].tokens, Brackets().eval_batches()["test"].tokens)
-
-
 def test_sample_does_not_touch_global_rng() -> None:
     task = Brackets()
     algorithm = BracketsAlgorithm(task)

@@ -129,28 +129,6 @@ def test_different_seeds_differ() -> None:
     assert not torch.equal(task.sample(16, 0).tokens, task.sample(16, 1).tokens)
 
 
-def test_train_batch() -> None:
-    task = Induction(n_tokens=20, n_ctx=16, min_seg_len=3)
-    batch = task.train_batch(step=4, seed=0, batch_size=64)
-    assert len(batch) == 64
-    _check_layout(task, batch)
-    assert torch.equal(batch.tokens, task.train_batch(4, 0, 64).tokens)
-    assert not torch.equal(batch.tokens, task.train_batch(5, 0, 64).tokens)
-    assert not torch.equal(batch.tokens, task.train_batch(4, 1, 64).tokens)
-    with pytest.raises(ValueError, match="batch_size"):
-        task.train_batch(0, 0, None)
-    with pytest.raises(ValueError, match="positive"):
-        task.train_batch(0, 0, 0)
-
-
-def test_eval_batches_fixed_and_cached() -> None:
-    task = Induction()
-    evals = task.eval_batches()
-    assert list(evals) == ["test"] and len(evals["test"]) == 1024
-    assert evals["test"] is task.eval_batches()["test"]
-    assert torch.equal(evals["test"].tokens, Induction().eval_batches()["test"].tokens)
-
-
 def test_sample_does_not_touch_global_rng() -> None:
     task = Induction()
     torch.manual_seed(0)

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -33,7 +35,6 @@ def test_siit_terms_are_finite_and_the_objective_is_recorded_in_the_run(tmp_path
     result = train(rec.model, rec.task, TrainConfig(steps=3, batch_size=8, eval_every=3, seed=0),
                    out_dir=tmp_path, progress=False, objective=objective)
     assert result.steps == 3
-    import json
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["objective"]["kind"] == "siit" and run["objective"]["weights"]["strict"] == 0.4
     terms = objective.terms(result.model, rec.task.train_batch(0, 0, 8), step=0, seed=0)

@@ -198,9 +198,11 @@ def interchanged(
             targets.setdefault(f"blocks.{layer}.mlp.hook_post", []).append(index)
         else:
             raise ValueError(f"cannot interchange {component!r}: only heads, MLPs and neurons carry variables")
-    with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_source):
-        _, source = model.run_with_cache(source_tokens, names=list(targets)) if detach_source else \
-            _cache_with_grad(model, source_tokens, list(targets))
+    if detach_source:
+        with torch.no_grad():
+            _, source = model.run_with_cache(source_tokens, names=list(targets))
+    else:
+        source = _cache_with_grad(model, source_tokens, list(targets))
 
     def patch(x: Tensor, hook) -> Tensor:
         index = targets[hook.name]
@@ -217,8 +219,9 @@ def interchanged(
         yield model
 
 
-def _cache_with_grad(model: Transformer, tokens: Tensor, names: list[str]) -> tuple[Tensor, dict[str, Tensor]]:
+def _cache_with_grad(model: Transformer, tokens: Tensor, names: list[str]) -> dict[str, Tensor]:
+    """Like run_with_cache, but the activations keep their graph (for training objectives)."""
     cache: dict[str, Tensor] = {}
     with model.hooks([(name, lambda x, hook: cache.__setitem__(hook.name, x)) for name in names]):
-        logits = model(tokens)
-    return logits, cache
+        model(tokens)
+    return cache

@@ -64,8 +64,8 @@ def identify_edges(
             kept -= set(weak)
             continue
         removed = False
-        for effect, edge in effects:  # weakest first
-            if effect < margin and f(kept - {edge}) >= target:
+        for effect, edge in effects:  # weakest first; f(kept minus edge) = now - effect
+            if effect < margin and now - effect >= target:
                 kept.discard(edge)
                 removed = True
                 break

@@ -54,11 +54,11 @@ class SIIT(Objective):
         g = step_generator(seed, step, "siit")
         device = model.device
         base, source = self.algorithm.sample_pairs(len(batch), g)
+        variable = self.truth.variables[int(torch.randint(len(self.truth.variables), (), generator=g))]
+        targets = self.algorithm.intervene(base, source, variable.name).to(device)
         base, source = base.to(device), source.to(device)
         out = {"behaviour": loss(model(batch.tokens), batch)}
 
-        variable = self.truth.variables[int(torch.randint(len(self.truth.variables), (), generator=g))]
-        targets = self.algorithm.intervene(base.to("cpu"), source.to("cpu"), variable.name).to(device)
         with interchanged(model, source.tokens, variable.components, variable.positions, detach_source=False):
             patched = model(base.tokens)
         out["iit"] = loss(patched, Batch(base.tokens, targets))
