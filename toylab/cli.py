@@ -4,12 +4,15 @@
     toylab info NAME|DIR              a model's card, re-checking its claims on the weights
     toylab train NAME [--seed S]      reproduce a zoo model from its seed (resumes if interrupted)
     toylab truth NAME [--seed S]      a model's ground-truth circuit, provenance and certificate
+    toylab lab [--port P]             open the lab: the Streamlit app with a page per lesson
+    toylab lessons [LESSON]           the lessons and their exercises; --run checks a lesson
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,6 +122,48 @@ def cmd_truth(args: argparse.Namespace) -> int:
     return 0 if certificate.passed else 1
 
 
+APPS_DIR = Path(__file__).resolve().parents[1] / "apps"
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    home = APPS_DIR / "Home.py"
+    if not home.exists():
+        print(f"toylab: error: the apps are not at {home}; the lab runs from a source checkout "
+              "(git clone, then pip install -e .)", file=sys.stderr)
+        return 2
+    # Localhost only and no usage statistics: the lab makes no network calls.
+    command = [sys.executable, "-m", "streamlit", "run", str(home), "--server.address", "localhost",
+               "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
+               "--server.headless", "true" if args.no_browser else "false"]
+    print(f"opening the lab at http://localhost:{args.port} (Ctrl-C stops it)")
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_lessons(args: argparse.Namespace) -> int:
+    from toylab import lessons
+
+    if args.lesson is None:
+        for path in lessons.lessons():
+            ids = [c.exercise for c in lessons.cells(path.read_text()) if c.exercise]
+            print(f"{path.stem}: python {path}")
+            for ex_id in ids:
+                print(f"    {ex_id:36s} {lessons.get(ex_id).card}")
+        return 0
+    path = lessons.find(args.lesson)
+    if not args.run:
+        print(path)
+        return 0
+    run = lessons.run_lesson(path, solutions=args.solutions, fast=args.fast, strict=False)
+    for feedback in run.checks:
+        print(feedback)
+    if run.returncode:
+        print(run.output[-4000:], file=sys.stderr)
+    return 0 if run.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toylab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"toylab {__version__}")
@@ -150,6 +195,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recorded", action="store_true", help="print the certificate recorded at training time "
                    "instead of recomputing it")
     p.set_defaults(func=cmd_truth)
+
+    p = sub.add_parser("lab", help="open the lab (Streamlit app) in the browser",
+                       description="Start the lab's Streamlit app on localhost: a landing page and a live "
+                       "page per lesson. It binds to localhost and sends no usage statistics.")
+    p.add_argument("--port", type=int, default=8501, help="port on localhost (default 8501)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    p.set_defaults(func=cmd_lab)
+
+    p = sub.add_parser("lessons", help="list the lessons and their exercises, or check one",
+                       description="List the lessons and their exercises (difficulty, time). With a lesson and "
+                       "--run, run it top to bottom and report every exercise check.")
+    p.add_argument("lesson", nargs="?", default=None, help="a lesson number or name, e.g. 01 or 01_tour")
+    p.add_argument("--run", action="store_true", help="run the lesson and report its checks")
+    p.add_argument("--solutions", action="store_true", help="with --run: splice in the reference solutions")
+    p.add_argument("--fast", action="store_true", help="with --run: small batches, as the tests run it")
+    p.set_defaults(func=cmd_lessons)
     return parser
 
 

@@ -1,0 +1,142 @@
+"""Exercises and the checker that marks them.
+
+An exercise is either a function the learner implements (checked against toylab's own
+implementation on zoo models) or an interpretive answer ("which heads form the induction
+circuit?", checked against the model's ground truth). Each has a difficulty and a time
+estimate; wrong answers get a message that says what is wrong and a hint.
+
+In a lesson::
+
+    from toylab.lessons import check
+    check("induction.previous_token_score", previous_token_score)
+
+``check`` prints its verdict and returns a ``Feedback``. With ``TOYLAB_LESSONS_STRICT=1`` a
+failed check raises, which is how the tests run every lesson with the reference solutions.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+DIFFICULTIES = ("easy", "medium", "hard")
+
+
+class Wrong(Exception):
+    """Raised by a checker: ``message`` says what is wrong, ``hint`` how to get it right."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class ExerciseFailed(AssertionError):
+    """A failed check in strict mode (tests, or a learner who wants a hard stop)."""
+
+
+@dataclass(frozen=True)
+class Exercise:
+    id: str  # "lesson.name", e.g. "induction.previous_token_score"
+    title: str
+    kind: str  # "implement" (a function) or "answer" (an interpretive question)
+    difficulty: str  # one of DIFFICULTIES
+    minutes: int  # a typical learner's time
+    checker: Callable[[Any], str]  # returns a success message or raises Wrong
+    hint: str  # shown with any failure that has no more specific hint
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("implement", "answer"):
+            raise ValueError(f"exercise {self.id}: kind must be 'implement' or 'answer', got {self.kind!r}")
+        if self.difficulty not in DIFFICULTIES:
+            raise ValueError(f"exercise {self.id}: difficulty must be one of {DIFFICULTIES}")
+        if "." not in self.id:
+            raise ValueError(f"exercise id {self.id!r} must read 'lesson.name'")
+
+    @property
+    def lesson(self) -> str:
+        return self.id.split(".", 1)[0]
+
+    @property
+    def card(self) -> str:
+        """The line lessons print above the exercise: title, kind, difficulty, time."""
+        return f"{self.title} ({self.kind}, {self.difficulty}, about {self.minutes} min)"
+
+
+@dataclass(frozen=True)
+class Feedback:
+    exercise: str
+    passed: bool
+    message: str
+    hint: str | None = None
+    done: bool = True  # False while the learner's function still raises NotImplementedError
+
+    def __str__(self) -> str:
+        mark = "correct" if self.passed else "not yet" if not self.done else "wrong"
+        text = f"[{mark}] {self.exercise}: {self.message}"
+        return text + (f"\n  hint: {self.hint}" if self.hint and not self.passed else "")
+
+
+EXERCISES: dict[str, Exercise] = {}
+
+
+def exercise(id: str, title: str, kind: str, difficulty: str, minutes: int, hint: str):
+    """Register a checker function as an exercise (the decorator form of ``Exercise``)."""
+
+    def register(checker: Callable[[Any], str]) -> Callable[[Any], str]:
+        if id in EXERCISES:
+            raise ValueError(f"exercise {id!r} is registered twice")
+        EXERCISES[id] = Exercise(id, title, kind, difficulty, minutes, checker, hint)
+        return checker
+
+    return register
+
+
+def get(exercise_id: str) -> Exercise:
+    _load_all()
+    if exercise_id not in EXERCISES:
+        nearest = difflib.get_close_matches(exercise_id, list(EXERCISES), n=3, cutoff=0.3)
+        raise KeyError(f"unknown exercise {exercise_id!r}; nearest: {nearest or sorted(EXERCISES)}")
+    return EXERCISES[exercise_id]
+
+
+def check(exercise_id: str, answer: Any) -> Feedback:
+    """Mark ``answer`` (a function or a value) for an exercise, print and return the verdict."""
+    ex = get(exercise_id)
+    try:
+        feedback = Feedback(ex.id, True, ex.checker(answer))
+    except Wrong as wrong:
+        feedback = Feedback(ex.id, False, wrong.message, wrong.hint or ex.hint)
+    except NotImplementedError:
+        feedback = Feedback(ex.id, False, "not implemented yet: replace the `raise NotImplementedError` "
+                            "with your code, then run this cell again", ex.hint, done=False)
+    except Exception as err:  # the learner's code crashed: say where, never crash the lesson
+        feedback = Feedback(ex.id, False, f"your code raised {type(err).__name__}: {err}", ex.hint)
+    print(feedback)
+    _log(feedback)
+    if not feedback.passed and os.environ.get("TOYLAB_LESSONS_STRICT") == "1":
+        raise ExerciseFailed(str(feedback))
+    return feedback
+
+
+def _log(feedback: Feedback) -> None:
+    """Append the verdict to ``$TOYLAB_LESSONS_LOG`` so a test can see every check a lesson ran."""
+    path = os.environ.get("TOYLAB_LESSONS_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(asdict(feedback)) + "\n")
+
+
+def fast() -> bool:
+    """True in fast mode (``TOYLAB_FAST=1``): lessons use smaller batches so tests run quickly."""
+    return os.environ.get("TOYLAB_FAST") == "1"
+
+
+def _load_all() -> None:
+    # Exercise modules register themselves on import; import them lazily so that
+    # ``import toylab`` stays cheap.
+    from toylab.lessons import checks  # noqa: F401
