@@ -13,7 +13,7 @@ def bash_blocks(text: str) -> list[str]:
 def test_readme_has_the_two_commands_and_ci_runs_the_test_one():
     readme = (ROOT / "README.md").read_text()
     blocks = bash_blocks(readme)
-    main_job = next(b for b in blocks if "toylab train" in b)
+    main_job = next(b for b in blocks if "toylab lab" in b)
     test_command = next(b for b in blocks if "pytest" in b)
     assert "torch==2.13.0" in main_job and "torch==2.13.0" in test_command
     ci = (ROOT / ".ci" / "run").read_text().splitlines()

@@ -9,7 +9,7 @@ from toylab.lessons import EXERCISES, cells, get, lessons, run_lesson, solved_so
 from toylab.lessons.runner import solution_path
 
 LESSONS = lessons()
-ALLOWED_IMPORTS = {"toylab", "torch", "numpy", "matplotlib", "math", "itertools", "collections"}
+ALLOWED_IMPORTS = {"toylab", "torch", "numpy", "matplotlib", "math", "itertools", "collections", "time"}
 
 
 def exercise_ids(lesson):

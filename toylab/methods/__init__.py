@@ -1,5 +1,18 @@
 """Interpretability methods: plain functions from (model, data, options) to a result dataclass."""
 
+from toylab.methods.ablation import ABLATIONS, AblationScores, ablate, ablation_scores
+from toylab.methods.circuits import (
+    COMPOSITIONS,
+    CompositionScores,
+    composition_scores,
+    copying_score,
+    eigen_copying_score,
+    ov_circuit,
+    ov_matrix,
+    pos_qk_circuit,
+    qk_circuit,
+    qk_matrix,
+)
 from toylab.methods.detectors import (
     DETECTORS,
     HeadScores,
@@ -18,6 +31,15 @@ from toylab.methods.fourier import (
     neuron_frequencies,
     restricted_loss,
 )
+from toylab.methods.lens import DirectLogitAttribution, LogitLens, direct_logit_attribution, logit_lens
+from toylab.methods.patching import (
+    PATCH_TARGETS,
+    PatchingResult,
+    activation_patching,
+    naive_activation_patching,
+    naive_path_patching,
+    path_patching,
+)
 from toylab.methods.superposition import (
     FeatureStatus,
     PhaseDiagram,
@@ -30,6 +52,30 @@ from toylab.methods.superposition import (
 )
 
 __all__ = [
+    "ABLATIONS",
+    "AblationScores",
+    "ablate",
+    "ablation_scores",
+    "COMPOSITIONS",
+    "CompositionScores",
+    "composition_scores",
+    "copying_score",
+    "eigen_copying_score",
+    "ov_circuit",
+    "ov_matrix",
+    "pos_qk_circuit",
+    "qk_circuit",
+    "qk_matrix",
+    "DirectLogitAttribution",
+    "LogitLens",
+    "direct_logit_attribution",
+    "logit_lens",
+    "PATCH_TARGETS",
+    "PatchingResult",
+    "activation_patching",
+    "naive_activation_patching",
+    "naive_path_patching",
+    "path_patching",
     "FeatureStatus",
     "PhaseDiagram",
     "dimensionality",

@@ -1,0 +1,129 @@
+"""Checkers for lesson 02, induction heads: detectors, circuits from the weights, composition."""
+
+from __future__ import annotations
+
+from toylab import methods
+from toylab.lessons.checks._common import call, expect_close, head_set, zoo_model
+from toylab.lessons.exercise import Wrong, exercise
+from toylab.truth import Edge
+
+# Natural (certified) and hand-built (constructed, with decoys): an answer must hold on both.
+_MODELS = ("induction-2l", "induction-constructed")
+
+
+def _patterns(name: str, seed: int):
+    zm = zoo_model(name)
+    tokens = zm.task.sample(16, seed=seed).tokens
+    _, cache = zm.model.run_with_cache(tokens, names=lambda n: n.endswith("hook_pattern"))
+    return zm, tokens, cache
+
+
+@exercise("induction.previous_token_score", "Previous-token score", "implement", "easy", 10,
+          hint="average pattern[:, :, i, i - 1] over the batch and over query positions i >= 1; "
+               "torch.diagonal(pattern, offset=-1, dim1=-2, dim2=-1) gives those entries")
+def _previous_token_score(fn) -> str:
+    for name in _MODELS:
+        zm, tokens, cache = _patterns(name, seed=5)
+        want = methods.head_scores(zm.model, tokens, "previous-token").scores  # [layer, head]
+        for layer in range(zm.model.cfg.n_layers):
+            got = call(fn, cache["pattern", layer])
+            expect_close(got, want[layer], f"{name} layer {layer}", atol=1e-5,
+                         hint="return one score per head, shape [head]; position 0 has no previous token")
+    return "your scores match toylab.methods.head_scores(model, tokens, 'previous-token')"
+
+
+@exercise("induction.induction_score", "Induction score", "implement", "medium", 15,
+          hint="for each query i whose token appeared before, find the most recent earlier position j "
+               "with tokens[j] == tokens[i] and read pattern[..., i, j + 1]; average over all such (row, i) "
+               "pairs, not per row")
+def _induction_score(fn) -> str:
+    for name in _MODELS:
+        zm, tokens, cache = _patterns(name, seed=6)
+        want = methods.head_scores(zm.model, tokens, "induction").scores  # [layer, head]
+        for layer in range(zm.model.cfg.n_layers):
+            got = call(fn, cache["pattern", layer], tokens)
+            expect_close(got, want[layer], f"{name} layer {layer}", atol=1e-5,
+                         hint="tokens that repeat by chance before the segment count too: use the most "
+                              "recent earlier occurrence of each query token")
+    return "your scores match toylab.methods.head_scores(model, tokens, 'induction')"
+
+
+@exercise("induction.circuit_heads", "Which heads form the circuit?", "answer", "medium", 15,
+          hint="detector scores say where a head looks, not whether its output is used: ablate each "
+               "head (toylab.methods.ablation_scores) and keep the ones whose removal matters")
+def _circuit_heads(answer) -> str:
+    heads = head_set(answer, "your answer")
+    zm = zoo_model("induction-constructed")
+    truth = set(zm.truth.heads)
+    pair = zm.task.counterfactual(128, seed=7)
+    effects = methods.ablation_scores(zm.model, pair, method="resample")
+    induction = methods.head_scores(zm.model, pair.clean.tokens, "induction")
+    if extra := sorted(heads - truth):
+        head = extra[0]
+        raise Wrong(f"{head} is not part of the circuit: its induction score is {induction[head]:.2f}, yet "
+                    f"resample-ablating it changes the logit difference by only {effects[head]:.3f} "
+                    "(it is a decoy that writes where nothing reads)")
+    if missing := sorted(truth - heads):
+        raise Wrong(f"you left out {missing[0]}: resample-ablating it changes the logit difference by "
+                    f"{effects[missing[0]]:.2f}")
+    return (f"{sorted(heads)} is the circuit of the truth ({zm.truth.provenance}); the decoys look the same "
+            "to every detector")
+
+
+@exercise("induction.ov_circuit", "The full OV circuit", "implement", "medium", 10,
+          hint="W_E [d_vocab, d_model] @ W_V[head] [d_model, d_head] @ W_O[head] [d_head, d_model] "
+               "@ W_U [d_model, d_vocab_out]; these models have no LayerNorm")
+def _ov_circuit(fn) -> str:
+    for name, (layer, head) in (("induction-2l", (1, 0)), ("induction-constructed", (1, 1)),
+                                ("induction-constructed", (0, 0))):
+        zm = zoo_model(name)
+        want = methods.ov_circuit(zm.model, layer, head)  # [d_vocab, d_vocab_out]
+        expect_close(call(fn, zm.model, layer, head), want, f"{name} L{layer}H{head}", atol=1e-3,
+                     hint="multiply in the order the residual stream flows: embed, value, output, unembed")
+    return "your OV circuit matches toylab.methods.ov_circuit"
+
+
+@exercise("induction.k_composition", "K-composition score", "implement", "hard", 20,
+          hint="W_A = W_V W_O of the sender [d_model, d_model]; the receiver's key reads it, so "
+               "W_B = (W_Q W_K^T)^T of the receiver; the score is ||W_A W_B||_F / (||W_A||_F ||W_B||_F)")
+def _k_composition(fn) -> str:
+    for name in _MODELS:
+        zm = zoo_model(name)
+        scores = methods.composition_scores(zm.model, "k")
+        for (sender, receiver), _ in scores.top(2) + [(("L0H0", "L1H1"), 0.0)]:
+            (sl, sh), (rl, rh) = ((int(h[1]), int(h[3])) for h in (sender, receiver))
+            got = call(fn, zm.model, sl, sh, rl, rh)
+            want = scores[sender, receiver]
+            try:
+                got = float(got)
+            except (TypeError, ValueError):
+                raise Wrong(f"expected a number, got {type(got).__name__}") from None
+            if abs(got - want) > 1e-4:
+                A, B = methods.ov_matrix(zm.model, sl, sh), methods.qk_matrix(zm.model, rl, rh)
+                q_side = float((A @ B).norm() / (A.norm() * B.norm()))
+                note = " (that is the Q-composition score: transpose W_QK)" if abs(got - q_side) < 1e-4 else ""
+                raise Wrong(f"{name} {sender} -> {receiver}: got {got:.4f}, expected {want:.4f}{note}")
+    return "your scores match toylab.methods.composition_scores(model, 'k')"
+
+
+@exercise("induction.k_edge", "The edge that makes induction", "answer", "easy", 5,
+          hint="answer (sender, receiver, kind): which layer-0 head's output does the induction head's "
+               "key read? The K-composition scores and the circuit you found both point at it")
+def _k_edge(answer) -> str:
+    try:
+        edge = Edge.parse(answer)
+    except ValueError as err:
+        raise Wrong(str(err)) from None
+    zm = zoo_model("induction-constructed")
+    head_edges = [e for e in zm.truth.edges if e.sender != "embed" and e.kind in ("q", "k", "v")]
+    if edge not in zm.truth.edges:
+        for true in head_edges:
+            if (edge.sender, edge.receiver) == (true.sender, true.receiver):
+                raise Wrong(f"right heads, wrong input: {edge.receiver} reads {edge.sender} through its "
+                            f"{true.kind}, not its {edge.kind}")
+        raise Wrong(f"{edge} is not an edge of the circuit; its heads are {sorted(zm.truth.heads)}")
+    if edge not in head_edges:
+        raise Wrong(f"{edge} is in the circuit, but it is not the head-to-head edge asked for")
+    scores = methods.composition_scores(zm.model, "k")
+    return (f"{edge}: K-composition {scores[edge.sender, edge.receiver]:.2f} against a random baseline "
+            f"of {scores.baseline:.2f}")
