@@ -70,8 +70,9 @@ check("induction.previous_token_score", previous_token_score)
 # %% [markdown]
 # The **induction score** is the mean attention from a query position `i` to position
 # `j + 1`, where `j < i` is the most recent earlier position holding the same token as `i`;
-# it averages over every (sequence, `i`) that has such a `j`, whether the token repeats
-# because of the segment or by chance.
+# it averages over every (sequence, `i`) that has such a `j`. In this task's sequences every
+# token occurs at most twice, but the checker also feeds random tokens repeated twice, where a
+# token can occur three times.
 #
 # ### Exercise 2.2: induction score (implement, medium, about 15 min)
 #

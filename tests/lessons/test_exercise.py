@@ -24,7 +24,90 @@ def head_output_wrong_head(model, cache, layer, head):
     return z @ model.blocks[layer].attn.W_O[1 - head]
 
 
+def previous_token_per_row(pattern):  # forgot to average over the batch
+    return torch.diagonal(pattern, offset=-1, dim1=-2, dim2=-1).mean(dim=-1)
+
+
+def previous_token_includes_diagonal(pattern):  # attention to itself, not to the previous token
+    return torch.diagonal(pattern, dim1=-2, dim2=-1).mean(dim=(0, 2))
+
+
+def induction_score_first_occurrence(pattern, tokens):  # the earliest, not the most recent, occurrence
+    n = tokens.shape[1]
+    pos = torch.arange(n)
+    earlier = (tokens[:, :, None] == tokens[:, None, :]) & (pos[None, :] < pos[:, None])
+    first = torch.where(earlier, pos, n).amin(dim=-1)
+    valid = first < n
+    index = (first + 1).clamp(max=n - 1)[:, None, :, None].expand(-1, pattern.shape[1], -1, 1)
+    attn = pattern.gather(-1, index).squeeze(-1)
+    return (attn * valid[:, None]).sum(dim=(0, 2)) / valid.sum()
+
+
+def ov_without_unembed(model, layer, head):
+    attn = model.blocks[layer].attn
+    return model.embed.W_E @ attn.W_V[head] @ attn.W_O[head]
+
+
+def ov_transposed(model, layer, head):
+    attn = model.blocks[layer].attn
+    return (model.embed.W_E @ attn.W_V[head] @ attn.W_O[head] @ model.unembed.W_U).T
+
+
+def q_composition(model, sl, sh, rl, rh):  # W_QK not transposed: the query side
+    s, r = model.blocks[sl].attn, model.blocks[rl].attn
+    A, B = s.W_V[sh] @ s.W_O[sh], r.W_Q[rh] @ r.W_K[rh].T
+    return float(((A @ B).norm() / (A.norm() * B.norm())).detach())
+
+
+def patch_noising(model, pair, layer, pos):  # patches corrupted into clean: the reverse
+    from toylab.tasks import logit_diff
+
+    name = f"blocks.{layer}.hook_resid_pre"
+    _, cache = model.run_with_cache(pair.corrupted.tokens, names=[name])
+    clean = logit_diff(model(pair.clean.tokens), pair)
+    corrupted = logit_diff(model(pair.corrupted.tokens), pair)
+
+    def patch(x, hook):
+        x = x.clone()
+        x[:, pos] = cache[name][:, pos]
+        return x
+
+    with model.hooks([(name, patch)]):
+        patched = logit_diff(model(pair.clean.tokens), pair)
+    return float((patched - corrupted) / (clean - corrupted))
+
+
+def path_patch_whole_head(model, pair, sender, receiver):  # activation patching of the sender instead
+    from toylab.tasks import logit_diff
+
+    layer, head = int(sender[1]), int(sender[3])
+    name = f"blocks.{layer}.attn.hook_z"
+    _, cache = model.run_with_cache(pair.clean.tokens, names=[name])
+    clean = logit_diff(model(pair.clean.tokens), pair)
+    corrupted = logit_diff(model(pair.corrupted.tokens), pair)
+
+    def patch(z, hook):
+        z = z.clone()
+        z[:, :, head] = cache[name][:, :, head]
+        return z
+
+    with model.hooks([(name, patch)]):
+        patched = logit_diff(model(pair.corrupted.tokens), pair)
+    return float((patched - corrupted) / (clean - corrupted))
+
+
 WRONG = {
+    "induction.previous_token_score": [previous_token_per_row, previous_token_includes_diagonal],
+    "induction.induction_score": [induction_score_first_occurrence],
+    "induction.circuit_heads": [{"L0H0", "L0H1", "L1H0", "L1H1"}, {"L1H1"}, {"L0H0", "L1H0"}, "garbage"],
+    "induction.ov_circuit": [ov_without_unembed, ov_transposed],
+    "induction.k_composition": [q_composition],
+    "induction.k_edge": [("L0H1", "L1H1", "q"), ("L0H0", "L1H0", "k"), ("embed", "L1H1", "v"), "L0H1->L1H1"],
+    "patching.patch_resid_pre": [patch_noising],
+    "patching.important_heads": [{"L1H1"}, {"L0H2", "L1H1", "L0H3"}],
+    "patching.path_patch_k": [path_patch_whole_head],
+    "patching.senders": [{"k": {"L0H2"}, "v": {"L0H0", "L0H1"}}, {"k": {"L0H2", "L0H3"}, "v": {"L0H0"}},
+                         {"k": {"L0H2", "L0H3"}}, ["L0H2"]],
     "tour.resid_after_layer0": [resid_missing_pos_embed, resid_without_mlp, "not a function"],
     "tour.head_output": [head_output_with_bias, head_output_wrong_head],
     "tour.most_important_head": ["L0H0", "L1H3", "MLP0", 42, ["L1H1", "L0H2"]],
@@ -38,6 +121,13 @@ def test_wrong_answers_are_rejected_with_a_message_and_a_hint(ex_id, answer, cap
     assert not feedback.passed and feedback.done
     assert feedback.message and feedback.hint
     assert "[wrong]" in capsys.readouterr().out
+
+
+def test_every_exercise_has_wrong_answers_under_test():
+    from toylab.lessons import EXERCISES
+
+    get("tour.head_output")  # loads the registry
+    assert set(EXERCISES) == set(WRONG)
 
 
 def test_a_decoy_answer_is_told_what_the_truth_says():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from toylab import methods
 from toylab.lessons.checks._common import call, expect_close, head_set, zoo_model
 from toylab.lessons.exercise import Wrong, exercise
@@ -11,9 +13,16 @@ from toylab.truth import Edge
 _MODELS = ("induction-2l", "induction-constructed")
 
 
-def _patterns(name: str, seed: int):
+def _patterns(name: str, seed: int, chance_repeats: bool = False):
+    """Patterns on task samples or, with ``chance_repeats``, on random tokens repeated twice
+    (ARENA's test input), where a token may occur three times and "most recent" matters."""
     zm = zoo_model(name)
     tokens = zm.task.sample(16, seed=seed).tokens
+    if chance_repeats:
+        half = zm.model.cfg.n_ctx // 2
+        g = torch.Generator().manual_seed(seed)
+        random = torch.randint(1, zm.model.cfg.d_vocab, (16, half), generator=g)
+        tokens = torch.cat([tokens[:, :1], random, random], dim=1)[:, : zm.model.cfg.n_ctx]
     _, cache = zm.model.run_with_cache(tokens, names=lambda n: n.endswith("hook_pattern"))
     return zm, tokens, cache
 
@@ -38,13 +47,13 @@ def _previous_token_score(fn) -> str:
                "pairs, not per row")
 def _induction_score(fn) -> str:
     for name in _MODELS:
-        zm, tokens, cache = _patterns(name, seed=6)
+        zm, tokens, cache = _patterns(name, seed=6, chance_repeats=True)
         want = methods.head_scores(zm.model, tokens, "induction").scores  # [layer, head]
         for layer in range(zm.model.cfg.n_layers):
             got = call(fn, cache["pattern", layer], tokens)
             expect_close(got, want[layer], f"{name} layer {layer}", atol=1e-5,
-                         hint="tokens that repeat by chance before the segment count too: use the most "
-                              "recent earlier occurrence of each query token")
+                         hint="the checker uses random tokens repeated twice, where a token can occur "
+                              "three times: use the most recent earlier occurrence of each query token")
     return "your scores match toylab.methods.head_scores(model, tokens, 'induction')"
 
 
