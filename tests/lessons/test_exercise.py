@@ -6,6 +6,13 @@ import torch
 from toylab.lessons import ExerciseFailed, Wrong, check, exercise, get
 
 
+@pytest.fixture(autouse=True)
+def no_grad():
+    """As in the lessons, which turn gradients off: nothing here trains."""
+    with torch.no_grad():
+        yield
+
+
 def resid_missing_pos_embed(cache):
     return cache["hook_embed"] + cache["blocks.0.hook_attn_out"]
 
