@@ -1,0 +1,54 @@
+"""The toylab lab, one page per lesson: ``streamlit run apps/Home.py`` (soon ``toylab lab``)."""
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+APPS = Path(__file__).resolve().parent
+if str(APPS) not in sys.path:  # `streamlit run` adds the script's folder; AppTest does not
+    sys.path.insert(0, str(APPS))
+
+import lab_common  # noqa: E402
+
+# One line per lesson page (path relative to this folder, title): the navigation, the
+# landing page's list and the tests all read this list. No page icons: the current page's
+# icon becomes the favicon, which Streamlit fetches from Google's CDN for a ":material/...:"
+# icon (the lab stays offline), and an emoji needs a font that many Linux machines lack.
+LESSONS = [
+    ("pages/tour.py", "1 Tour of the lab"),
+    ("pages/induction.py", "2 Induction heads"),
+]
+
+
+def home() -> None:
+    st.title("toylab: the lab")
+    st.markdown(
+        "toylab trains small transformers from scratch on algorithmic tasks, in seconds to "
+        "minutes on a laptop CPU. Every model in its **zoo** ships with its **ground truth**: "
+        "the circuit that implements the task, as data, proven by a causal certificate "
+        "computed from the weights. So here you can try an interpretability method and "
+        "check what it finds against a circuit that is *known*."
+    )
+    st.subheader("The zoo")
+    st.dataframe(lab_common.zoo_table(), hide_index=True, width="stretch")
+    st.caption(
+        "Truth provenance: **constructed** (weights set by hand), **enforced** (trained with "
+        "SIIT so the circuit sits in components chosen before training) or **certified** "
+        "(trained naturally, circuit identified afterwards). `toylab truth NAME` prints one."
+    )
+    st.subheader("How to use the lab")
+    st.markdown(
+        "Each page goes with a lesson in `lessons/` and runs the same toylab functions live. "
+        "Pick a model and seed at the top of a page; everything is computed on your machine, "
+        "nothing is downloaded. Where a plot shows ground truth, it is outlined like this "
+        f"<span style='border:2px solid {lab_common.TRUTH_COLOR};padding:0 4px'>ground truth</span>.",
+        unsafe_allow_html=True,
+    )
+    for page in LESSON_PAGES:
+        st.page_link(page)
+
+
+LESSON_PAGES = [st.Page(path, title=title) for path, title in LESSONS]
+st.set_page_config(page_title="toylab lab", layout="wide")
+st.navigation([st.Page(home, title="Home", default=True), *LESSON_PAGES]).run()

@@ -1,0 +1,36 @@
+"""Figures for the lessons and the apps (matplotlib, no Streamlit).
+
+    from toylab import viz
+    fig = viz.head_heatmap(scores.scores, "induction score", highlight={"L1H1"})
+    fig = viz.attention_pattern(cache["pattern", 1][0, 1], task.to_str_tokens(tokens[0]))
+    fig = viz.heatmap(effect, [f"L{l}" for l in range(2)], str_tokens, "patching effect")
+    fig = viz.bar(values, labels, "logit attribution", highlight={"L1H1"})
+    fig = viz.training_curves(history)
+
+Each returns a ``matplotlib.figure.Figure`` (in Streamlit: ``st.pyplot(fig)``; in a
+notebook it displays itself). Ground truth is always the same outline, with a legend entry.
+"""
+
+from toylab.viz.plots import (
+    TRUTH_COLOR,
+    TRUTH_GID,
+    TRUTH_LABEL,
+    attention_pattern,
+    bar,
+    head_heatmap,
+    heatmap,
+    training_curves,
+    truth_outlines,
+)
+
+__all__ = [
+    "TRUTH_COLOR",
+    "TRUTH_GID",
+    "TRUTH_LABEL",
+    "attention_pattern",
+    "bar",
+    "head_heatmap",
+    "heatmap",
+    "training_curves",
+    "truth_outlines",
+]
