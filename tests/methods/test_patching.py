@@ -80,6 +80,31 @@ def test_fast_activation_patching_matches_the_naive_loop_on_zoo_models(models, n
     assert not zm.model.has_hooks()
 
 
+@pytest.mark.parametrize("direction", ["denoise", "noise"])
+def test_rows_that_change_at_different_positions_or_not_at_all(models, direction):
+    """Row 0 identical in both runs, the others changed at different positions: the fast path
+    skips rows and positions per row, so a mix-up of rows and positions would show here."""
+    zm = models["induction-tiny"]
+    pair = zm.task.counterfactual(6, seed=2)
+    corrupted = pair.corrupted.tokens.clone()
+    corrupted[0] = pair.clean.tokens[0]
+    targets = pair.corrupted.targets.clone()
+    targets[0] = pair.clean.targets[0]
+    mixed = CounterfactualPair(pair.clean, Batch(corrupted, targets), "row 0 unchanged")
+    answers = mixed.clean.targets[:, -2:-1], mixed.corrupted.targets[:, -2:-1]  # [batch, 1]
+
+    def last_token(logits):  # a metric of our own, which the default-metric shortcuts must not assume
+        second_last = logits[:, -2]  # [batch, d_vocab_out]
+        return (second_last.gather(-1, answers[0]) - second_last.gather(-1, answers[1])).mean()
+
+    for metric in (None, last_token):
+        for target in _targets(zm.model.cfg):
+            _assert_same(activation_patching(zm.model, mixed, target, metric=metric, direction=direction),
+                         naive_activation_patching(zm.model, mixed, target, metric=metric, direction=direction))
+        _assert_same(path_patching(zm.model, mixed, "L1H0", "k", metric=metric, direction=direction),
+                     naive_path_patching(zm.model, mixed, "L1H0", "k", metric=metric, direction=direction))
+
+
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_fast_patching_matches_naive_on_other_model_shapes(shape):
     model = _random_model(shape)

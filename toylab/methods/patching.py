@@ -27,10 +27,16 @@ Targets (``PATCH_TARGETS``) and the axes of their scores:
 ``naive_activation_patching`` and ``naive_path_patching`` are the references: one hooked
 forward of the whole model per patch. The fast versions give the same scores (to float
 rounding) by recomputing only what a patch can change. They cache the base run once; a
-patch at layer l starts from the cached residual stream there; in a causal model a patch
-whose first change is at position p leaves positions < p alone, so only positions >= p are
-computed, attending to the cached keys and values of the earlier ones; a patch that
-changes nothing is not run at all; and patches of one layer run together in chunks.
+patch at layer l starts from the cached residual stream there (a head's z patch starts
+after that layer's attention, adding the head's changed output); only the batch rows
+whose patched slice differs from the base run's are recomputed, the others keep the base
+logits; in a causal model a row whose first change is at position p keeps positions < p
+(a chunk starts at its rows' least p, attending to the cached keys and values before it);
+with the default metric (logit_diff) positions after the last scored one, queries of the
+last block before the first scored one, and logits at unscored positions are not computed,
+and rows whose change comes after everything scored are skipped; a patch that changes
+nothing read is not run at all; and the changed rows of one layer's patches are stacked
+into forwards of about ``_CHUNK_ROWS`` token rows.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from torch import Tensor
 
 from toylab.models import Transformer
 from toylab.models.layernorm import LayerNorm
-from toylab.tasks.base import CounterfactualPair, logit_diff
+from toylab.tasks.base import IGNORE, CounterfactualPair, logit_diff
 from toylab.truth import components as comp
 
 PATCH_TARGETS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out",
@@ -55,10 +61,10 @@ Metric = Callable[[Tensor], Tensor]
 
 _STREAM = {"resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"}
 _HEAD_HOOK = {"head": "z", "head_pos": "z", "q": "q", "k": "k", "v": "v", "pattern": "pattern"}
-# Rows (patch x batch x suffix positions) per chunked forward. On a 2-core CPU stacking
-# patches did not pay (a chunk of 64 x 32 rows ran slower than one forward per patch: the ops
-# are memory-bound), so a chunk holds one patch unless the patch itself is this small.
-_CHUNK_ROWS = 512
+# Token rows (changed rows x positions) per stacked forward. Once each patch recomputes only
+# its changed rows, stacking patches pays up to about this size (measured on induction-2l:
+# 512 -> 2048 saved ~10%, 8192 and more was slower again: the ops turn memory-bound).
+_CHUNK_ROWS = 2048
 
 
 @dataclass(frozen=True)
@@ -212,6 +218,11 @@ class _Setup:
     corrupted_metric: float
     base_metric: float
     n: int  # sequence length
+    reads_until: Tensor  # [batch]: the metric reads no position >= this of a row (causal, default metric)
+    scored: Tensor | None  # [batch, pos] positions logit_diff scores; None for a user metric
+    answers: tuple[Tensor, Tensor] | None  # [batch, pos] clean and corrupted answers (clamped), or None
+    base_diff: Tensor | None  # [batch, pos] logit_diff's terms on the base run, or None
+    fused: dict = field(default_factory=dict)  # layer -> fused attention weights (_fused_qkv)
 
     @classmethod
     def make(cls, model, pair, target, metric, direction) -> _Setup:
@@ -228,7 +239,8 @@ class _Setup:
         if n > cfg.n_ctx:
             raise ValueError(f"the pair's sequences have {n} positions but the model's n_ctx is {cfg.n_ctx}; "
                              "truncate the pair or use a task that fits the model")
-        if metric is None:
+        default = metric is None
+        if default:
             def metric(logits: Tensor) -> Tensor:
                 return logit_diff(logits, pair)
         names = _cache_names(cfg)
@@ -239,6 +251,17 @@ class _Setup:
             raise ValueError(f"the metric is {clean_metric} on both the clean and the corrupted run, so a "
                              "patch's effect cannot be normalised; choose a pair or metric that differ")
         denoise = direction == "denoise"
+        base_logits = corrupt_logits if denoise else clean_logits
+        batch = pair.clean.tokens.shape[0]
+        reads_until = torch.full((batch,), n)
+        scored = answers = base_diff = None
+        if default:  # logit_diff reads only the scored positions: skip the rest
+            scored = _scored(pair)
+            answers = (pair.clean.targets.clamp(min=0), pair.corrupted.targets.clamp(min=0))
+            base_diff = _diff_terms(base_logits, *answers, scored)
+            reads = scored.any(dim=1)
+            last = torch.where(reads, n - 1 - scored.flip(1).int().argmax(dim=1), -1)
+            reads_until = last + 1 if cfg.attention_dir == "causal" else torch.where(reads, n, 0)
         return cls(
             model=model, metric=metric, direction=direction,
             base_tokens=model._check_tokens(pair.corrupted.tokens if denoise else pair.clean.tokens),
@@ -246,14 +269,53 @@ class _Setup:
             base_logits=corrupt_logits if denoise else clean_logits,
             clean_metric=clean_metric, corrupted_metric=corrupted_metric,
             base_metric=corrupted_metric if denoise else clean_metric, n=n,
+            reads_until=reads_until, scored=scored, answers=answers, base_diff=base_diff,
         )
 
     def score(self, logits: Tensor) -> float:
         value = _scalar(self.metric(logits))
         return (value - self.corrupted_metric) / (self.clean_metric - self.corrupted_metric)
 
+    def score_rows(self, resid: Tensor, start: int, end: int, rows: Tensor) -> Tensor:
+        """What the metric needs of a patched forward's final stream [rows, end - start, d_model].
+
+        For logit_diff its terms [rows, end - start], unembedding only the scored positions;
+        for a user metric the logits [rows, end - start, d_vocab_out].
+        """
+        if self.scored is None:
+            return _unembed(self, resid)
+        scored = self.scored[rows, start:end]  # [rows, end - start]
+        terms = torch.zeros(scored.shape)
+        logits = _unembed(self, resid[scored])  # [scored, d_vocab_out]
+        clean, corrupt = (a[rows, start:end][scored] for a in self.answers)
+        terms[scored] = logits.gather(-1, clean[:, None])[:, 0] - logits.gather(-1, corrupt[:, None])[:, 0]
+        return terms
+
+    def score_patched(self, rows: Tensor, start: int, end: int, value: Tensor) -> float:
+        """The score of the base run with ``rows`` at positions start..end-1 replaced by ``value``."""
+        if self.scored is None:
+            logits = self.base_logits.clone()
+            logits[rows, start:end] = value
+            return self.score(logits)
+        terms = self.base_diff.clone()
+        terms[rows, start:end] = value
+        total = terms.sum() / self.scored.sum().clamp(min=1)  # as logit_diff sums them
+        return (float(total) - self.corrupted_metric) / (self.clean_metric - self.corrupted_metric)
+
     def result(self, target: str, axes: tuple[str, ...], scores: Tensor) -> PatchingResult:
         return PatchingResult(target, scores, axes, self.clean_metric, self.corrupted_metric, self.direction)
+
+
+def _scored(pair: CounterfactualPair) -> Tensor:
+    """The [batch, pos] positions logit_diff averages over (both scored, answers differ)."""
+    clean, corrupt = pair.clean.targets, pair.corrupted.targets
+    return (clean != IGNORE) & (corrupt != IGNORE) & (clean != corrupt)
+
+
+def _diff_terms(logits: Tensor, clean: Tensor, corrupt: Tensor, scored: Tensor) -> Tensor:
+    """logit_diff's [batch, pos] terms before it sums them: 0 where not scored."""
+    diff = logits.gather(-1, clean.unsqueeze(-1)).squeeze(-1) - logits.gather(-1, corrupt.unsqueeze(-1)).squeeze(-1)
+    return diff * scored
 
 
 def _scalar(value) -> float:
@@ -300,41 +362,56 @@ def _hook_and_slice(target: str, index: tuple[int, ...]) -> tuple[str, tuple]:
 class _Patch:
     """One score entry's forward: start at ``(layer, stage)`` with what changed there.
 
-    ``build(start)`` gives, for positions >= start, the residual stream at the entry point
-    [batch, pos - start, d_model] and the replacements the forward applies on the way:
-    a whole activation of the entry layer ({"z": [batch, pos - start, head, d_head], ...}),
-    or deltas added to receivers' inputs ({(layer, "k", head): [batch, pos - start, d_model]}).
+    Only ``rows`` (the batch rows whose patched slice differs from the base run's and whose
+    metric can see it) are recomputed; every other row keeps the base run's logits, exactly.
+    ``firsts`` [len(rows)] holds each row's first changed position (0 in a bidirectional
+    model). ``build(start, end, rows)`` gives, for those rows and positions start..end-1, the
+    residual stream at the entry point [rows, end - start, d_model] and the replacements the
+    forward applies on the way: a whole activation of the entry layer
+    ({"z": [rows, end - start, head, d_head], ...}), or deltas added to receivers' inputs
+    ({(layer, "k", head): [rows, end - start, d_model]}).
     """
 
     index: tuple[int, ...]
     layer: int  # n_layers for "only the unembedding is left"
     stage: str  # "pre": the block's input; "mid": after its attention
-    first: int | None  # first position the patch changes; None: it changes nothing
-    build: Callable[[int], tuple[Tensor, dict]] = field(repr=False)
+    rows: Tensor  # [changed rows], long; empty: the patch changes nothing the metric reads
+    firsts: Tensor  # [changed rows], long
+    build: Callable[[int, int, Tensor], tuple[Tensor, dict]] = field(repr=False)
     group: tuple = ()  # patches of one group can share a forward
 
 
-def _first_change(setup: _Setup, name: str, select: tuple, pos_dim: int) -> int | None:
-    """The first position where the source differs from the base in the patched slice."""
-    differs = setup.source[name][select] != setup.base[name][select]
-    if pos_dim is None:  # the slice holds one position
-        return None if not differs.any() else -1
-    other = [d for d in range(differs.ndim) if d != pos_dim]
-    where = differs.any(dim=other) if other else differs  # [pos]
-    if not where.any():
-        return None
-    return int(where.nonzero()[0])
+def _changed_rows(setup: _Setup, name: str, select: tuple, pos: int | None,
+                  pos_dim: int | None = None) -> tuple[Tensor, Tensor]:
+    """The rows a patch changes and each one's first changed position.
+
+    ``pos``: the one position the slice holds, or None when it spans positions along
+    ``pos_dim`` (a dimension of the sliced tensor, whose dimension 0 is batch). Rows whose
+    change lies past every position the metric reads (causal models) are left out: the
+    metric cannot see it.
+    """
+    differs = setup.source[name][select] != setup.base[name][select]  # [batch, ...]
+    if pos is None:
+        per_pos = differs.movedim(pos_dim, 1).reshape(differs.shape[0], differs.shape[pos_dim], -1).any(dim=2)
+        changed = per_pos.any(dim=1)  # per_pos: [batch, pos]
+        firsts = per_pos.int().argmax(dim=1)  # the first True
+    else:
+        changed = differs.reshape(differs.shape[0], -1).any(dim=1)
+        firsts = torch.full_like(changed, pos, dtype=torch.long)
+    if setup.model.cfg.attention_dir != "causal":
+        firsts = torch.zeros_like(firsts)
+    keep = changed & (firsts < setup.reads_until)
+    rows = keep.nonzero().flatten()
+    return rows, firsts[rows].long()
 
 
 def _activation_patch(setup: _Setup, target: str, index: tuple[int, ...]) -> _Patch:
-    cfg, base, source = setup.model.cfg, setup.base, setup.source
+    base, source = setup.base, setup.source
     layer = index[0]
     name, select = _hook_and_slice(target, index)
-    causal = cfg.attention_dir == "causal"
     if target in _STREAM:
         pos = index[1]
-        first = _first_change(setup, name, select, None)
-        first = None if first is None else (pos if causal else 0)
+        rows, firsts = _changed_rows(setup, name, select, pos)
         # The stream where the patch lands, and the activation the patched one adds to there,
         # added as the model adds it so the two paths round alike.
         entry, stream, addend = {
@@ -345,39 +422,64 @@ def _activation_patch(setup: _Setup, target: str, index: tuple[int, ...]) -> _Pa
             "mlp_out": ((layer + 1, "pre"), f"blocks.{layer}.hook_resid_post", f"blocks.{layer}.hook_resid_mid"),
         }[target]
 
-        def build(start: int) -> tuple[Tensor, dict]:
-            resid = base[stream][:, start:].clone()  # [batch, pos - start, d_model]
-            patched = source[name][:, pos]
-            resid[:, pos - start] = patched if addend is None else base[addend][:, pos] + patched
+        def build(start: int, end: int, rows: Tensor) -> tuple[Tensor, dict]:
+            resid = base[stream][rows, start:end]  # [rows, end - start, d_model], a copy
+            if start <= pos < end:
+                patched = source[name][rows, pos]
+                resid[:, pos - start] = patched if addend is None else base[addend][rows, pos] + patched
             return resid, {}
 
-        return _Patch(index, *entry, first, build, group=entry)
+        return _Patch(index, *entry, rows, firsts, build, group=entry)
 
     hook = _HEAD_HOOK[target]
     head = index[1]
+    if hook == "z":
+        return _z_patch(setup, target, index)
     if target == "head_pos":
         pos = index[2]
-        first = _first_change(setup, name, select, None)
-        first = None if first is None else (pos if causal else 0)
+        rows, firsts = _changed_rows(setup, name, select, pos)
     else:
-        pos_dim = 2 if target == "pattern" else 1
-        first = _first_change(setup, name, select, pos_dim - 1)
-        first = None if first is None else (first if causal else 0)
+        pos = None
+        rows, firsts = _changed_rows(setup, name, select, None, 2 if target == "pattern" else 1)
 
-    def build(start: int) -> tuple[Tensor, dict]:
-        resid = base[f"blocks.{layer}.hook_resid_pre"][:, start:]  # [batch, pos - start, d_model]
+    def build(start: int, end: int, rows: Tensor) -> tuple[Tensor, dict]:
+        resid = base[f"blocks.{layer}.hook_resid_pre"][rows, start:end]  # [rows, end - start, d_model]
         if hook == "pattern":
-            value = base[name][:, :, start:].clone()  # [batch, head, query_pos - start, key_pos]
-            value[:, head] = source[name][:, head, start:]
+            value = base[name][rows, :, start:end, :end]  # [rows, head, query_pos - start, key_pos]
+            value[:, head] = source[name][rows, head, start:end, :end]
         else:
-            value = base[name][:, start:].clone()  # [batch, pos - start, head, d_head]
-            if target == "head_pos":
-                value[:, pos - start, head] = source[name][:, pos, head]
-            else:
-                value[:, :, head] = source[name][:, start:, head]
+            value = base[name][rows, start:end]  # [rows, end - start, head, d_head]
+            if pos is None:
+                value[:, :, head] = source[name][rows, start:end, head]
+            elif start <= pos < end:
+                value[:, pos - start, head] = source[name][rows, pos, head]
         return resid, {hook: value}
 
-    return _Patch(index, layer, "pre", first, build, group=(layer, hook))
+    return _Patch(index, layer, "pre", rows, firsts, build, group=(layer, hook))
+
+
+def _z_patch(setup: _Setup, target: str, index: tuple[int, ...]) -> _Patch:
+    """A head's z patched ("head", "head_pos"): the forward starts after the layer's attention.
+
+    Only that head's output changes, by (z_source - z_base) @ W_O[head], so the layer's
+    attention need not be recomputed: the stream after it is the base run's plus that delta.
+    """
+    base, source = setup.base, setup.source
+    layer, head = index[:2]
+    pos = index[2] if target == "head_pos" else None
+    name, select = _hook_and_slice(target, index)
+    rows, firsts = _changed_rows(setup, name, select, pos, None if pos is not None else 1)
+    W_O = setup.model.blocks[layer].attn.W_O[head]  # [d_head, d_model]
+
+    def build(start: int, end: int, rows: Tensor) -> tuple[Tensor, dict]:
+        resid = base[f"blocks.{layer}.hook_resid_mid"][rows, start:end]  # [rows, end - start, d_model]
+        if pos is None:
+            resid += (source[name][rows, start:end, head] - base[name][rows, start:end, head]) @ W_O
+        elif start <= pos < end:
+            resid[:, pos - start] += (source[name][rows, pos, head] - base[name][rows, pos, head]) @ W_O
+        return resid, {}
+
+    return _Patch(index, layer, "mid", rows, firsts, build, group=(layer, "mid"))
 
 
 @dataclass(frozen=True)
@@ -436,52 +538,65 @@ def _path_patch(setup: _Setup, plan: _PathPlan, sender: tuple[int, int]) -> _Pat
     layer, head = sender
     name = f"blocks.{layer}.attn.hook_result"
     delta = setup.source[name][:, :, head] - setup.base[name][:, :, head]  # [batch, pos, d_model]
-    first = _first_change(setup, name, (slice(None), slice(None), head), 1)
-    if first is not None and cfg.attention_dir != "causal":
-        first = 0
+    rows, firsts = _changed_rows(setup, name, (slice(None), slice(None), head), None, 1)
     entries = [(r_layer, "pre") for r_layer, _ in plan.heads] + [(r_layer, "mid") for r_layer in plan.mlps]
     entries.append((cfg.n_layers, "pre") if plan.logits else (cfg.n_layers + 1, "pre"))
     entry = min(entries, key=lambda e: (e[0], e[1] == "mid"))
     stream = (f"blocks.{entry[0]}.hook_resid_{entry[1]}" if entry[0] < cfg.n_layers
               else f"blocks.{cfg.n_layers - 1}.hook_resid_post")
 
-    def build(start: int) -> tuple[Tensor, dict]:
-        d = delta[:, start:]
+    def build(start: int, end: int, rows: Tensor) -> tuple[Tensor, dict]:
+        d = delta[rows, start:end]
         reads = {(r_layer, plan.receiver_input, r_head): d for r_layer, r_head in plan.heads}
         reads.update({(r_layer, "mlp"): d for r_layer in plan.mlps})
         if plan.logits:
             reads[(cfg.n_layers, "logits")] = d
-        return setup.base[stream][:, start:], reads
+        return setup.base[stream][rows, start:end], reads
 
-    return _Patch(sender, *entry, first, build, group=entry)
+    return _Patch(sender, *entry, rows, firsts, build, group=entry)
+
+
+def _chunks(setup: _Setup, group: list[_Patch]):
+    """Patches of one group stacked into forwards of about ``_CHUNK_ROWS`` token rows.
+
+    Sorted by first change so that a chunk's start (the least first change in it) costs
+    its other patches few positions they would not have computed alone.
+    """
+    group.sort(key=lambda p: int(p.firsts.min()))
+    chunk, size = [], 0
+    for patch in group:
+        cost = len(patch.rows) * (setup.n - int(patch.firsts.min()))
+        if chunk and size + cost > _CHUNK_ROWS:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(patch)
+        size += cost
+    if chunk:
+        yield chunk
 
 
 def _run_patches(setup: _Setup, patches: list[_Patch], shape: tuple[int, ...]) -> Tensor:
-    """Score every patch, running those of a group together in chunks."""
+    """Score every patch, recomputing only its changed rows, stacked with its group's."""
     scores = torch.full(shape, float("nan"))
     base_score = setup.score(setup.base_logits)
     todo: dict[tuple, list[_Patch]] = {}
     for patch in patches:
-        if patch.first is None:  # source == base where it patches: the base run, exactly
+        if len(patch.rows) == 0:  # nothing the metric reads changes: the base run, exactly
             scores[patch.index] = base_score
         else:
             todo.setdefault((patch.group, patch.layer, patch.stage), []).append(patch)
-    batch, n = setup.base_tokens.shape
     for group in todo.values():
-        group.sort(key=lambda p: p.first)
-        i = 0
-        while i < len(group):
-            start = group[i].first
-            size = max(1, _CHUNK_ROWS // (batch * (n - start)))
-            chunk = group[i:i + size]
-            i += len(chunk)
-            built = [p.build(start) for p in chunk]
-            resid = torch.cat([r for r, _ in built])  # [rows, pos - start, d_model]
+        for chunk in _chunks(setup, group):
+            rows = torch.cat([p.rows for p in chunk])  # [rows]
+            start = int(torch.cat([p.firsts for p in chunk]).min())
+            end = int(setup.reads_until[rows].max())
+            built = [p.build(start, end, p.rows) for p in chunk]
+            resid = torch.cat([r for r, _ in built])  # [rows, end - start, d_model]
             extras = {key: torch.cat([e[key] for _, e in built]) for key in built[0][1]}
-            logits = _run_from(setup, chunk[0].layer, chunk[0].stage, resid, start, extras)
-            prefix = setup.base_logits[:, :start]  # [batch, start, d_vocab_out]: unchanged
-            for patch, suffix in zip(chunk, logits.split(batch)):
-                scores[patch.index] = setup.score(torch.cat([prefix, suffix], dim=1))
+            resid, start = _resid_from(setup, chunk[0].layer, chunk[0].stage, resid, start, end, rows, extras)
+            for patch, value in zip(chunk, setup.score_rows(resid, start, end, rows).split(
+                    [len(p.rows) for p in chunk])):
+                scores[patch.index] = setup.score_patched(patch.rows, start, end, value)
     return scores
 
 
@@ -489,15 +604,31 @@ def _norm(ln, x: Tensor) -> Tensor:
     return ln.normalize(x) if isinstance(ln, LayerNorm) else x
 
 
-def _run_from(setup: _Setup, layer: int, stage: str, resid: Tensor, start: int, extras: dict) -> Tensor:
-    """The base run's logits at positions >= ``start``, resumed at ``(layer, stage)``.
+def _unembed(setup: _Setup, resid: Tensor) -> Tensor:
+    model = setup.model
+    return _norm(model.ln_final, resid) @ model.unembed.W_U + model.unembed.b_U
+
+
+def _run_from(setup: _Setup, layer: int, stage: str, resid: Tensor, start: int, extras: dict,
+              rows: Tensor | None = None) -> Tensor:
+    """The logits [rows, pos - start, d_vocab_out] of ``_resid_from`` over every later position."""
+    rows = torch.arange(resid.shape[0]) if rows is None else rows
+    return _unembed(setup, _resid_from(setup, layer, stage, resid, start, setup.n, rows, extras, trim=False)[0])
+
+
+def _resid_from(setup: _Setup, layer: int, stage: str, resid: Tensor, start: int, end: int,
+                rows: Tensor, extras: dict, trim: bool = True) -> tuple[Tensor, int]:
+    """The final residual stream at positions start..end-1 of batch ``rows``, resumed at ``(layer, stage)``.
 
     Mirrors ``TransformerBlock.forward`` on the model's weights without firing hooks.
-    ``resid`` [rows, pos - start, d_model] is the stream entering there, rows = patch x batch.
-    In a causal model positions < start are the base run's, so attention reads their cached
-    keys and values. ``extras``: whole activations of the entry layer that replace the
-    computed ones ("q", "k", "v", "pattern", "z"), and deltas added to receivers' inputs
-    ((layer, "q"|"k"|"v", head), (layer, "mlp"), (n_layers, "logits")).
+    ``resid`` [rows, end - start, d_model] is the stream entering there; ``rows`` [rows]
+    says which base-run row each is. In a causal model positions < start are the base
+    run's, so attention reads their cached keys and values, and positions >= end cannot
+    change earlier ones, so they are not computed (a bidirectional model has start 0, end n).
+    With ``trim``, the last block's output starts at the first position the metric reads
+    (returned with the stream). ``extras``: whole activations of the entry layer that replace the computed ones ("q",
+    "k", "v", "pattern", "z"), and deltas added to receivers' inputs ((layer, "q"|"k"|"v",
+    head), (layer, "mlp"), (n_layers, "logits")).
     """
     model = setup.model
     cfg = model.cfg
@@ -506,52 +637,83 @@ def _run_from(setup: _Setup, layer: int, stage: str, resid: Tensor, start: int, 
     for index in range(layer, cfg.n_layers):
         block = model.blocks[index]
         if not (index == layer and stage == "mid"):
-            resid = resid + _attention(setup, index, resid, start, replace if index == layer else {}, reads)
+            # The last block's queries before the first scored position feed nothing the
+            # metric reads: compute its keys and values there, but no output.
+            last = index == cfg.n_layers - 1 and trim
+            query = _first_read(setup, rows, start) if last else start
+            out = _attention(setup, index, resid, start, end, rows, replace if index == layer else {}, reads, query)
+            resid, reads, start = resid[:, query - start:] + out, _trim(reads, query - start), query
         if block.mlp is not None:
             mlp_in = resid + reads.get((index, "mlp"), 0)
             mlp = block.mlp
-            hidden = mlp.act(_norm(block.ln2, mlp_in) @ mlp.W_in + mlp.b_in)  # [rows, pos - start, d_mlp]
+            hidden = mlp.act(_norm(block.ln2, mlp_in) @ mlp.W_in + mlp.b_in)  # [rows, end - start, d_mlp]
             resid = resid + (hidden @ mlp.W_out + mlp.b_out)
-    resid = resid + reads.get((cfg.n_layers, "logits"), 0)
-    return _norm(model.ln_final, resid) @ model.unembed.W_U + model.unembed.b_U  # [rows, pos - start, d_vocab_out]
+    return resid + reads.get((cfg.n_layers, "logits"), 0), start  # [rows, end - start, d_model]
 
 
-def _attention(setup: _Setup, layer: int, resid: Tensor, start: int, replace: dict, reads: dict) -> Tensor:
-    """One block's attention output [rows, pos - start, d_model] for queries >= start."""
-    block = setup.model.blocks[layer]
-    attn = block.attn
-    rows, n = resid.shape[0], setup.n
-    if "z" in replace:
-        z = replace["z"]
-    else:
-        x = _norm(block.ln1, resid)  # [rows, pos - start, d_model]
-        qkv = {}
-        for kind, W, b in (("q", attn.W_Q, attn.b_Q), ("k", attn.W_K, attn.b_K), ("v", attn.W_V, attn.b_V)):
-            if kind in replace:
-                qkv[kind] = replace[kind]
-                continue
-            out = torch.einsum("bpm,hmd->bphd", x, W) + b  # [rows, pos - start, head, d_head]
-            for (r_layer, r_kind, *r_head), delta in reads.items():
-                if r_layer == layer and r_kind == kind:  # a receiver reading the stream plus a delta
-                    h = r_head[0]
-                    out[:, :, h] = _norm(block.ln1, resid + delta) @ W[h] + b[h]
-            qkv[kind] = out
-        q = qkv["q"]
-        k, v = (_with_prefix(setup, f"blocks.{layer}.attn.hook_{kind}", qkv[kind], start, rows)
-                for kind in ("k", "v"))  # [rows, pos, head, d_head]
+def _first_read(setup: _Setup, rows: Tensor, start: int) -> int:
+    """The first position >= start whose logits the metric reads in any of ``rows``."""
+    if setup.scored is None or setup.model.cfg.attention_dir != "causal":
+        return start
+    read = setup.scored[rows, start:].any(dim=0).nonzero()
+    return start + int(read[0]) if len(read) else start
+
+
+def _trim(reads: dict, drop: int) -> dict:
+    """Receivers' deltas without their first ``drop`` positions."""
+    return reads if drop == 0 else {key: delta[:, drop:] for key, delta in reads.items()}
+
+
+def _attention(setup: _Setup, layer: int, resid: Tensor, start: int, end: int, rows: Tensor,
+               replace: dict, reads: dict, query: int) -> Tensor:
+    """One block's attention output [rows, end - query, d_model] for queries query..end-1.
+
+    Keys and values are computed for positions start..end-1 (query >= start).
+
+    Plain matmuls over heads flattened into one dimension rather than the model's per-head
+    einsums: on these small shapes the einsums' permutes and the [.., head, d_model] result
+    tensor cost more than the arithmetic. Equal to the model's attention up to float rounding.
+    """
+    attn = setup.model.blocks[layer].attn
+    ln1 = setup.model.blocks[layer].ln1
+    rows_n, p = resid.shape[:2]
+    h, d = attn.W_Q.shape[0], attn.W_Q.shape[2]
+    if "z" not in replace:
+        W, b = _fused_qkv(setup, layer)
+        qkv = (_norm(ln1, resid) @ W + b).view(rows_n, p, 3, h, d)  # [rows, end - start, 3, head, d_head]
+        q, k, v = (replace[kind] if kind in replace else qkv[:, :, i] for i, kind in enumerate("qkv"))
+        for (r_layer, r_kind, *r_head), delta in reads.items():
+            if r_layer == layer and r_kind in ("q", "k", "v"):  # a receiver reading the stream plus a delta
+                i, head = "qkv".index(r_kind), r_head[0]
+                cols = slice((i * h + head) * d, (i * h + head + 1) * d)
+                q, k, v = (x.clone() if j == i else x for j, x in enumerate((q, k, v)))
+                (q, k, v)[i][:, :, head] = _norm(ln1, resid + delta) @ W[:, cols] + b[cols]
+        q = q[:, query - start:]
+        k, v = (_with_prefix(setup, f"blocks.{layer}.attn.hook_{kind}", x, start, rows)
+                for kind, x in (("k", k), ("v", v)))  # [rows, end, head, d_head]
         if "pattern" in replace:
-            pattern = replace["pattern"]  # [rows, head, query_pos - start, key_pos]
+            pattern = replace["pattern"][:, :, query - start:]  # [rows, head, query_pos - query, key_pos]
         else:
-            scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / attn.scale
-            scores = scores.masked_fill(~attn.mask[start:n, :n], float("-inf"))
+            scores = q.transpose(1, 2) @ k.permute(0, 2, 3, 1) / attn.scale  # [rows, head, query, key]
+            scores = scores.masked_fill(~attn.mask[query:end, :end], float("-inf"))
             pattern = scores.softmax(dim=-1)
-        z = torch.einsum("bhqk,bkhd->bqhd", pattern, v)  # [rows, pos - start, head, d_head]
-    result = torch.einsum("bphd,hdm->bphm", z, attn.W_O)  # [rows, pos - start, head, d_model]
-    return result.sum(dim=2) + attn.b_O
+        z = (pattern @ v.transpose(1, 2)).transpose(1, 2)  # [rows, end - query, head, d_head]
+    else:
+        z = replace["z"][:, query - start:]  # [rows, end - query, head, d_head]
+    return z.reshape(rows_n, end - query, h * d) @ attn.W_O.reshape(h * d, -1) + attn.b_O
 
 
-def _with_prefix(setup: _Setup, name: str, suffix: Tensor, start: int, rows: int) -> Tensor:
+def _fused_qkv(setup: _Setup, layer: int) -> tuple[Tensor, Tensor]:
+    """W_Q, W_K, W_V of a layer as one [d_model, 3 * head * d_head] matrix, and their biases."""
+    if layer not in setup.fused:
+        attn = setup.model.blocks[layer].attn
+        Ws = [W.permute(1, 0, 2).reshape(W.shape[1], -1) for W in (attn.W_Q, attn.W_K, attn.W_V)]
+        setup.fused[layer] = (torch.cat(Ws, dim=1), torch.cat([attn.b_Q, attn.b_K, attn.b_V]).flatten())
+    return setup.fused[layer]
+
+
+def _with_prefix(setup: _Setup, name: str, suffix: Tensor, start: int, rows: Tensor) -> Tensor:
+    """Keys or values at every position < end: the base run's cached ones before ``start``."""
     if start == 0:
         return suffix
-    prefix = setup.base[name][:, :start]  # [batch, start, head, d_head]
-    return torch.cat([prefix.repeat(rows // prefix.shape[0], 1, 1, 1), suffix], dim=1)
+    return torch.cat([setup.base[name][rows, :start], suffix], dim=1)
