@@ -20,7 +20,8 @@ def test_readme_has_the_two_commands_and_ci_runs_the_test_one():
     assert test_command in ci, ".ci/run must run the README's test command verbatim"
 
 
-def test_readme_quickstart_runs():
+def test_readme_python_blocks_run_in_order():
     readme = (ROOT / "README.md").read_text()
-    quickstart = re.search(r"```python\n(.*?)```", readme, flags=re.S).group(1)
-    exec(compile(quickstart, "README quickstart", "exec"), {})
+    namespace = {}
+    for i, block in enumerate(re.findall(r"```python\n(.*?)```", readme, flags=re.S)):
+        exec(compile(block, f"README python block {i + 1}", "exec"), namespace)
