@@ -1,4 +1,4 @@
-"""The toylab lab, one page per lesson: ``streamlit run apps/Home.py`` (soon ``toylab lab``)."""
+"""The toylab lab, one page per lesson: ``toylab lab`` (or ``streamlit run apps/Home.py``)."""
 
 import sys
 from pathlib import Path
@@ -18,6 +18,7 @@ import lab_common  # noqa: E402
 LESSONS = [
     ("pages/tour.py", "1 Tour of the lab"),
     ("pages/induction.py", "2 Induction heads"),
+    ("pages/patching.py", "3 Activation and path patching"),
 ]
 
 

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import streamlit as st
 import torch
-
-from toylab import zoo
-from toylab.checkpoint import read_json
-from toylab.methods.detectors import DETECTORS, head_scores, target_positions
 from matplotlib.figure import Figure
 
+from toylab import methods, zoo
+from toylab.checkpoint import read_json
+from toylab.methods.detectors import DETECTORS, head_scores, target_positions
+from toylab.truth import components as comp
 from toylab.viz import TRUTH_COLOR  # noqa: F401  (the landing page shows the outline style)
 
 # Hook points are shared state on the model: two sessions running forwards with hooks on
@@ -144,6 +145,91 @@ def training_history(name: str, seed: int) -> list[dict[str, float]]:
     """The run's evaluations (``history.json``); empty for a constructed model."""
     path = zoo_model(name, seed).path / "history.json"
     return read_json(path, "training history") if path.exists() else []
+
+
+# ---- weights: QK/OV circuits and composition (lesson 2) ----------------------------------
+
+
+@st.cache_data(show_spinner=False)
+def ov_circuit(name: str, seed: int, layer: int, head: int) -> tuple[np.ndarray, float]:
+    """The head's full OV circuit [d_vocab, d_vocab_out] and its copying score."""
+    ov = methods.ov_circuit(zoo_model(name, seed).model, layer, head)
+    return ov.numpy(), methods.copying_score(ov)
+
+
+@st.cache_data(show_spinner=False)
+def pos_qk_circuit(name: str, seed: int, layer: int, head: int) -> np.ndarray:
+    """The head's positional QK circuit [query_pos, key_pos], NaN (not -inf) where it cannot attend."""
+    scores = methods.pos_qk_circuit(zoo_model(name, seed).model, layer, head).numpy()
+    return np.where(np.isneginf(scores), np.nan, scores)
+
+
+@st.cache_data(show_spinner=False)
+def composition(name: str, seed: int, kind: str) -> tuple[np.ndarray, float]:
+    """Composition scores [sender_layer, sender_head, receiver_layer, receiver_head] and the random baseline."""
+    result = methods.composition_scores(zoo_model(name, seed).model, kind)
+    return result.scores.numpy(), result.baseline
+
+
+# ---- patching (lesson 3) ------------------------------------------------------------------
+
+
+def patch_targets(name: str, seed: int) -> list[str]:
+    """The ``PATCH_TARGETS`` worth offering for this model: ``mlp_out`` needs an MLP (the
+    function refuses it otherwise) and ``resid_mid`` is left out of attention-only models,
+    where it is the same stream as ``resid_post``."""
+    attn_only = zoo_model(name, seed).model.cfg.attn_only
+    return [t for t in methods.PATCH_TARGETS if not (attn_only and t in ("mlp_out", "resid_mid"))]
+
+
+def path_receivers(name: str, seed: int) -> list[str]:
+    """Components path patching can take as receivers: those with at least one head upstream."""
+    cfg = zoo_model(name, seed).model.cfg
+    first_heads = comp.layer_of(comp.head_id(0, 0))
+    return [r for r in comp.receivers(cfg) if comp.layer_of(r) > first_heads]
+
+
+@st.cache_data(show_spinner=False)
+def pair_example(name: str, seed: int, n: int, pair_seed: int) -> dict[str, Any]:
+    """What the counterfactual pairs change, and the first pair as token strings."""
+    zm = zoo_model(name, seed)
+    pair = zm.task.counterfactual(n, seed=pair_seed)
+    return {"description": pair.description,
+            "clean": zm.task.to_str_tokens(pair.clean.tokens[0]),
+            "corrupted": zm.task.to_str_tokens(pair.corrupted.tokens[0])}
+
+
+def _patching_summary(result: methods.PatchingResult, seconds: float, top: int) -> dict[str, Any]:
+    return {"scores": result.scores.numpy(), "axes": result.axes, "seconds": seconds,
+            "clean": float(result.clean_metric), "corrupted": float(result.corrupted_metric),
+            "top": result.top(top) if len(result.axes) else []}
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def activation_patching(name: str, seed: int, n: int, pair_seed: int, target: str,
+                        direction: str = "denoise", top: int = 5) -> dict[str, Any]:
+    """``methods.activation_patching`` on ``n`` counterfactual pairs: scores, axes, metrics,
+    top entries and the seconds the sweep took (not counting making the pairs)."""
+    zm = zoo_model(name, seed)
+    pair = zm.task.counterfactual(n, seed=pair_seed)
+    with _FORWARD_LOCK:
+        start = time.perf_counter()
+        result = methods.activation_patching(zm.model, pair, target, direction=direction)
+        seconds = time.perf_counter() - start
+    return _patching_summary(result, seconds, top)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def path_patching(name: str, seed: int, n: int, pair_seed: int, receivers: tuple[str, ...],
+                  receiver_input: str, direction: str = "denoise", top: int = 5) -> dict[str, Any]:
+    """``methods.path_patching`` from every upstream head into ``receivers`` through ``receiver_input``."""
+    zm = zoo_model(name, seed)
+    pair = zm.task.counterfactual(n, seed=pair_seed)
+    with _FORWARD_LOCK:
+        start = time.perf_counter()
+        result = methods.path_patching(zm.model, pair, list(receivers), receiver_input, direction=direction)
+        seconds = time.perf_counter() - start
+    return _patching_summary(result, seconds, top)
 
 
 # ---- figures ------------------------------------------------------------------------------

@@ -134,7 +134,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
     # Localhost only and no usage statistics: the lab makes no network calls.
     command = [sys.executable, "-m", "streamlit", "run", str(home), "--server.address", "localhost",
                "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
-               "--server.headless", "true" if args.no_browser else "false"]
+               "--server.headless", "true" if args.no_browser else "false",
+               "--client.toolbarMode", "minimal"]
     print(f"opening the lab at http://localhost:{args.port} (Ctrl-C stops it)")
     try:
         return subprocess.call(command)

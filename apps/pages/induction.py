@@ -68,11 +68,55 @@ with scores_col:
         listed = ", ".join(f"{h} ({r})" for h, r in roles.items()) or "none"
         st.caption(f"Ground truth ({zm.truth.provenance if zm.truth else 'none'}): attention roles {listed}.")
 
-# ==== EXTENSION POINT: QK/OV circuits and composition scores ================================
-# The next step of lesson 2 goes here, below the detectors, once toylab.methods provides it:
-# the selected head's QK circuit (which token attends to which) and OV circuit (what it copies),
-# and the K/Q/V composition scores between layer-0 and layer-1 heads, as viz.heatmap /
-# viz.head_heatmap figures with the truth's edges (zm.truth.edges, kind "k"/"q"/"v") outlined.
-st.subheader("QK and OV circuits, composition scores")
-st.info("Coming next: the selected head's QK and OV circuits, and the composition scores that show "
-        "which earlier head each induction head reads from.", icon=":material/construction:")
+# ---- QK and OV circuits, composition scores (from the weights alone) ----------------------
+st.subheader(f"What {head_id}'s weights compute: OV and QK circuits")
+vocab = zm.task.token_names
+ov, copying = lab.ov_circuit(name, seed, layer, head)  # [d_vocab, d_vocab_out]
+n_show = min(16, ov.shape[0], ov.shape[1])
+out_names = vocab if ov.shape[1] == len(vocab) else [str(i) for i in range(ov.shape[1])]
+ov_col, ov_text = st.columns([3, 2])
+with ov_col:
+    lab.show(viz.heatmap, ov[:n_show, :n_show], list(vocab[:n_show]), list(out_names[:n_show]),
+             title=f"{head_id} OV circuit" + (f" (first {n_show} tokens)" if n_show < max(ov.shape) else ""),
+             xlabel="logit raised", ylabel="token attended to", cbar_label="logit")
+ov_text.caption(f"{head_id}'s full OV circuit `W_E W_OV W_U` [{ov.shape[0]} x {ov.shape[1]}]: for each token "
+                f"the head attends to, how much each output logit goes up. Copying score "
+                f"**{copying:.2f}** (fraction of tokens whose own logit is raised most, over all "
+                f"{min(ov.shape)} tokens): a copying head has a bright diagonal.")
+qk_col, qk_text = st.columns([3, 2])
+with qk_col:
+    pos_qk = lab.pos_qk_circuit(name, seed, layer, head)  # [query_pos, key_pos], NaN where masked
+    positions = [str(p) for p in range(pos_qk.shape[0])]
+    lab.show(viz.heatmap, pos_qk, positions, positions, title=f"{head_id} positional QK circuit",
+             xlabel="key position", ylabel="query position", cbar_label="attention score")
+qk_text.caption(f"`W_pos W_QK W_pos^T` [{pos_qk.shape[0]} x {pos_qk.shape[1]}]: how much a query at each "
+                "position wants each key position from position embeddings alone (blank: a causal head "
+                "cannot look ahead). A previous-token head peaks just below the diagonal.")
+
+st.subheader("Composition scores")
+COMPOSITION = {"k": "K-composition: the receiver's key reads the sender",
+               "q": "Q-composition: the receiver's query reads the sender",
+               "v": "V-composition: the receiver's value reads the sender"}
+kind = st.radio("Composition", list(COMPOSITION), format_func=lambda k: f"{k.upper()}-composition",
+                horizontal=True, key="ind_comp")
+comp_scores, baseline = lab.composition(name, seed, kind)  # [s_layer, s_head, r_layer, r_head]
+senders = [(lay, h) for lay in range(cfg.n_layers - 1) for h in range(cfg.n_heads)]
+receivers = [(lay, h) for lay in range(1, cfg.n_layers) for h in range(cfg.n_heads)]
+grid = [[comp_scores[s_l, s_h, r_l, r_h] for s_l, s_h in senders] for r_l, r_h in receivers]
+truth_edges = {(e.sender, e.receiver) for e in zm.truth.edges if e.kind == kind} if show_truth and zm.truth else set()
+sender_ids = [f"L{a}H{b}" for a, b in senders]
+receiver_ids = [f"L{a}H{b}" for a, b in receivers]
+cells = {(r, s) for r, rid in enumerate(receiver_ids) for s, sid in enumerate(sender_ids) if (sid, rid) in truth_edges}
+comp_col, comp_text = st.columns([3, 2])
+with comp_col:
+    lab.show(viz.heatmap, grid, receiver_ids, sender_ids, title=f"{kind.upper()}-composition scores",
+             highlight=cells, diverging=False, xlabel="sender (earlier head)", ylabel="receiver (later head)",
+             cbar_label="score")
+with comp_text:
+    st.caption(f"{COMPOSITION[kind]}: `||W_OV(sender) W(receiver)||_F / (||W_OV|| ||W||)` for every pair of "
+               f"an earlier and a later head. Random matrices of the same shapes score **{baseline:.3f}** on "
+               "average (the baseline): only scores well above it suggest the pair composes. The induction "
+               "circuit is K-composition: the induction head's key reads the previous-token head.")
+    if show_truth:
+        listed = ", ".join(f"{s} -> {r}" for s, r in sorted(truth_edges)) or "none between heads"
+        st.caption(f"Ground truth {kind.upper()}-composition edges (outlined): {listed}.")

@@ -105,12 +105,13 @@ def test_induction_head_choice_changes_the_pattern_and_its_caption():
     at = open_page("pages/induction.py")
     at.selectbox(key="ind_layer").set_value(1).run()
     at.selectbox(key="ind_head").set_value(1).run()
-    pattern, *heatmaps = image_urls(at)
-    assert len(heatmaps) == 3
+    urls = image_urls(at)
+    pattern, heatmaps = urls[0], urls[1:4]  # then OV, positional QK and composition
+    assert len(urls) == 7
     assert any("L1H1: the ground truth makes it a **induction** head" in c for c in texts(at.caption))
 
     at.selectbox(key="ind_head").set_value(0).run()
-    pattern0, *heatmaps0 = image_urls(at)
+    pattern0, heatmaps0 = image_urls(at)[0], image_urls(at)[1:4]
     assert pattern0 != pattern and heatmaps0 == heatmaps  # only the selected head's plot changes
     assert any("L1H0: no attention role" in c for c in texts(at.caption))
 
@@ -151,4 +152,137 @@ def test_induction_page_works_for_every_induction_model_and_seed():
         for seed in at.selectbox(key="ind_seed").options:
             at.selectbox(key="ind_seed").set_value(seed).run()
             assert not at.exception, (name, seed, at.exception)
-            assert len(image_urls(at)) == 4, (name, seed)
+            assert len(image_urls(at)) == 7, (name, seed)  # pattern, 3 detectors, OV, positional QK, composition
+
+
+def test_induction_circuits_follow_the_head_and_the_composition_kind():
+    at = open_page("pages/induction.py")
+    at.selectbox(key="ind_layer").set_value(1).run()
+    at.selectbox(key="ind_head").set_value(1).run()
+    before = image_urls(at)
+    assert len(before) == 7
+    assert any("Copying score" in c for c in texts(at.caption))
+    assert any("Ground truth K-composition edges (outlined): L0H2 -> L1H1" in c for c in texts(at.caption))
+
+    at.selectbox(key="ind_head").set_value(0).run()
+    after_head = image_urls(at)
+    assert after_head[4] != before[4] and after_head[5] != before[5]  # OV and QK of the new head
+    assert after_head[6] == before[6]  # composition does not depend on the selected head
+
+    at.radio(key="ind_comp").set_value("v").run()
+    assert not at.exception, at.exception
+    assert image_urls(at)[6] != after_head[6]
+    assert image_urls(at)[:6] == after_head[:6]
+    assert any("V-composition" in c for c in texts(at.caption))
+
+
+def test_composition_outlines_the_truths_edges_of_the_kind():
+    from toylab import viz
+
+    at = open_page("pages/induction.py")
+    at.selectbox(key="ind_model").set_value("induction-constructed").run()
+    figure = composition_figure(at, "k")
+    assert len(viz.truth_outlines(figure)) == 1  # L0H1 -> L1H1
+    assert len(viz.truth_outlines(composition_figure(at, "q"))) == 0
+    shown = image_urls(at)[6]
+    at.toggle(key="ind_truth").set_value(False).run()
+    assert image_urls(at)[6] != shown
+
+
+def composition_figure(at: AppTest, kind: str):
+    """The composition heatmap the page draws, rebuilt from the same inputs (to count its outlines)."""
+    import lab_common as lab  # importable once Home.py ran
+
+    from toylab import viz
+
+    name = at.selectbox(key="ind_model").value
+    seed = at.selectbox(key="ind_seed").value
+    zm = zoo.load(name, seed=int(seed))
+    scores, _ = lab.composition(name, int(seed), kind)
+    n = zm.model.cfg.n_heads
+    grid = scores[0, :, 1, :].T  # [receiver head, sender head]
+    cells = {(int(e.receiver[3:]), int(e.sender[3:])) for e in zm.truth.edges
+             if e.kind == kind and e.sender.startswith("L0H") and e.receiver.startswith("L1H")}
+    return viz.heatmap(grid, [f"L1H{h}" for h in range(n)], [f"L0H{h}" for h in range(n)], highlight=cells,
+                       diverging=False)
+
+
+# ---- page 3: activation and path patching ----------------------------------------------------
+
+PATCHING = "pages/patching.py"
+
+
+def test_patching_page_runs_for_every_induction_model_and_other_tasks():
+    at = open_page(PATCHING)
+    models = at.selectbox(key="patch_model").options
+    assert set(models) == set(zoo.names())  # every task has counterfactual pairs
+    induction = [n for n in models if zoo.recipe(n).task.kind == "induction"]
+    for name in [*induction, "modadd-tiny", "brackets-siit"]:
+        at.selectbox(key="patch_model").set_value(name).run()
+        assert not at.exception, (name, at.exception)
+        assert not at.error, (name, texts(at.error))
+        assert len(image_urls(at)) == 2, name  # activation patching and path patching
+        labels = {m.label for m in at.metric}
+        assert {"Clean logit difference", "Corrupted logit difference", "Sweep time"} <= labels
+        offered = {option.split(":")[0] for option in at.selectbox(key="patch_target").options}  # "head: ..."
+        assert ("mlp_out" in offered) != zoo.recipe(name).model.attn_only
+
+
+def test_patching_target_changes_the_heatmap_and_its_caption():
+    at = open_page(PATCHING)
+    assert at.selectbox(key="patch_target").value == "head"
+    heads = image_urls(at)[0]
+    assert any("**head** patching, scores [layer, head]" in c for c in texts(at.caption))
+    at.selectbox(key="patch_target").set_value("resid_pre").run()
+    assert not at.exception, at.exception
+    assert image_urls(at)[0] != heads
+    assert any("**resid_pre** patching, scores [layer, pos]" in c for c in texts(at.caption))
+    at.selectbox(key="patch_target").set_value("head_pos").run()
+    pos1 = image_urls(at)[0]
+    at.selectbox(key="patch_layer").set_value(0).run()
+    assert image_urls(at)[0] != pos1
+    assert any("**head_pos** patching of layer 0" in c for c in texts(at.caption))
+
+
+def test_patching_truth_toggle_outlines_the_truths_heads():
+    import lab_common as lab
+
+    from toylab import viz
+
+    at = open_page(PATCHING)
+    shown = image_urls(at)
+    at.toggle(key="patch_truth").set_value(False).run()
+    hidden = image_urls(at)
+    assert hidden[0] != shown[0] and hidden[1] != shown[1]
+    assert any("Ground truth hidden" in c for c in texts(at.caption))
+    # The same figure the page draws for induction-siit's head patching, with and without truth.
+    result = lab.activation_patching("induction-siit", 0, 32, 0, "head", "denoise")
+    rows, heads = ["L0", "L1"], ["H0", "H1", "H2", "H3"]
+    outlined = viz.heatmap(result["scores"], rows, heads, highlight={(0, 2), (1, 1)})
+    assert len(viz.truth_outlines(outlined)) == 2
+
+
+def test_head_patching_ranks_a_truth_head_first_on_the_constructed_model():
+    at = open_page(PATCHING)
+    at.selectbox(key="patch_model").set_value("induction-constructed").run()
+    assert at.selectbox(key="patch_target").value == "head"
+    top = frame_with(at, "patched")
+    truth = set(zoo.load("induction-constructed").truth.heads)
+    assert top["patched"].iloc[0] in truth
+    assert bool(top["ground truth"].iloc[0])
+
+
+def test_path_patching_follows_receivers_and_input():
+    at = open_page(PATCHING)
+    at.selectbox(key="patch_model").set_value("induction-constructed").run()
+    assert at.multiselect(key="patch_receivers").value == ["L1H1"]
+    assert at.radio(key="patch_receiver_input").value == "k"
+    senders = frame_with(at, "sender")
+    assert senders["sender"].iloc[0] == "L0H1" and bool(senders["ground truth"].iloc[0])
+    key_plot = image_urls(at)[1]
+    at.radio(key="patch_receiver_input").set_value("v").run()
+    assert image_urls(at)[1] != key_plot
+    at.multiselect(key="patch_receivers").set_value(["logits"]).run()
+    assert not at.exception, at.exception
+    assert at.radio(key="patch_receiver_input").options == ["resid"]
+    assert "L1H1" in set(frame_with(at, "sender")["sender"])  # logits read every head

@@ -8,6 +8,7 @@ the test prints where.
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -21,9 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# The flags `toylab lab` passes: localhost only, no usage statistics, no browser to open.
-SERVER_FLAGS = ["--server.headless", "true", "--browser.gatherUsageStats", "false",
-                "--server.fileWatcherType", "none"]
+# Started as the README says, through `toylab lab` (which binds to localhost and sends no
+# usage statistics); no file watcher, which the test does not need.
+SERVER_ENV = {"STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none"}
 PAGE_TIMEOUT_MS = 60_000  # first visit to a page loads its model and computes its caches
 
 
@@ -53,17 +54,18 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     port = _free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://localhost:{port}"  # what toylab lab binds to
     log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
-    cmd = [sys.executable, "-m", "streamlit", "run", "apps/Home.py", "--server.address", "127.0.0.1",
-           "--server.port", str(port), *SERVER_FLAGS]
+    cmd = [sys.executable, "-m", "toylab.cli", "lab", "--port", str(port), "--no-browser"]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        # Its own process group: streamlit runs as a child of the CLI, and both must stop.
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **SERVER_ENV})
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log_path.read_text()}")
+                pytest.fail(f"toylab lab exited with {proc.returncode}:\n{log_path.read_text()}")
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
                     if response.status == 200:
@@ -71,16 +73,36 @@ def server(tmp_path_factory):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"streamlit was not healthy after 60 s:\n{log_path.read_text()}")
+                pytest.fail(f"the lab was not healthy after 60 s:\n{log_path.read_text()}")
             time.sleep(0.3)
         yield url, log_path
     finally:
-        proc.terminate()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """Stop the CLI and its streamlit child: SIGTERM to their process group, SIGKILL to what
+    is left of it after ``grace`` seconds."""
+    def group_alive() -> bool:
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the CLI, so that only live processes keep the group alive
+            if not group_alive():
+                break
+            time.sleep(0.1)
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 @pytest.fixture
@@ -109,7 +131,7 @@ def test_every_page_renders_in_a_browser(playwright_api, server, screenshot_dir,
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.on("pageerror", lambda err: problems.append(f"JavaScript error: {err}"))
-            page.on("request", lambda req: None if re.match(r"(https?|wss?)://127\.0\.0\.1:|data:|blob:", req.url)
+            page.on("request", lambda req: None if re.match(r"(https?|wss?)://(localhost|127\.0\.0\.1):|data:|blob:", req.url)
                     else foreign.append(req.url))
             page.goto(url, timeout=PAGE_TIMEOUT_MS)
             _wait_until_done(page, "toylab: the lab")
