@@ -49,7 +49,7 @@ from torch import Tensor
 
 from toylab.models import Transformer
 from toylab.models.layernorm import LayerNorm
-from toylab.tasks.base import IGNORE, CounterfactualPair, logit_diff
+from toylab.tasks.base import CounterfactualPair, logit_diff, logit_diff_mask, logit_diff_terms
 from toylab.truth import components as comp
 
 PATCH_TARGETS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out",
@@ -256,9 +256,9 @@ class _Setup:
         reads_until = torch.full((batch,), n)
         scored = answers = base_diff = None
         if default:  # logit_diff reads only the scored positions: skip the rest
-            scored = _scored(pair)
+            scored = logit_diff_mask(pair)
             answers = (pair.clean.targets.clamp(min=0), pair.corrupted.targets.clamp(min=0))
-            base_diff = _diff_terms(base_logits, *answers, scored)
+            base_diff = logit_diff_terms(base_logits, pair)
             reads = scored.any(dim=1)
             last = torch.where(reads, n - 1 - scored.flip(1).int().argmax(dim=1), -1)
             reads_until = last + 1 if cfg.attention_dir == "causal" else torch.where(reads, n, 0)
@@ -304,18 +304,6 @@ class _Setup:
 
     def result(self, target: str, axes: tuple[str, ...], scores: Tensor) -> PatchingResult:
         return PatchingResult(target, scores, axes, self.clean_metric, self.corrupted_metric, self.direction)
-
-
-def _scored(pair: CounterfactualPair) -> Tensor:
-    """The [batch, pos] positions logit_diff averages over (both scored, answers differ)."""
-    clean, corrupt = pair.clean.targets, pair.corrupted.targets
-    return (clean != IGNORE) & (corrupt != IGNORE) & (clean != corrupt)
-
-
-def _diff_terms(logits: Tensor, clean: Tensor, corrupt: Tensor, scored: Tensor) -> Tensor:
-    """logit_diff's [batch, pos] terms before it sums them: 0 where not scored."""
-    diff = logits.gather(-1, clean.unsqueeze(-1)).squeeze(-1) - logits.gather(-1, corrupt.unsqueeze(-1)).squeeze(-1)
-    return diff * scored
 
 
 def _scalar(value) -> float:

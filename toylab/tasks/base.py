@@ -102,6 +102,20 @@ def accuracy(logits: Tensor, batch: Batch) -> Tensor:
     return (logits[mask].argmax(-1) == batch.targets[mask]).float().mean()
 
 
+def logit_diff_mask(pair: CounterfactualPair) -> Tensor:
+    """The [batch, pos] positions ``logit_diff`` averages over: both scored, answers differ."""
+    clean, corrupt = pair.clean.targets, pair.corrupted.targets  # [batch, pos]
+    return (clean != IGNORE) & (corrupt != IGNORE) & (clean != corrupt)
+
+
+def logit_diff_terms(logits: Tensor, pair: CounterfactualPair) -> Tensor:
+    """``logit_diff`` before averaging: [batch, pos], 0 outside ``logit_diff_mask(pair)``."""
+    safe_clean = pair.clean.targets.clamp(min=0).unsqueeze(-1)
+    safe_corrupt = pair.corrupted.targets.clamp(min=0).unsqueeze(-1)
+    diff = logits.gather(-1, safe_clean).squeeze(-1) - logits.gather(-1, safe_corrupt).squeeze(-1)
+    return diff * logit_diff_mask(pair)  # [batch, pos]
+
+
 def logit_diff(logits: Tensor, pair: CounterfactualPair, per_example: bool = False) -> Tensor:
     """Logit of the clean answer minus logit of the corrupted answer.
 
@@ -110,12 +124,7 @@ def logit_diff(logits: Tensor, pair: CounterfactualPair, per_example: bool = Fal
     the clean, the corrupted or a patched run. With ``per_example=True`` returns one value
     per row ([batch]), averaging over that row's positions.
     """
-    clean, corrupt = pair.clean.targets, pair.corrupted.targets  # [batch, pos]
-    mask = (clean != IGNORE) & (corrupt != IGNORE) & (clean != corrupt)
-    safe_clean = clean.clamp(min=0).unsqueeze(-1)
-    safe_corrupt = corrupt.clamp(min=0).unsqueeze(-1)
-    diff = logits.gather(-1, safe_clean).squeeze(-1) - logits.gather(-1, safe_corrupt).squeeze(-1)
-    diff = diff * mask  # [batch, pos]
+    diff, mask = logit_diff_terms(logits, pair), logit_diff_mask(pair)  # [batch, pos]
     if per_example:
         return diff.sum(-1) / mask.sum(-1).clamp(min=1)
     return diff.sum() / mask.sum().clamp(min=1)
