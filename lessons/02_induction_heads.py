@@ -150,10 +150,9 @@ def full_ov_circuit(model, layer, head):
 check("induction.ov_circuit", full_ov_circuit)
 
 # %%
-for head in ("L1H0", "L1H1"):
-    layer, index = int(head[1]), int(head[3])
-    ov = methods.ov_circuit(built.model, layer, index)
-    print(head, "copying score", methods.copying_score(ov))
+for layer, head in ((1, 0), (1, 1)):
+    ov = methods.ov_circuit(built.model, layer, head)
+    print(f"L{layer}H{head} copying score", methods.copying_score(ov))
 viz.heatmap(methods.ov_circuit(built.model, 1, 1)[:12, :12], [str(i) for i in range(12)],
             [str(i) for i in range(12)], title="induction-constructed L1H1: full OV circuit (12 tokens)")
 

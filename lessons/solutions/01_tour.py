@@ -15,14 +15,13 @@ def head_output(model, cache, layer, head):
 
 
 # %% exercise="tour.most_important_head"
-def _loss_without(head_id):
-    layer, head = int(head_id[1]), int(head_id[3])
+def loss_without(layer, head):
     with siit.model.hooks([(f"blocks.{layer}.attn.hook_z", zero_head(head))]):
         return float(toylab.tasks.loss(siit.model(siit_batch.tokens), siit_batch))
 
 
 siit_batch = siit.task.sample(N, seed=0)
-heads = [f"L{l}H{h}" for l in range(siit.model.cfg.n_layers) for h in range(siit.model.cfg.n_heads)]
-losses = {head: _loss_without(head) for head in heads}
+cfg = siit.model.cfg
+losses = {f"L{layer}H{head}": loss_without(layer, head) for layer in range(cfg.n_layers) for head in range(cfg.n_heads)}
 print(losses)
 most_important_head = max(losses, key=losses.get)

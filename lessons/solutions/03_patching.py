@@ -22,8 +22,11 @@ important_heads = {head for head, score in heads.top(8) if score >= 0.1}
 
 
 # %% exercise="patching.path_patch_k"
+from toylab.truth.components import parse
+
+
 def path_patch_k(model, pair, sender, receiver):
-    s_layer, s_head, r_layer, r_head = int(sender[1]), int(sender[3]), int(receiver[1]), int(receiver[3])
+    (_, s_layer, s_head), (_, r_layer, r_head) = parse(sender), parse(receiver)  # "L0H1" -> ("head", 0, 1)
     name = f"blocks.{s_layer}.attn.hook_result"
     _, clean_cache = model.run_with_cache(pair.clean.tokens, names=[name])
     _, corrupted_cache = model.run_with_cache(pair.corrupted.tokens, names=[name])

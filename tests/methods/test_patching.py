@@ -4,7 +4,8 @@ import torch
 from toylab import zoo
 from toylab.methods.patching import (
     PATCH_TARGETS,
-    _run_from,
+    _resid_from,
+    _unembed,
     _Setup,
     activation_patching,
     naive_activation_patching,
@@ -52,6 +53,13 @@ def _random_model(shape):
 
 def _targets(cfg):
     return [t for t in PATCH_TARGETS if not (t == "mlp_out" and cfg.attn_only)]
+
+
+def _run_from(setup, layer, stage, resid, start, extras):
+    """Logits of the fast path's functional forward, resumed at (layer, stage), every later position."""
+    rows = torch.arange(resid.shape[0])
+    final, _ = _resid_from(setup, layer, stage, resid, start, setup.n, rows, extras, trim=False)
+    return _unembed(setup, final)
 
 
 def _assert_same(fast, naive):

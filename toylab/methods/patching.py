@@ -597,13 +597,6 @@ def _unembed(setup: _Setup, resid: Tensor) -> Tensor:
     return _norm(model.ln_final, resid) @ model.unembed.W_U + model.unembed.b_U
 
 
-def _run_from(setup: _Setup, layer: int, stage: str, resid: Tensor, start: int, extras: dict,
-              rows: Tensor | None = None) -> Tensor:
-    """The logits [rows, pos - start, d_vocab_out] of ``_resid_from`` over every later position."""
-    rows = torch.arange(resid.shape[0]) if rows is None else rows
-    return _unembed(setup, _resid_from(setup, layer, stage, resid, start, setup.n, rows, extras, trim=False)[0])
-
-
 def _resid_from(setup: _Setup, layer: int, stage: str, resid: Tensor, start: int, end: int,
                 rows: Tensor, extras: dict, trim: bool = True) -> tuple[Tensor, int]:
     """The final residual stream at positions start..end-1 of batch ``rows``, resumed at ``(layer, stage)``.

@@ -38,6 +38,23 @@ def expect_close(got: Any, want: Tensor, what: str, atol: float = 1e-4, hint: st
                     f"got {float(got[where]):.4g}, expected {float(want[where]):.4g})", hint)
 
 
+def number(value: Any, what: str) -> float:
+    """A learner's numeric answer as a float, or Wrong saying what came back instead."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise Wrong(f"{what}: expected a number, got {type(value).__name__}") from None
+
+
+def first_difference(heads: set[str], truth: set[str]) -> tuple[str, bool] | None:
+    """The first head where an answer and the truth disagree, and whether the answer had it extra."""
+    if extra := sorted(heads - truth):
+        return extra[0], True
+    if missing := sorted(truth - heads):
+        return missing[0], False
+    return None
+
+
 def head_set(answer: Any, what: str) -> set[str]:
     """An answer given as one head id or a collection of them, validated."""
     from toylab.truth.components import parse

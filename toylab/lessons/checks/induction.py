@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 
 from toylab import methods
-from toylab.lessons.checks._common import call, expect_close, head_set, zoo_model
+from toylab.lessons.checks._common import call, expect_close, first_difference, head_set, number, zoo_model
 from toylab.lessons.exercise import Wrong, exercise
 from toylab.truth import Edge
+from toylab.truth.components import parse
 
 # Natural (certified) and hand-built (constructed, with decoys): an answer must hold on both.
 _MODELS = ("induction-2l", "induction-constructed")
@@ -67,14 +68,13 @@ def _circuit_heads(answer) -> str:
     pair = zm.task.counterfactual(128, seed=7)
     effects = methods.ablation_scores(zm.model, pair, method="resample")
     induction = methods.head_scores(zm.model, pair.clean.tokens, "induction")
-    if extra := sorted(heads - truth):
-        head = extra[0]
-        raise Wrong(f"{head} is not part of the circuit: its induction score is {induction[head]:.2f}, yet "
-                    f"resample-ablating it changes the logit difference by only {effects[head]:.3f} "
-                    "(it is a decoy that writes where nothing reads)")
-    if missing := sorted(truth - heads):
-        raise Wrong(f"you left out {missing[0]}: resample-ablating it changes the logit difference by "
-                    f"{effects[missing[0]]:.2f}")
+    if difference := first_difference(heads, truth):
+        head, extra = difference
+        if extra:
+            raise Wrong(f"{head} is not part of the circuit: its induction score is {induction[head]:.2f}, yet "
+                        f"resample-ablating it changes the logit difference by only {effects[head]:.3f} "
+                        "(it is a decoy that writes where nothing reads)")
+        raise Wrong(f"you left out {head}: resample-ablating it changes the logit difference by {effects[head]:.2f}")
     return (f"{sorted(heads)} is the circuit of the truth ({zm.truth.provenance}); the decoys look the same "
             "to every detector")
 
@@ -100,13 +100,9 @@ def _k_composition(fn) -> str:
         zm = zoo_model(name)
         scores = methods.composition_scores(zm.model, "k")
         for (sender, receiver), _ in scores.top(2) + [(("L0H0", "L1H1"), 0.0)]:
-            (sl, sh), (rl, rh) = ((int(h[1]), int(h[3])) for h in (sender, receiver))
-            got = call(fn, zm.model, sl, sh, rl, rh)
+            (_, sl, sh), (_, rl, rh) = parse(sender), parse(receiver)
+            got = number(call(fn, zm.model, sl, sh, rl, rh), f"{name} {sender} -> {receiver}")
             want = scores[sender, receiver]
-            try:
-                got = float(got)
-            except (TypeError, ValueError):
-                raise Wrong(f"expected a number, got {type(got).__name__}") from None
             if abs(got - want) > 1e-4:
                 A, B = methods.ov_matrix(zm.model, sl, sh), methods.qk_matrix(zm.model, rl, rh)
                 q_side = float((A @ B).norm() / (A.norm() * B.norm()))

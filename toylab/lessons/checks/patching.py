@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 from toylab import methods
-from toylab.lessons.checks._common import call, head_set, zoo_model
+from toylab.lessons.checks._common import call, first_difference, head_set, number, zoo_model
 from toylab.lessons.exercise import Wrong, exercise
-
-
-def _number(value, what: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise Wrong(f"{what}: expected a number, got {type(value).__name__}") from None
 
 
 @exercise("patching.patch_resid_pre", "One activation patch", "implement", "medium", 15,
@@ -24,7 +17,7 @@ def _patch_resid_pre(fn) -> str:
     want = methods.naive_activation_patching(zm.model, pair, "resid_pre").scores  # [layer, pos]
     n = want.shape[1]
     for layer, pos in ((0, n - 3), (1, n - 1), (0, 2), (1, n // 2)):
-        got = _number(call(fn, zm.model, pair, layer, pos), f"layer {layer}, pos {pos}")
+        got = number(call(fn, zm.model, pair, layer, pos), f"layer {layer}, pos {pos}")
         if abs(got - float(want[layer, pos])) > 1e-4:
             hint = None
             if abs(got - (1 - float(want[layer, pos]))) < 1e-4:
@@ -42,11 +35,12 @@ def _important_heads(answer) -> str:
     zm = zoo_model("induction-siit", 0)
     result = methods.activation_patching(zm.model, zm.task.counterfactual(128, seed=9), "head")
     truth = set(zm.truth.heads)
-    if extra := sorted(heads - truth):
-        raise Wrong(f"{extra[0]} restores only {result[extra[0]]:.3f} of the logit difference when patched, and "
-                    "the truth says it is inert")
-    if missing := sorted(truth - heads):
-        raise Wrong(f"you left out {missing[0]}, which restores {result[missing[0]]:.2f} when patched")
+    if difference := first_difference(heads, truth):
+        head, extra = difference
+        if extra:
+            raise Wrong(f"{head} restores only {result[head]:.3f} of the logit difference when patched, and "
+                        "the truth says it is inert")
+        raise Wrong(f"you left out {head}, which restores {result[head]:.2f} when patched")
     return f"{sorted(heads)}: exactly the heads of the truth ({zm.truth.provenance})"
 
 
@@ -59,7 +53,7 @@ def _path_patch_k(fn) -> str:
         pair = zm.task.counterfactual(32, seed=10)
         for sender, receiver in (("L0H1", "L1H1"), ("L0H0", "L1H1")):
             want = methods.naive_path_patching(zm.model, pair, receiver, "k", senders=[sender])[sender]
-            got = _number(call(fn, zm.model, pair, sender, receiver), f"{name} {sender} -> {receiver}")
+            got = number(call(fn, zm.model, pair, sender, receiver), f"{name} {sender} -> {receiver}")
             if abs(got - want) > 1e-4:
                 raise Wrong(f"{name} {sender} -> {receiver} (k): got {got:.4f}, the naive reference gives {want:.4f}",
                             "patching the sender's whole output (activation patching) also changes what "
@@ -77,8 +71,8 @@ def _senders(answer) -> str:
     for kind in ("k", "v"):
         heads = head_set(answer[kind], f"your {kind!r} senders")
         truth = {e.sender for e in zm.truth.edges if e.kind == kind and e.sender.startswith("L0")}
-        if heads != truth:
-            wrong = sorted(heads ^ truth)[0]
-            verb = "does not send" if wrong in heads else "also sends"
-            raise Wrong(f"{wrong} {verb} to the induction heads' {kind} input according to the certified truth")
+        if difference := first_difference(heads, truth):
+            head, extra = difference
+            verb = "does not send" if extra else "also sends"
+            raise Wrong(f"{head} {verb} to the induction heads' {kind} input according to the certified truth")
     return "both sets match the certified circuit: in a trained model the work is shared between heads"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from toylab import methods
 from toylab.lessons.checks._common import call, expect_close, head_set, zoo_model
 from toylab.lessons.exercise import Wrong, exercise
 from toylab.tasks import loss
+from toylab.truth.components import head_id
 
 _MODELS = ("induction-tiny", "brackets-siit")  # attention-only and with an MLP
 
@@ -37,19 +39,14 @@ def _head_output(fn) -> str:
 
 
 def _zero_ablated_losses(name: str, seed: int) -> dict[str, float]:
-    """Loss with each head's z zeroed, measured by intervention (the check's reference)."""
+    """Loss with each head zero-ablated, measured by intervention (the check's reference)."""
     zm = zoo_model(name, seed)
     batch = zm.task.sample(256, seed=3)
+    cfg = zm.model.cfg
     losses = {}
-    for layer in range(zm.model.cfg.n_layers):
-        for head in range(zm.model.cfg.n_heads):
-            def zero(z, hook, head=head):  # z: [batch, pos, head, d_head]
-                z = z.clone()
-                z[:, :, head] = 0
-                return z
-
-            with torch.no_grad(), zm.model.hooks([(f"blocks.{layer}.attn.hook_z", zero)]):
-                losses[f"L{layer}H{head}"] = float(loss(zm.model(batch.tokens), batch))
+    for head in (head_id(layer, h) for layer in range(cfg.n_layers) for h in range(cfg.n_heads)):
+        with torch.no_grad(), methods.ablate(zm.model, head, "zero"):
+            losses[head] = float(loss(zm.model(batch.tokens), batch))
     return losses
 
 
