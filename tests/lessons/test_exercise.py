@@ -103,6 +103,49 @@ def path_patch_whole_head(model, pair, sender, receiver):  # activation patching
     return float((patched - corrupted) / (clean - corrupted))
 
 
+def loss_summed_over_batch(out, batch, importance):
+    return (importance * (batch - out) ** 2).sum(dim=(0, -1))
+
+
+def loss_without_importance(out, batch, importance):
+    return ((batch - out) ** 2).sum(dim=-1).mean(dim=0)
+
+
+def dimensionality_nan_for_zero(W):
+    norms = W.norm(dim=1)
+    unit = W / norms[:, None, :]
+    return norms**2 / (torch.einsum("ihf,ihg->ifg", unit, W) ** 2).sum(-1)
+
+
+def dimensionality_squared_cosines(W):
+    unit = W / W.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return 1 / (torch.einsum("ihf,ihg->ifg", unit, unit) ** 2).sum(-1)
+
+
+def topk_without_b_dec(x, W_enc, b_enc, b_dec, k):
+    pre = x @ W_enc + b_enc
+    values, indices = pre.topk(k, dim=-1)
+    return torch.zeros_like(pre).scatter(-1, indices, values.relu())
+
+
+def topk_without_relu(x, W_enc, b_enc, b_dec, k):
+    pre = (x - b_dec) @ W_enc + b_enc
+    values, indices = pre.topk(k, dim=-1)
+    return torch.zeros_like(pre).scatter(-1, indices, values)
+
+
+def mmcs_per_atom(features, decoder):
+    f = features / features.norm(dim=-1, keepdim=True)
+    d = decoder / decoder.norm(dim=-1, keepdim=True)
+    return float((f @ d.T).max(dim=0).values.mean())
+
+
+def untrained_sae(d_in=32, d_sae=256):
+    from toylab.sae import SAE, SAEConfig
+
+    return SAE(SAEConfig(d_in=d_in, d_sae=d_sae, architecture="topk", k=4))
+
+
 WRONG = {
     "induction.previous_token_score": [previous_token_per_row, previous_token_includes_diagonal],
     "induction.induction_score": [induction_score_first_occurrence],
@@ -118,6 +161,15 @@ WRONG = {
     "tour.resid_after_layer0": [resid_missing_pos_embed, resid_without_mlp, "not a function"],
     "tour.head_output": [head_output_with_bias, head_output_wrong_head],
     "tour.most_important_head": ["L0H0", "L1H3", "MLP0", 42, ["L1H1", "L0H2"]],
+    "superposition.loss": [loss_summed_over_batch, loss_without_importance],
+    "superposition.dimensionality": [dimensionality_nan_for_zero, dimensionality_squared_cosines],
+    "superposition.represented": [[5, 5, 5, 5, 5], [2, 2, 2, 2, 2], [2, 5], "garbage"],
+    "superposition.phase_change": [0.01, 0.05, 1.5, "garbage"],
+    "sae.topk_encode": [topk_without_b_dec, topk_without_relu],
+    "sae.mmcs": [mmcs_per_atom],
+    "sae.recover": [untrained_sae(), untrained_sae(d_in=16), "garbage"],
+    "sae.toy_features": [(untrained_sae(10, 40), list(range(20))), (untrained_sae(10, 40), [0] * 20),
+                         (untrained_sae(32, 40), list(range(20))), "garbage"],
 }
 
 
@@ -135,6 +187,40 @@ def test_every_exercise_has_wrong_answers_under_test():
 
     get("tour.head_output")  # loads the registry
     assert set(EXERCISES) == set(WRONG)
+
+
+def test_an_sae_that_reconstructs_well_but_misses_the_features_is_rejected():
+    """A ReLU SAE with L1 that trains briefly explains the data yet fails the truth-based bar."""
+    from toylab.lessons.checks.sae import lesson_data
+    from toylab.sae import SAE, SAEConfig, train_sae
+
+    with torch.enable_grad():
+        sae = SAE(SAEConfig(d_in=32, d_sae=256, architecture="relu", l1_coefficient=3e-3))
+        train_sae(sae, lesson_data().sample, steps=200, batch_size=256, seed=0)
+    feedback = check("sae.recover", sae)
+    assert not feedback.passed and "L0" in feedback.message
+
+
+def test_a_latent_map_that_cosines_could_support_is_checked_by_feeding_features():
+    """Right SAE, latents of two features swapped: the checker names the latent that fires."""
+    from toylab.lessons.checks.sae import _toy_model
+    from toylab.sae import SAE, SAEConfig, score_sae, train_sae
+
+    model = _toy_model()
+
+    def activations(n, g):
+        f = model.generate_batch(n, g)
+        return model.hidden(f)[:, 0].detach(), f[:, 0]
+
+    with torch.enable_grad():
+        sae = SAE(SAEConfig(d_in=10, d_sae=40, architecture="topk", k=2))
+        train_sae(sae, activations, steps=1000, batch_size=256, seed=0, resample_every=250)
+    x, c = activations(4096, torch.Generator().manual_seed(1))
+    latents = list(score_sae(sae, model.W[0].detach().T, x, c).matched_latent)
+    assert check("sae.toy_features", (sae, latents)).passed
+    latents[3], latents[7] = latents[7], latents[3]
+    feedback = check("sae.toy_features", (sae, latents))
+    assert not feedback.passed and feedback.message.startswith("feature 3 alone makes latent")
 
 
 def test_a_decoy_answer_is_told_what_the_truth_says():

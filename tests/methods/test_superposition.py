@@ -5,7 +5,6 @@ of 2 features in 1 dimension, feature dimensionality, correlated / anticorrelate
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -22,6 +21,7 @@ from toylab.methods.superposition import (
     interference,
     interference_matrix,
     phase_diagram,
+    reconstruction,
     regular_polygon,
 )
 from toylab.models.superposition import SuperpositionConfig, ToyModel, train_toy_model
@@ -93,6 +93,23 @@ def test_five_features_in_two_dimensions_form_a_pentagon_when_sparse():
     torch.testing.assert_close(fs.dimensionality, torch.full((4, 5), 0.4, dtype=torch.float64), atol=0.02, rtol=0)
 
 
+def test_reconstruction_measures_which_features_get_through():
+    cfg = SuperpositionConfig(n_instances=2, n_features=5, n_hidden=2)
+    model = ToyModel(cfg, seed=0)
+    with torch.no_grad():
+        model.W[0] = _polygon(5).float()  # all five, 72 degrees apart
+        model.W[1] = 0.0
+        model.W[1, :, :2] = torch.eye(2)  # two dedicated, three ignored
+        model.b_final[0] = -0.4  # filters the interference cos(72) = 0.31 out
+        model.b_final[1] = torch.tensor([0.0, 0.0, 0.5, 0.5, 0.5])  # ignored features output their mean
+    gain = reconstruction(model)
+    torch.testing.assert_close(gain[0], torch.full((5,), 0.6, dtype=torch.float64), atol=1e-6, rtol=0)
+    torch.testing.assert_close(gain[1], torch.tensor([1.0, 1, 0, 0, 0], dtype=torch.float64), atol=1e-6, rtol=0)
+    assert reconstruction(model, value=2.0)[0, 0] == pytest.approx(0.8)  # (2 - 0.4) / 2
+    with pytest.raises(ValueError, match="positive"):
+        reconstruction(model, value=0.0)
+
+
 def test_five_features_with_decaying_importance_keep_the_two_most_important_when_dense():
     cfg = SuperpositionConfig(n_instances=8, n_features=5, n_hidden=2)
     model, late_loss = _train(cfg, p=1.0, importance=0.9 ** torch.arange(5.0), steps=2000)
@@ -144,11 +161,9 @@ def test_correlated_features_go_orthogonal_anticorrelated_go_antipodal():
 
 
 @pytest.mark.slow
-def test_full_phase_diagram_trains_in_about_a_minute():
-    start = time.perf_counter()
+def test_full_phase_diagram():
+    """The 20 x 20 diagram the issue asks for (benchmarks/bench_superposition.py times it)."""
     pd = phase_diagram(n_density=20, n_importance=20)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 120, f"20 x 20 phase diagram took {elapsed:.0f} s"
     f1 = pd.feature1()
     assert (f1[:, 0] != SUPERPOSED).all()  # dense: never superposed
     near_one = (pd.relative_importance > 0.3) & (pd.relative_importance < 3)

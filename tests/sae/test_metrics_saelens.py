@@ -64,6 +64,8 @@ def test_perfect_dictionary_scores_high_random_scores_low():
     # interference between the 512 superposed directions makes a few false detections
     assert perfect.mcc > 0.95 and perfect.f1 > 0.85 and perfect.recall > 0.95
     assert perfect.fvu < 0.1 and 0.9 < perfect.coefficient_shrinkage < 1.1
+    perm = torch.randperm(data.n_features, generator=gen(0))  # _perfect_sae's latent order
+    assert [int(perm[j]) for j in perfect.matched_latent] == list(range(data.n_features))
     random = score_sae(SAE(SAEConfig(d_in=256, d_sae=512, architecture="relu", seed=7)), data.features, x, c)
     assert random.mmcs < 0.4 and random.matched_cosine < 0.3 and random.mcc < 0.4 and random.f1 < 0.3
     for s in (perfect, random):

@@ -1,6 +1,5 @@
 """SAE module, trainer and synthetic data: shapes, constraints, determinism, recovery."""
 
-import time
 
 import pytest
 import torch
@@ -149,8 +148,8 @@ def test_resampling_revives_dead_latents():
     assert score_sae(sae, data.features, x, c).dead_fraction < 0.25
 
 
-def test_sae_recovers_dictionary_fast():
-    """The issue's target: MMCS >= 0.99 on the synthetic dictionary well under a minute."""
+def test_sae_recovers_dictionary():
+    """MMCS >= 0.99 on the synthetic dictionary (benchmarks/bench_sae.py times it)."""
     data = SyntheticFeatures(d_in=32, n_features=128, feature_probability=0.03, seed=0)
     sae = SAE(SAEConfig(d_in=32, d_sae=256, architecture="topk", k=4))
     reached = {}
@@ -161,13 +160,18 @@ def test_sae_recovers_dictionary_fast():
             return True
         return False
 
-    start = time.perf_counter()
     train_sae(sae, data.sample, steps=3000, batch_size=256, lr=3e-3, seed=0, resample_every=500,
               callback=check, callback_every=50)
-    seconds = time.perf_counter() - start
-    print(f"MMCS >= 0.99 at step {reached.get('step')} after {seconds:.2f} s")
-    assert "step" in reached and seconds < 20
+    assert "step" in reached
     x, c = data.sample(4096, gen(99))
     scores = score_sae(sae, data.features, x, c)
     assert scores.mmcs >= 0.99 and scores.uniqueness >= 0.95
     assert abs(scores.l0 - 4) < 0.5
+
+
+def test_an_untrained_sae_does_not_start_on_the_dictionary_of_the_same_seed():
+    """Regression: the dictionary and the SAE's decoder were both randn from the same seed, so an
+    untrained SAE scored MMCS 1.0 against SyntheticFeatures(seed=0)."""
+    data = SyntheticFeatures(d_in=32, n_features=128, seed=0)
+    sae = SAE(SAEConfig(d_in=32, d_sae=256, architecture="topk", k=4, seed=0))
+    assert mmcs(data.features, sae.W_dec.detach()) < 0.8

@@ -24,6 +24,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 DIFFICULTIES = ("easy", "medium", "hard")
+# implement: write a function; answer: an interpretive question; build: train or construct
+# something (an SAE, a model) that the checker measures on data it never saw.
+KINDS = ("implement", "answer", "build")
 
 
 class Wrong(Exception):
@@ -43,15 +46,15 @@ class ExerciseFailed(AssertionError):
 class Exercise:
     id: str  # "lesson.name", e.g. "induction.previous_token_score"
     title: str
-    kind: str  # "implement" (a function) or "answer" (an interpretive question)
+    kind: str  # one of KINDS
     difficulty: str  # one of DIFFICULTIES
     minutes: int  # a typical learner's time
     checker: Callable[[Any], str]  # returns a success message or raises Wrong
     hint: str  # shown with any failure that has no more specific hint
 
     def __post_init__(self) -> None:
-        if self.kind not in ("implement", "answer"):
-            raise ValueError(f"exercise {self.id}: kind must be 'implement' or 'answer', got {self.kind!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"exercise {self.id}: kind must be one of {KINDS}, got {self.kind!r}")
         if self.difficulty not in DIFFICULTIES:
             raise ValueError(f"exercise {self.id}: difficulty must be one of {DIFFICULTIES}")
         if "." not in self.id:
@@ -108,12 +111,15 @@ def check(exercise_id: str, answer: Any) -> Feedback:
     """Mark ``answer`` (a function or a value) for an exercise, print and return the verdict."""
     ex = get(exercise_id)
     try:
+        if answer is None:  # the lesson's placeholder: not attempted yet, rather than wrong
+            raise NotImplementedError
         feedback = Feedback(ex.id, True, ex.checker(answer))
     except Wrong as wrong:
         feedback = Feedback(ex.id, False, wrong.message, wrong.hint or ex.hint)
     except NotImplementedError:
-        feedback = Feedback(ex.id, False, "not implemented yet: replace the `raise NotImplementedError` "
-                            "with your code, then run this cell again", ex.hint, done=False)
+        placeholder = "`None`" if answer is None else "`raise NotImplementedError`"
+        feedback = Feedback(ex.id, False, f"not done yet: replace the {placeholder} with your answer, "
+                            "then run this cell again", ex.hint, done=False)
     except Exception as err:  # the learner's code crashed: say where, never crash the lesson
         feedback = Feedback(ex.id, False, f"your code raised {type(err).__name__}: {err}", ex.hint)
     print(feedback)

@@ -48,6 +48,7 @@ from toylab.methods.superposition import (
     feature_status,
     interference,
     phase_diagram,
+    reconstruction,
     regular_polygon,
 )
 
@@ -83,6 +84,7 @@ __all__ = [
     "feature_status",
     "interference",
     "phase_diagram",
+    "reconstruction",
     "regular_polygon",
     "DETECTORS",
     "FrequencyLosses",

@@ -19,6 +19,7 @@ Analysis runs in float64 on the CPU.
     feature_angles(W)         direction of each feature in 2-d, degrees  [instance, feature]
     adjacent_angles(W, i)     gaps between consecutive represented features of instance i
     regular_polygon(W)        k if the represented features form a regular k-gon, else 0
+    reconstruction(model)     x'_i when feature i alone is on: the behaviour, by intervention
     phase_diagram(...)        trains 2 features in 1 dimension over sparsity x importance
 
 The paper's results in this vocabulary: 5 features in 2 dimensions at high sparsity form a
@@ -118,6 +119,22 @@ def feature_status(
     status[interf > interference_threshold] = SUPERPOSED
     status[norms < norm_threshold] = IGNORED
     return FeatureStatus(status, norms, interf, dimensionality(W))
+
+
+@torch.no_grad()
+def reconstruction(model: ToyModel, value: float = 1.0) -> Tensor:
+    """How much of feature i gets through when it is on alone: (x'_i(value * e_i) - x'_i(0))
+    / value, [instance, feature]. Subtracting the all-off output removes the bias, which a
+    dense model uses to output an ignored feature's mean. A represented feature comes back
+    near 1, an ignored one near 0. This runs the model, so it checks the weights' story
+    (``feature_status``) against behaviour."""
+    if not value > 0:
+        raise ValueError(f"reconstruction: value must be positive, got {value!r}")
+    n_f, n_i = model.cfg.n_features, model.cfg.n_instances
+    probe = torch.cat([value * torch.eye(n_f), torch.zeros(1, n_f)]).to(model.W.device)  # [batch, feature]
+    out = model(probe[:, None, :].expand(n_f + 1, n_i, n_f))  # [batch, instance, feature]
+    gain = out[:n_f].diagonal(dim1=0, dim2=2) - out[n_f]  # [instance, feature]
+    return gain.detach().to("cpu", torch.float64) / value
 
 
 # ---- geometry in two hidden dimensions ---------------------------------------------------

@@ -223,6 +223,7 @@ def _lr_scale(schedule: str, step: int, steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * step / steps))  # cosine
 
 
+@torch.enable_grad()  # trains even where the caller (a lesson, an app) turned gradients off
 def train_toy_model(
     model: ToyModel,
     steps: int = 10_000,

@@ -7,7 +7,7 @@
 """
 
 from toylab.sae.data import SyntheticFeatures, model_activations
-from toylab.sae.metrics import SAEScores, linear_sum_assignment, mmcs, score_sae
+from toylab.sae.metrics import SAEScores, cosine_matrix, linear_sum_assignment, mmcs, score_sae
 from toylab.sae.sae import SAE, SAEConfig, TrainHistory, resample_dead_latents, train_sae
 from toylab.sae.saelens import SAELensFormatError, load_saelens, save_saelens
 
@@ -18,6 +18,7 @@ __all__ = [
     "SAEScores",
     "SyntheticFeatures",
     "TrainHistory",
+    "cosine_matrix",
     "linear_sum_assignment",
     "load_saelens",
     "mmcs",

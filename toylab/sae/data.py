@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 MAGNITUDES = ("uniform", "exponential")
+_DICTIONARY_SALT = 0x5EED_D1C7
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,9 @@ class SyntheticFeatures:
             )
         if not self.noise_std >= 0:
             raise ValueError(f"SyntheticFeatures.noise_std must be >= 0, got {self.noise_std!r}")
-        generator = torch.Generator().manual_seed(self.seed)
+        # Salted: an SAE initialises its decoder with randn from its own seed, and an SAE and a
+        # dictionary of the same shape and seed would otherwise start out identical.
+        generator = torch.Generator().manual_seed(_DICTIONARY_SALT + self.seed)
         features = torch.randn(self.n_features, self.d_in, generator=generator)  # [feature, d_in]
         object.__setattr__(self, "features", features / features.norm(dim=-1, keepdim=True))
 

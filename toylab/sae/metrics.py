@@ -130,6 +130,7 @@ class SAEScores:
     recall: float  # mean over features of P(matched latent active | feature present)
     f1: float  # mean over features of the detection F1
     f1_per_feature: tuple[float, ...]  # [feature] detection F1 (0 when unmatched)
+    matched_latent: tuple[int, ...]  # [feature] the latent matched one-to-one by decoder cosine, -1 if none
     l0: float  # mean active latents per sample
     dead_fraction: float  # latents never active on the evaluation data
     fvu: float  # fraction of variance unexplained
@@ -178,6 +179,8 @@ def score_sae(sae: SAE, features: Tensor, activations: Tensor, coefficients: Ten
     recall[r] = rec
     f1[r] = torch.where(prec + rec > 0, 2 * prec * rec / (prec + rec).clamp_min(1e-12), torch.zeros_like(prec))
 
+    matched = torch.full((n_features,), -1, dtype=torch.long)
+    matched[r] = c
     coef_m = coefficients[:, r].float()  # [batch, matched]
     lat_m = z[:, c]  # [batch, matched]
     mask = pres_m.float()
@@ -198,6 +201,7 @@ def score_sae(sae: SAE, features: Tensor, activations: Tensor, coefficients: Ten
         recall=recall.mean().item(),
         f1=f1.mean().item(),
         f1_per_feature=tuple(f1.tolist()),
+        matched_latent=tuple(matched.tolist()),
         l0=active.sum(-1).float().mean().item(),
         dead_fraction=(~active.any(0)).float().mean().item(),
         fvu=fvu,

@@ -286,6 +286,7 @@ def resample_dead_latents(
     return n_dead
 
 
+@torch.enable_grad()  # trains even where the caller (a lesson, an app) turned gradients off
 def train_sae(
     sae: SAE,
     data: Tensor | Sampler,

@@ -6,11 +6,14 @@
     fig = viz.heatmap(effect, [f"L{l}" for l in range(2)], str_tokens, "patching effect")
     fig = viz.bar(values, labels, "logit attribution", highlight={"L1H1"})
     fig = viz.training_curves(history)
+    fig = viz.feature_geometry(model.W[0], importance=model.importance[0])   # toy models
+    fig = viz.latent_cosines(cos, matched)                                   # SAEs
 
 Each returns a ``matplotlib.figure.Figure`` (in Streamlit: ``st.pyplot(fig)``; in a
 notebook it displays itself). Ground truth is always the same outline, with a legend entry.
 """
 
+from toylab.viz.features import dimensionality_plot, feature_geometry, latent_cosines, phase_map
 from toylab.viz.plots import (
     TRUTH_COLOR,
     TRUTH_GID,
@@ -28,6 +31,10 @@ __all__ = [
     "TRUTH_GID",
     "TRUTH_LABEL",
     "attention_pattern",
+    "dimensionality_plot",
+    "feature_geometry",
+    "latent_cosines",
+    "phase_map",
     "bar",
     "head_heatmap",
     "heatmap",
