@@ -19,6 +19,8 @@ LESSONS = [
     ("pages/tour.py", "1 Tour of the lab"),
     ("pages/induction.py", "2 Induction heads"),
     ("pages/patching.py", "3 Activation and path patching"),
+    ("pages/superposition.py", "4 Superposition"),
+    ("pages/sae.py", "5 Sparse autoencoders"),
 ]
 
 

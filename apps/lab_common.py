@@ -22,6 +22,9 @@ import torch
 from matplotlib.figure import Figure
 
 from toylab import methods, zoo
+from toylab.models import SuperpositionConfig, ToyModel, train_toy_model
+from toylab.sae import SAE, SAEConfig, SyntheticFeatures, cosine_matrix, score_sae
+from toylab.sae import train_sae as sae_train
 from toylab.checkpoint import read_json
 from toylab.methods.detectors import DETECTORS, head_scores, target_positions
 from toylab.truth import components as comp
@@ -230,6 +233,83 @@ def path_patching(name: str, seed: int, n: int, pair_seed: int, receivers: tuple
         result = methods.path_patching(zm.model, pair, list(receivers), receiver_input, direction=direction)
         seconds = time.perf_counter() - start
     return _patching_summary(result, seconds, top)
+
+
+# ---- superposition and SAEs (lessons 4 and 5) ----------------------------------------------
+
+SWEEP_DENSITIES = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005)  # one toy-model instance each
+TOY_STEPS = 2000
+
+
+@st.cache_data(show_spinner="Training the toy models...", max_entries=64)
+def toy_sweep(n_features: int, n_hidden: int, importance_decay: float, seed: int) -> dict[str, Any]:
+    """``n_features`` in ``n_hidden`` dimensions with importance ``decay**i``, one instance per
+    density of ``SWEEP_DENSITIES``, trained in one run: weights, the weights' classification,
+    dimensionality, and what gets through when each feature is fed alone."""
+    cfg = SuperpositionConfig(n_instances=len(SWEEP_DENSITIES), n_features=n_features, n_hidden=n_hidden)
+    importance = (importance_decay ** torch.arange(float(n_features)))[None, :]  # [1, feature]
+    model = ToyModel(cfg, feature_probability=torch.tensor(SWEEP_DENSITIES)[:, None], importance=importance,
+                     seed=seed)
+    start = time.perf_counter()
+    history = train_toy_model(model, steps=TOY_STEPS, batch_size=1024, lr=1e-2, lr_schedule="cosine", seed=seed)
+    seconds = time.perf_counter() - start
+    fs = methods.feature_status(model)
+    return {"W": model.W.detach().numpy(), "importance": importance[0].numpy(), "status": fs.status.numpy(),
+            "norms": fs.norms.numpy(), "D": fs.dimensionality.numpy(),
+            "gain": methods.reconstruction(model).numpy(), "loss": history.loss[-1].numpy(), "seconds": seconds}
+
+
+@st.cache_data(show_spinner="Training every cell of the phase diagram...", max_entries=8)
+def phase_diagram(n: int, seed: int) -> dict[str, Any]:
+    """``methods.phase_diagram`` on an n x n grid: feature 1's status, the axes and the seconds it took."""
+    start = time.perf_counter()
+    pd = methods.phase_diagram(n_density=n, n_importance=n, seed=seed)
+    return {"status": pd.feature1().numpy(), "density": pd.density.numpy(),
+            "importance": pd.relative_importance.numpy(), "seconds": time.perf_counter() - start}
+
+
+SAE_DATA = {
+    "synthetic dictionary (128 features in 32 dims)": "synthetic",
+    "toy model: 20 features in 10 dims": "toy-20-10",
+    "toy model: 5 features in 2 dims (a pentagon)": "toy-5-2",
+}
+
+
+def _sae_source(data: str, seed: int) -> tuple[Callable[[int, torch.Generator], tuple], torch.Tensor]:
+    """A sampler ``(n, generator) -> (activations, true coefficients)`` and the true features [feature, d_in]."""
+    if data == "synthetic":
+        synthetic = SyntheticFeatures(d_in=32, n_features=128, feature_probability=0.03, seed=seed)
+        return synthetic.sample, synthetic.features
+    n_features, n_hidden = {"toy-20-10": (20, 10), "toy-5-2": (5, 2)}[data]
+    toy = ToyModel(SuperpositionConfig(n_instances=1, n_features=n_features, n_hidden=n_hidden),
+                   feature_probability=0.03, seed=seed)
+    train_toy_model(toy, steps=3000, batch_size=1024, lr=1e-2, lr_schedule="cosine", seed=seed)
+
+    def sample(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            features = toy.generate_batch(n, generator)  # [n, instance=1, feature]
+            return toy.hidden(features)[:, 0], features[:, 0]
+
+    return sample, toy.W[0].detach().T.clone()
+
+
+@st.cache_data(show_spinner="Training the SAE...", max_entries=64)
+def train_sae(data: str, architecture: str, d_sae: int, sparsity: float, steps: int, seed: int) -> dict[str, Any]:
+    """An SAE trained on ``data`` (a value of ``SAE_DATA``) and scored against the true features
+    on fresh samples. ``sparsity`` is k for topk, the L1 coefficient for relu and the L0
+    coefficient for jumprelu."""
+    sample, features = _sae_source(data, seed)
+    extra = {"topk": {"k": int(sparsity)}, "relu": {"l1_coefficient": sparsity},
+             "jumprelu": {"l0_coefficient": sparsity}}[architecture]
+    sae = SAE(SAEConfig(d_in=features.shape[1], d_sae=d_sae, architecture=architecture, seed=seed, **extra))
+    history = sae_train(sae, sample, steps=steps, batch_size=256, lr=3e-3, seed=seed, resample_every=500)
+    x, c = sample(8192, torch.Generator().manual_seed(10_000 + seed))
+    scores = score_sae(sae, features, x, c)
+    return {"scores": {k: v for k, v in vars(scores).items() if isinstance(v, float)},
+            "matched": np.array(scores.matched_latent), "f1": np.array(scores.f1_per_feature),
+            "cos": cosine_matrix(features, sae.W_dec.detach()).numpy(), "features": features.numpy(),
+            "W_dec": sae.W_dec.detach().numpy(), "true_l0": float((c > 0).sum(-1).float().mean()),
+            "seconds": history.seconds}
 
 
 # ---- figures ------------------------------------------------------------------------------

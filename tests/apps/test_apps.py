@@ -286,3 +286,58 @@ def test_path_patching_follows_receivers_and_input():
     assert not at.exception, at.exception
     assert at.radio(key="patch_receiver_input").options == ["resid"]
     assert "L1H1" in set(frame_with(at, "sender")["sender"])  # logits read every head
+
+
+# ---- lesson 4: superposition -------------------------------------------------------------
+
+
+def test_superposition_density_picks_an_instance_and_features_retrain():
+    at = open_page("pages/superposition.py")
+    table = frame_with(at, "fed alone, passes")
+    assert len(table) == 5 and set(table["density"]) == {0.005}
+    sparse_kept = (table["fed alone, passes"] > 0.5).sum()
+    at.select_slider(key="sup_density").set_value(1.0).run()
+    dense = frame_with(at, "fed alone, passes")
+    assert set(dense["density"]) == {1.0}
+    assert (dense["fed alone, passes"] > 0.5).sum() < sparse_kept  # dense keeps fewer than sparse
+
+    at.slider(key="sup_features").set_value(7).run()
+    assert not at.exception, at.exception
+    assert len(frame_with(at, "fed alone, passes")) == 7
+    at.slider(key="sup_hidden").set_value(3).run()  # no 2-d geometry: W^T W instead
+    assert any("W^T W" in h for h in texts(at.subheader))
+
+
+def test_superposition_phase_diagram_trains_on_request():
+    at = open_page("pages/superposition.py")
+    before = len(image_urls(at))
+    at.button(key="sup_train_pd").click().run()
+    assert not at.exception, at.exception
+    assert len(image_urls(at)) == before + 1
+    assert any("Trained in" in c for c in texts(at.caption))
+
+
+# ---- lesson 5: sparse autoencoders -------------------------------------------------------
+
+
+def test_sae_page_scores_against_the_true_features_and_toggles_the_truth():
+    at = open_page("pages/sae.py")
+    metrics = {m.label: float(m.value) for m in at.metric}
+    assert metrics["MMCS"] > 0.9  # topk on the synthetic dictionary, 1000 steps
+    table = frame_with(at, "latent")
+    assert len(table) == 128 and table["latent"].is_unique
+    urls = image_urls(at)
+    at.toggle(key="sae_truth").set_value(False).run()
+    assert image_urls(at) != urls
+
+
+def test_sae_page_draws_the_pentagon_and_every_architecture_runs():
+    at = open_page("pages/sae.py")
+    at.selectbox(key="sae_data").set_value("toy model: 5 features in 2 dims (a pentagon)").run()
+    assert not at.exception, at.exception
+    assert any("true directions" in h for h in texts(at.subheader))
+    assert len(frame_with(at, "latent")) == 5
+    for arch in ("relu", "jumprelu"):
+        at.selectbox(key="sae_arch").set_value(arch).run()
+        assert not at.exception, at.exception
+        assert 0.0 <= float(at.metric[0].value) <= 1.0
