@@ -21,6 +21,7 @@ LESSONS = [
     ("pages/patching.py", "3 Activation and path patching"),
     ("pages/superposition.py", "4 Superposition"),
     ("pages/sae.py", "5 Sparse autoencoders"),
+    ("pages/grokking.py", "6 Grokking modular addition"),
 ]
 
 

@@ -10,6 +10,7 @@ nothing here changes a cached model: every session shares the same object.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
 import time
@@ -25,6 +26,8 @@ from toylab import methods, zoo
 from toylab.models import SuperpositionConfig, ToyModel, train_toy_model
 from toylab.sae import SAE, SAEConfig, SyntheticFeatures, cosine_matrix, score_sae
 from toylab.sae import train_sae as sae_train
+from toylab.tasks import ModularAddition
+from toylab.train import Callback, train
 from toylab.checkpoint import read_json
 from toylab.methods.detectors import DETECTORS, head_scores, target_positions
 from toylab.truth import components as comp
@@ -310,6 +313,41 @@ def train_sae(data: str, architecture: str, d_sae: int, sparsity: float, steps: 
             "cos": cosine_matrix(features, sae.W_dec.detach()).numpy(), "features": features.numpy(),
             "W_dec": sae.W_dec.detach().numpy(), "true_l0": float((c > 0).sum(-1).float().mean()),
             "seconds": history.seconds}
+
+
+# ---- grokking (lesson 6) -------------------------------------------------------------------
+
+LIVE_PRIMES = (53, 59, 61)  # small enough to grok in seconds with modadd-tiny's recipe
+
+
+@st.cache_data(show_spinner="Loading the shipped run's progress measures...")
+def shipped_progress(name: str) -> methods.ProgressMeasures:
+    """The progress measures shipped with zoo model ``name`` (``progress.json``)."""
+    return methods.load_shipped_progress(name)
+
+
+def live_run(p: int, seed: int, on_step: Callable[[int, int], None]) -> dict[str, Any]:
+    """Train modadd-tiny's recipe on Z_p from ``seed`` until it generalises, calling
+    ``on_step(step, total)`` as it goes; then measure what it learned. Not cached: the
+    page keeps the result in the session."""
+    rec = zoo.recipe("modadd-tiny")
+    task = ModularAddition(p=p, train_frac=rec.task.train_frac, split_seed=rec.task.split_seed)
+    model_cfg = dataclasses.replace(rec.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out)
+    train_cfg = dataclasses.replace(rec.train, seed=seed)
+
+    class Report(Callback):
+        def on_step_end(self, run: Any) -> None:
+            if run.step % 10 == 0:
+                on_step(run.step, train_cfg.steps)
+
+    start = time.perf_counter()
+    result = train(model_cfg, task, train_cfg, callbacks=[Report()], progress=False)
+    seconds = time.perf_counter() - start
+    freqs = methods.key_frequencies(result.model, task)
+    losses = methods.frequency_losses(result.model, task, freqs) if freqs else None
+    return {"history": result.history, "steps": result.steps, "seconds": seconds, "key_frequencies": freqs,
+            "spectrum": methods.embedding_frequency_norms(result.model, task.p).numpy(),
+            "losses": dataclasses.asdict(losses) if losses else None, "metrics": result.metrics}
 
 
 # ---- figures ------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
     toylab info NAME|DIR              a model's card, re-checking its claims on the weights
     toylab train NAME [--seed S]      reproduce a zoo model from its seed (resumes if interrupted)
     toylab truth NAME [--seed S]      a model's ground-truth circuit, provenance and certificate
+    toylab progress NAME [--seed S]   retrain a grokking run with snapshots; its progress measures and phases
     toylab lab [--port P]             open the lab: the Streamlit app with a page per lesson
     toylab lessons [LESSON]           the lessons and their exercises; --run checks a lesson
 """
@@ -122,6 +123,26 @@ def cmd_truth(args: argparse.Namespace) -> int:
     return 0 if certificate.passed else 1
 
 
+def cmd_progress(args: argparse.Namespace) -> int:
+    from toylab.methods.progress import PROGRESS_FILE, grokking_run, progress_dir
+
+    rec = zoo.recipe(args.name)
+    seed = rec.train.seed if args.seed is None else args.seed
+    out = Path(args.out) if args.out else progress_dir(args.name, seed)
+    print(f"grokking run of {args.name} (seed {seed}) with snapshots in {out}")
+    try:
+        measures = grokking_run(args.name, seed=seed, every=args.every, out=out, fresh=args.fresh,
+                                progress=not args.quiet)
+    except TrainingInterrupted as stop:
+        print(f"\n{stop}", file=sys.stderr)
+        return 130
+    print(f"wrote {out / PROGRESS_FILE}: {len(measures)} checkpoints (steps {measures.steps[0]}-{measures.steps[-1]}, "
+          f"every {measures.meta.get('every')}), snapshots in {out / 'snapshots'}")
+    print(f"key frequencies {list(measures.key_frequencies)}, from {measures.meta.get('key_frequencies_source')}")
+    print(measures.phases().table())
+    return 0
+
+
 APPS_DIR = Path(__file__).resolve().parents[1] / "apps"
 
 
@@ -196,6 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recorded", action="store_true", help="print the certificate recorded at training time "
                    "instead of recomputing it")
     p.set_defaults(func=cmd_truth)
+
+    p = sub.add_parser("progress", help="progress measures and phases of a grokking run",
+                       description="Retrain a modular-addition recipe with weight snapshots along the run (into "
+                       "the cache; resumes if interrupted) and measure train/test, restricted and excluded loss, "
+                       "the embedding's Fourier Gini and the weight norm at each snapshot; print the phases.")
+    p.add_argument("name", help="a modular-addition zoo name, e.g. modadd-113")
+    p.add_argument("--seed", type=int, default=None, help="seed for init and data (default: the recipe's)")
+    p.add_argument("--every", type=int, default=None, help="snapshot every N steps (default: the recipe's steps / 200)")
+    p.add_argument("--out", default=None, help="output folder (default: $TOYLAB_HOME/runs/NAME/progress-seed-S)")
+    p.add_argument("--fresh", action="store_true", help="delete the output folder first instead of reusing it")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_progress)
 
     p = sub.add_parser("lab", help="open the lab (Streamlit app) in the browser",
                        description="Start the lab's Streamlit app on localhost: a landing page and a live "

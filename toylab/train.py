@@ -13,6 +13,10 @@ A run with an ``out_dir`` writes there::
     checkpoints/step-NNNNNNN/{model.safetensors, optimizer.pt, state.json}
     config.json, model.safetensors, card.json    the finished model (see toylab.checkpoint)
 
+The loss is computed by ``task_loss``: when the task scores only the last position (modular
+addition) and no hook is attached, through ``toylab.models.fast``, which runs only what that
+loss reads; that choice depends on the task alone, so determinism and resumption hold.
+
 Calling ``train`` again with the same ``out_dir`` resumes from ``LATEST``. Ctrl-C is
 handled at a step boundary: the run saves a checkpoint and raises ``TrainingInterrupted``.
 """
@@ -34,10 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from toylab import checkpoint as ckpt
 from toylab.models import Transformer, TransformerConfig
+from toylab.models.fast import can_use_last_position, last_position_logits
 from toylab.tasks import Batch, Task, loss
 
 _COMPARATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
@@ -304,7 +310,7 @@ def _train_step(run: RunState) -> None:
     for group in run.optimizer.param_groups:
         group["lr"] = cfg.lr_at(run.step)
     if run.objective is None:
-        value = loss(run.model(batch.tokens), batch)
+        value = task_loss(run.model, batch)
     else:
         value = run.objective.loss(run.model, batch, run.step, cfg.seed)
     run.optimizer.zero_grad(set_to_none=True)
@@ -314,6 +320,20 @@ def _train_step(run: RunState) -> None:
     run.optimizer.step()
     run.step += 1
     run.last_loss = value.item()
+
+
+def task_loss(model: Transformer, batch: Batch) -> torch.Tensor:
+    """The task's cross-entropy on ``batch``, as ``loss(model(batch.tokens), batch)``.
+
+    When the batch scores the last position only (modular addition, brackets) and no hook is
+    attached, it is computed by ``toylab.models.fast.last_position_logits``, which skips
+    what the loss never reads; the value and gradients agree with the hooked forward to float
+    rounding. The choice depends on the task's batches alone, so it is the same at every step
+    of a run and on resume.
+    """
+    if can_use_last_position(model, batch.scored):
+        return F.cross_entropy(last_position_logits(model, batch.tokens), batch.targets[:, -1])
+    return loss(model(batch.tokens), batch)
 
 
 def _record_eval(run: RunState, callbacks: Sequence[Callback], bar: tqdm | None) -> dict[str, float]:

@@ -341,3 +341,30 @@ def test_sae_page_draws_the_pentagon_and_every_architecture_runs():
         at.selectbox(key="sae_arch").set_value(arch).run()
         assert not at.exception, at.exception
         assert 0.0 <= float(at.metric[0].value) <= 1.0
+
+
+# ---- lesson 6: grokking ------------------------------------------------------------------
+
+
+def test_grokking_slider_scrubs_the_shipped_run_and_the_truth_outlines_key_frequencies():
+    at = open_page("pages/grokking.py")
+    phases = frame_with(at, "phase")
+    assert list(phases["phase"])[0] == "memorisation"
+    last = {m.label: m.value for m in at.metric}
+    urls = image_urls(at)
+    steps = list(at.select_slider(key="grok_step").options)
+    at.select_slider(key="grok_step").set_value(steps[0]).run()
+    first = {m.label: m.value for m in at.metric}
+    assert first["phase"] == "memorisation" and float(first["test accuracy"]) < float(last["test accuracy"])
+    assert image_urls(at) != urls
+    urls = image_urls(at)
+    at.toggle(key="grok_truth").set_value(False).run()
+    assert image_urls(at) != urls
+
+
+def test_grokking_trains_a_small_prime_live():
+    at = open_page("pages/grokking.py")
+    at.button(key="grok_train").click().run(timeout=300)
+    assert not at.exception, at.exception
+    report = " ".join(texts(at.markdown))
+    assert "Stopped after" in report and "Key frequencies found" in report

@@ -146,6 +146,86 @@ def untrained_sae(d_in=32, d_sae=256):
     return SAE(SAEConfig(d_in=d_in, d_sae=d_sae, architecture="topk", k=4))
 
 
+def basis_unnormalised(p):
+    x = torch.arange(p, dtype=torch.float64)
+    rows = [torch.ones(p, dtype=torch.float64)]
+    for w in range(1, (p - 1) // 2 + 1):
+        rows += [torch.cos(2 * torch.pi * w * x / p), torch.sin(2 * torch.pi * w * x / p)]
+    return torch.stack(rows)
+
+
+def basis_sin_first(p):
+    from toylab import methods
+
+    basis = methods.fourier_basis(p, torch.float64)[0]
+    order = [0] + [i + d for i in range(1, p, 2) for d in (1, 0)]
+    return basis[order]
+
+
+def basis_as_columns(p):
+    from toylab import methods
+
+    return methods.fourier_basis(p, torch.float64)[0].T
+
+
+def trig_logits_difference(a, b, freqs, p):  # cos(wa)cos(wb) + sin(wa)sin(wb): cos(w(a-b))
+    c = torch.arange(p, dtype=torch.float64)
+    out = torch.zeros(len(a), p, dtype=torch.float64)
+    for w in freqs:
+        wa, wb, wc = (2 * torch.pi * w * v.double() / p for v in (a, b, c))
+        cos_sum, sin_sum = wa.cos() * wb.cos() + wa.sin() * wb.sin(), wa.sin() * wb.cos() - wa.cos() * wb.sin()
+        out += cos_sum[:, None] * wc.cos() + sin_sum[:, None] * wc.sin()
+    return out
+
+
+def trig_logits_in_radians(a, b, freqs, p):  # forgot 2 pi / p
+    c = torch.arange(p, dtype=torch.float64)
+    return sum(torch.cos(w * (a.double()[:, None] + b.double()[:, None] - c)) for w in freqs)
+
+
+def _fraction_terms(grids, w):
+    from toylab import methods
+
+    B = methods.fourier_basis(grids.shape[-1], torch.float64)[0]
+    sq = (B @ grids.double() @ B.T) ** 2
+    rows = [0, 2 * w - 1, 2 * w]
+    return sq, sq[:, rows][:, :, rows].sum((1, 2)) - sq[:, 0, 0]
+
+
+def fraction_products_only(grids, w):
+    sq, _ = _fraction_terms(grids, w)
+    rows = [2 * w - 1, 2 * w]
+    return sq[:, rows][:, :, rows].sum((1, 2)) / (sq.sum((1, 2)) - sq[:, 0, 0])
+
+
+def fraction_mean_in_total(grids, w):
+    sq, part = _fraction_terms(grids, w)
+    return part / sq.sum((1, 2))
+
+
+def key_frequency_mistakes():
+    """The certified set with one left out, with the largest non-key embedding frequency added, and
+    the five largest embedding frequencies (read from the zoo, never hard-coded: models get retrained)."""
+    from toylab import methods, zoo
+    from toylab.lessons.checks.grokking import MODEL
+
+    zm = zoo.load(MODEL)
+    truth = sorted(zm.truth.claims["key_frequencies"])
+    by_norm = [int(i) + 1 for i in methods.embedding_frequency_norms(zm.model, zm.task.p).argsort(descending=True)]
+    decoy = next(w for w in by_norm if w not in truth)
+    return [truth[1:], sorted(truth + [decoy]), sorted(by_norm[:5]), [], [zm.task.p], "garbage"]
+
+
+def halfway_mistakes():
+    """Swapped, and train loss for test loss (from the shipped run, if it ships yet)."""
+    from toylab import methods
+    from toylab.lessons.checks.grokking import PROGRESS_MODEL, _halfway
+
+    m = methods.load_shipped_progress(PROGRESS_MODEL)
+    r, t, tr = (_halfway(m, f"{k}_loss")[0] for k in ("restricted", "test", "train"))
+    return [{"restricted": t, "test": r}, {"restricted": r, "test": tr}, {"restricted": 1}, [r, t]]
+
+
 WRONG = {
     "induction.previous_token_score": [previous_token_per_row, previous_token_includes_diagonal],
     "induction.induction_score": [induction_score_first_occurrence],
@@ -170,6 +250,11 @@ WRONG = {
     "sae.recover": [untrained_sae(), untrained_sae(d_in=16), "garbage"],
     "sae.toy_features": [(untrained_sae(10, 40), list(range(20))), (untrained_sae(10, 40), [0] * 20),
                          (untrained_sae(32, 40), list(range(20))), "garbage"],
+    "grokking.fourier_basis": [basis_unnormalised, basis_sin_first, basis_as_columns],
+    "grokking.trig_logits": [trig_logits_difference, trig_logits_in_radians, "not a function"],
+    "grokking.frequency_fraction": [fraction_products_only, fraction_mean_in_total],
+    "grokking.key_frequencies": key_frequency_mistakes(),
+    "grokking.halfway_steps": halfway_mistakes(),
 }
 
 

@@ -43,6 +43,17 @@ def test_extra_seeds_load_by_seed_and_unknown_seeds_say_which_ship():
         zoo.load("induction-siit", seed=7)
 
 
+def test_a_certified_truth_is_given_for_the_seeds_it_was_identified_on_only():
+    rec = zoo.recipe("modadd-tiny")
+    assert rec.truth_for(rec.seeds[0]) is rec.truth
+    for seed in rec.seeds:
+        truth = rec.truth_for(seed)
+        assert truth.provenance == "certified" and rec.with_seed(seed).truth_for(seed) is truth
+        assert zoo.load("modadd-tiny", seed=seed).truth.claims == truth.claims
+    assert rec.truth_for(7) is None
+    assert zoo.recipe("modadd-113").truth_for(1) is None  # identified on seed 0 alone
+
+
 def test_modadd_113_is_the_reference_architecture():
     zm = zoo.load("modadd-113")
     c = zm.model.cfg

@@ -14,6 +14,7 @@ notebook it displays itself). Ground truth is always the same outline, with a le
 """
 
 from toylab.viz.features import dimensionality_plot, feature_geometry, latent_cosines, phase_map
+from toylab.viz.progress import frequency_spectrum, progress_curves
 from toylab.viz.plots import (
     TRUTH_COLOR,
     TRUTH_GID,
@@ -33,6 +34,8 @@ __all__ = [
     "attention_pattern",
     "dimensionality_plot",
     "feature_geometry",
+    "frequency_spectrum",
+    "progress_curves",
     "latent_cosines",
     "phase_map",
     "bar",

@@ -5,8 +5,9 @@ listed: ``pos_embed`` (same positions in both runs), and in these tasks the quer
 answer position (the "=" token in modular addition, the second copy of the segment in
 induction, identical in clean and corrupted inputs). See ``toylab.truth.truth``.
 
-The certified truths were found with ``toylab.truth.identify.identify_edges`` on the
-shipped seed, roles were named from the detector scores and the weights, and the result
+The certified truths were found with ``toylab.truth.identify.identify_edges`` on each
+shipped seed (modular addition's key frequencies with ``toylab.methods.key_frequencies``,
+one set per seed), roles were named from the detector scores and the weights, and the result
 is checked by the certificate like every other truth.
 """
 
@@ -38,8 +39,14 @@ def _modadd(name: str, n_heads: int, freqs: list[int]) -> Truth:
     )
 
 
+def _modadd_seeds(name: str, n_heads: int, freqs_by_seed: dict[int, list[int]]) -> dict[int, Truth]:
+    """One certified truth per shipped seed: the circuit is the same, the key frequencies differ."""
+    return {seed: _modadd(name, n_heads, freqs) for seed, freqs in freqs_by_seed.items()}
+
+
 MODADD_113 = _modadd("modadd-113", 4, [1, 7, 21])
-MODADD_TINY = _modadd("modadd-tiny", 2, [16, 19, 26])
+MODADD_TINY_SEEDS = _modadd_seeds("modadd-tiny", 2, {0: [16, 19], 1: [16, 19, 26]})
+MODADD_TINY = MODADD_TINY_SEEDS[0]
 
 _INDUCTION_DESCRIPTION = (
     "Induction (Olsson et al. 2022): a previous-token head writes, at each position, the token "
