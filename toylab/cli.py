@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -157,9 +158,13 @@ def cmd_lab(args: argparse.Namespace) -> int:
                "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
                "--server.headless", "true" if args.no_browser else "false",
                "--client.toolbarMode", "minimal"]
+    # The lab's models are tiny: a torch thread pool costs more than it gives, and on a
+    # loaded machine its spinning threads made a toy-model sweep 50 times slower. One
+    # thread per forward; Streamlit's sessions still run side by side. The user's setting wins.
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     print(f"opening the lab at http://localhost:{args.port} (Ctrl-C stops it)")
     try:
-        return subprocess.call(command)
+        return subprocess.call(command, env=env)
     except KeyboardInterrupt:
         return 0
 
