@@ -247,3 +247,15 @@ def test_bad_arguments(tiny) -> None:
     with pytest.raises(ValueError, match="at least one"):
         check_key_frequencies(model, task, [])
     assert frequency_losses(model, task, torch.tensor(TINY_KEY)).freqs == tuple(TINY_KEY)  # tensors are fine
+
+
+def test_losses_honour_hooks_attached_by_the_caller(tiny):
+    """The all-pairs logits take a hook-free fast path, except when a hook is attached."""
+    freqs = tiny.truth.claims["key_frequencies"]
+    plain = frequency_losses(tiny.model, tiny.task, freqs)
+    with tiny.model.hooks([("blocks.0.hook_resid_pre", lambda x, hook: x)]):
+        same = frequency_losses(tiny.model, tiny.task, freqs)
+    assert same.full == pytest.approx(plain.full, rel=1e-3, abs=1e-5)
+    with tiny.model.hooks([("blocks.0.mlp.hook_post", lambda x, hook: torch.zeros_like(x))]):
+        ablated = frequency_losses(tiny.model, tiny.task, freqs)
+    assert ablated.full > plain.full + 1.0  # the MLP carries the answer

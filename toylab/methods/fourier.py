@@ -52,8 +52,8 @@ SPLITS = ("train", "test", "all")
 # key_frequencies(k=None) keeps a frequency when its share of the MLP neurons' non-constant
 # activation variance (mlp_frequency_spectrum) is at least KEY_FREQUENCY_MIN_SHARE and at
 # least KEY_FREQUENCY_MIN_RATIO times the median share. Measured shares: key frequencies
-# 0.105 - 0.415, every other frequency <= 0.0082, median 0.0002 - 0.0008 (modadd-113,
-# modadd-tiny), so 0.03 sits mid-gap on a log scale; untrained models spread the variance
+# 0.125 - 0.707, every other frequency <= 0.0132, median 0.0001 - 0.0008 (modadd-113,
+# modadd-tiny seeds 0 and 1), so 0.03 sits mid-gap on a log scale; untrained models spread the variance
 # evenly (every share 0.015 - 0.055, median 0.017 - 0.037), so the median rule returns none.
 KEY_FREQUENCY_MIN_SHARE = 0.03
 KEY_FREQUENCY_MIN_RATIO = 10.0
@@ -204,7 +204,7 @@ def key_frequencies(model: Transformer, task: Task, k: int | None = None, layer:
     ``k=None`` every frequency whose share is at least ``KEY_FREQUENCY_MIN_SHARE`` (3% of
     the variance) and at least ``KEY_FREQUENCY_MIN_RATIO`` (10) times the median share (it
     stands out from a typical frequency). In grokked models the key frequencies each carry
-    10-40% and every other one under 1%, so the rule sits in a wide gap; an untrained model
+    12-70% and every other one under 1.5%, so the rule sits in a wide gap; an untrained model
     spreads its variance evenly and gets an empty list.
 
     The MLP is used rather than the embedding (``embedding_frequency_norms``) because the
@@ -238,12 +238,17 @@ class FrequencyLosses:
 
 
 def _all_logits(model: Transformer, task: ModularAddition) -> Tensor:
-    """The model's logits at "=" for every pair, as a grid. [a, b, c] float64, CPU."""
+    """The model's logits at "=" for every pair, as a grid. [a, b, c] float64, CPU.
+
+    Only "=" is read, so the hook-free last-position forward does the work (2-6x
+    faster); with hooks attached (an ablation, a patch) the hooked forward runs instead.
+    """
+    from toylab.models.fast import last_position_logits
+
     p = task.p
-    tokens = task.all_pairs().tokens  # [pair, pos], row a * p + b
-    param = next(model.parameters())
+    tokens = task.all_pairs().tokens.to(next(model.parameters()).device)  # [pair, pos], row a * p + b
     with torch.no_grad():
-        logits = model(tokens.to(param.device))[:, 2]  # [pair, c]
+        logits = model(tokens)[:, 2] if model.has_hooks() else last_position_logits(model, tokens)  # [pair, c]
     return logits.to("cpu", torch.float64).reshape(p, p, p)  # [a, b, c]
 
 
@@ -340,15 +345,16 @@ def check_key_frequencies(model: Transformer, task: Task, freqs: Iterable[int]) 
         minimality   for each w in freqs, restricted loss of freqs without w >= tau: every
                      frequency is needed (an extra, unused frequency fails here).
 
-    Measured on the zoo (full / restricted / excluded train loss, nats):
-        modadd-113  [1, 7, 21]: 0.0092 / 0.0071 / 9.71 (log p = 4.73, tau = 0.0142);
-                    dropping one frequency gives restricted 0.43 - 3.2.
-        modadd-tiny [16, 19, 26]: 3e-7 / 7e-8 / 12.1 (log p = 3.97, tau = 0.005);
-                    dropping one gives restricted 0.046 - 0.94.
-    Passing margins: >= 2x on sufficiency, 2x (113) and 3x (tiny) on necessity; a
-    missing frequency fails sufficiency by >= 3.5x. Random frequency sets of the same size
-    give restricted ~7-8 and excluded ~ the full loss, failing sufficiency and necessity by
-    orders of magnitude; an untrained model fails necessity (excluded ~ full ~ log p).
+    Measured on the zoo (full / restricted / excluded train loss, nats; log 113 = 4.73,
+    log 53 = 3.97):
+        modadd-113 seed 0   [1, 7, 21]: 0.015 / 0.014 / 7.07; dropping one frequency gives
+                            restricted 0.49 - 2.2
+        modadd-tiny seed 0  [16, 19]: 0.030 / 0.027 / 6.48; dropping one gives 1.9 - 2.7
+        modadd-tiny seed 1  [16, 19, 26]: 0.00036 / 0.00011 / 8.39; dropping one gives 0.2 - 1.0
+    Necessity passes by 1.5x (113), 1.6x and 2.1x (tiny); a missing frequency raises the
+    restricted loss 35-fold or more. Random frequency sets of the same size give restricted
+    ~7-8 and excluded ~ the full loss, failing sufficiency and necessity by orders of
+    magnitude; an untrained model fails necessity (excluded ~ full ~ log p).
 
     Returns ``toylab.truth.certify.Check`` objects (name, value, op, threshold; ``.passed``).
     Raises ValueError on an empty or invalid frequency list. The signature fits

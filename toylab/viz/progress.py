@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from toylab.viz.plots import _array, bar
 
@@ -59,8 +60,6 @@ def progress_curves(measures: ProgressMeasures, step: int | None = None, show_ph
         if step is not None:
             ax.axvline(step, color="black", linewidth=1.0)
     if phases:
-        from matplotlib.patches import Patch
-
         handles = [Patch(color=PHASE_COLORS.get(p.name, "#eeeeee"), label=p.name) for p in phases]
         fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), frameon=False, fontsize="small")
     if title:
