@@ -76,3 +76,37 @@ def test_ctrl_c_then_rerun_resumes_to_the_same_weights(tmp_path):
     b, _ = ckpt.load_model(straight)
     for x, y in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(x, y)
+
+
+METHOD_FILE = '''
+def heads_by_name(problem):
+    """Scores heads of layer 1 above the rest: a naive guess."""
+    return {n: (2.0 if n.startswith("L1") else 1.0) for n in problem.nodes()}
+
+
+def wrong_shape(problem):
+    return [0.1, 0.2]
+'''
+
+
+def test_validate_scores_a_method_from_a_file_and_writes_the_report(tmp_path, capsys):
+    method = tmp_path / "my_method.py"
+    method.write_text(METHOD_FILE)
+    out = tmp_path / "report"
+    assert main(["validate", f"{method}:heads_by_name", "--model", "induction-constructed", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| induction-constructed | 1 |" in printed and "node_auroc" in printed
+    assert {p.name for p in out.iterdir()} == {"report.md", "report.json", "roc.png", "faithfulness.png"}
+
+
+def test_validate_reports_bad_methods_clearly(tmp_path, capsys):
+    method = tmp_path / "my_method.py"
+    method.write_text(METHOD_FILE)
+    assert main(["validate", f"{method}:nope", "--model", "induction-constructed"]) == 2
+    err = capsys.readouterr().err
+    assert "no function 'nope'" in err and "heads_by_name" in err
+    assert main(["validate", "my_method.py", "--model", "induction-constructed"]) == 2
+    assert "FILE.py:function" in capsys.readouterr().err
+    assert main(["validate", f"{method}:wrong_shape", "--model", "induction-constructed",
+                 "--out", str(tmp_path / "r")]) == 1
+    assert "a circuit is a set of component ids" in capsys.readouterr().err

@@ -7,6 +7,8 @@
     toylab progress NAME [--seed S]   retrain a grokking run with snapshots; its progress measures and phases
     toylab lab [--port P]             open the lab: the Streamlit app with a page per lesson
     toylab lessons [LESSON]           the lessons and their exercises; --run checks a lesson
+    toylab validate FILE.py:FN        score a method against every known circuit (report, JSON, ROC plot)
+    toylab leaderboard                score the built-in baselines; write docs/leaderboard.md
 """
 
 from __future__ import annotations
@@ -191,6 +193,52 @@ def cmd_lessons(args: argparse.Namespace) -> int:
     return 0 if run.ok else 1
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from toylab import validate
+
+    try:
+        method = validate.load_method(args.method)
+    except (ImportError, AttributeError, FileNotFoundError, TypeError, SyntaxError) as err:
+        print(f"toylab: error: cannot load method {args.method!r}: {err}", file=sys.stderr)
+        return 2
+    label = args.method.rpartition(":")[2]
+    names = args.model or None
+    print(f"scoring {label} on {', '.join(names) if names else 'every zoo model with a truth'}", file=sys.stderr)
+    report = validate.score(method, names=names, seeds=args.seed, label=label)
+    print(report.table())
+    for entry in report.errors:
+        print(f"error on {entry.model} (seed {entry.seed}): {entry.error}", file=sys.stderr)
+    out = Path(args.out) if args.out else Path(f"validate-{label}")
+    paths = report.write(out)
+    print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    return 1 if report.errors and len(report.errors) == len(report.entries) else 0
+
+
+LEADERBOARD = Path(__file__).resolve().parents[1] / "docs" / "leaderboard.md"
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from toylab.checkpoint import atomic_write_bytes
+    from toylab.validate.baselines import BASELINES
+    from toylab.validate.leaderboard import leaderboard
+
+    unknown = [m for m in args.method or () if m not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}; built-in: {sorted(BASELINES)}")
+    methods = {m: BASELINES[m] for m in (args.method or BASELINES)}
+    board = leaderboard(methods, names=args.model or None, seeds=args.seed,
+                        progress=lambda label: print(f"scoring {label} ...", file=sys.stderr, flush=True))
+    text = board.to_markdown()
+    if args.print:
+        print(text)
+        return 0
+    out = Path(args.out) if args.out else LEADERBOARD
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, text.encode())
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toylab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"toylab {__version__}")
@@ -250,6 +298,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solutions", action="store_true", help="with --run: splice in the reference solutions")
     p.add_argument("--fast", action="store_true", help="with --run: small batches, as the tests run it")
     p.set_defaults(func=cmd_lessons)
+
+    p = sub.add_parser("validate", help="score a method against every known circuit",
+                       description="Run METHOD (FILE.py:function or module:function) on every zoo model with a "
+                                   "truth (or those named with --model), print a table, and write report.md, "
+                                   "report.json, roc.png and faithfulness.png.")
+    p.add_argument("method", help="FILE.py:function or package.module:function")
+    p.add_argument("--model", action="append", metavar="NAME|DIR",
+                   help="a zoo model or a folder (config.json, model.safetensors, truth.json, task.json); repeatable")
+    p.add_argument("--seed", type=int, nargs="+", help="only these training seeds of each zoo model")
+    p.add_argument("--out", help="report folder (default: validate-FUNCTION)")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("leaderboard", help="score the built-in baselines and write docs/leaderboard.md",
+                       description="Score every built-in baseline on every known circuit and write the "
+                                   "leaderboard document.")
+    p.add_argument("--method", action="append", help="only this baseline (repeatable)")
+    p.add_argument("--model", action="append", metavar="NAME|DIR", help="only this model (repeatable)")
+    p.add_argument("--seed", type=int, nargs="+", help="only these training seeds")
+    p.add_argument("--out", help=f"where to write (default: {LEADERBOARD.relative_to(LEADERBOARD.parents[1])})")
+    p.add_argument("--print", action="store_true", help="print the document instead of writing it")
+    p.set_defaults(func=cmd_leaderboard)
     return parser
 
 

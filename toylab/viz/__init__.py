@@ -8,11 +8,13 @@
     fig = viz.training_curves(history)
     fig = viz.feature_geometry(model.W[0], importance=model.importance[0])   # toy models
     fig = viz.latent_cosines(cos, matched)                                   # SAEs
+    fig = viz.roc_curves({"eap": report})                                    # validate a method
 
 Each returns a ``matplotlib.figure.Figure`` (in Streamlit: ``st.pyplot(fig)``; in a
 notebook it displays itself). Ground truth is always the same outline, with a legend entry.
 """
 
+from toylab.viz.circuits import circuit_graph, faithfulness_curves, roc_curves
 from toylab.viz.features import dimensionality_plot, feature_geometry, latent_cosines, phase_map
 from toylab.viz.progress import frequency_spectrum, progress_curves
 from toylab.viz.plots import (
@@ -32,6 +34,9 @@ __all__ = [
     "TRUTH_GID",
     "TRUTH_LABEL",
     "attention_pattern",
+    "circuit_graph",
+    "faithfulness_curves",
+    "roc_curves",
     "dimensionality_plot",
     "feature_geometry",
     "frequency_spectrum",

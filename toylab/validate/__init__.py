@@ -1,0 +1,71 @@
+"""Validate a method: score it against every model whose circuit is known.
+
+    from toylab import validate
+
+    def my_method(problem):                 # problem: model, task, clean/corrupted samplers
+        ...
+        return {"L0H1": 0.9, "L1H1": 0.8}   # node scores; or edge scores, a circuit, ...
+
+    report = validate.score(my_method)       # every zoo model with a truth, every seed
+    print(report.table())                    # AUROC, CPR, CMD, ... mean ± std over seeds
+    report.write("my_method_report/")        # report.md, report.json, roc.png
+
+The protocol (``protocol``), the metrics (``metrics``), the suite of models (``suite``) and
+the built-in baselines (``baselines``) each have their own module; ``toylab validate
+FILE.py:function`` runs the same from the shell.
+"""
+
+from toylab.validate.harness import HEADLINE, Entry, Report, evaluate, load_method, run_one, score
+from toylab.validate.metrics import (
+    SIZES,
+    ROC,
+    Faithfulness,
+    FaithfulnessCurve,
+    auroc,
+    average_precision,
+    circuit_overlap,
+    precision_recall_at_k,
+    roc_curve,
+)
+from toylab.validate.protocol import (
+    Circuit,
+    EdgeScores,
+    Featuriser,
+    FeatureDirections,
+    MethodOutputError,
+    NodeScores,
+    Problem,
+    normalise,
+)
+from toylab.validate.suite import Subject, load_folder, subjects, zoo_names
+
+__all__ = [
+    "HEADLINE",
+    "Entry",
+    "Report",
+    "evaluate",
+    "load_method",
+    "run_one",
+    "score",
+    "SIZES",
+    "ROC",
+    "Faithfulness",
+    "FaithfulnessCurve",
+    "auroc",
+    "average_precision",
+    "circuit_overlap",
+    "precision_recall_at_k",
+    "roc_curve",
+    "Circuit",
+    "EdgeScores",
+    "Featuriser",
+    "FeatureDirections",
+    "MethodOutputError",
+    "NodeScores",
+    "Problem",
+    "normalise",
+    "Subject",
+    "load_folder",
+    "subjects",
+    "zoo_names",
+]

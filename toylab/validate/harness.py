@@ -1,0 +1,415 @@
+"""Score a method against every known circuit: ``score(method) -> Report``.
+
+Axis names used in shape comments:
+    batch, pos     as everywhere
+    k              dimensions of a featuriser's subspace
+    d              width of the activation it lives in
+    feature        true feature directions; direction: the method's
+
+For each model of the suite (``toylab.validate.suite``) and each of its seeds the harness
+builds a ``Problem`` (the truth hidden), calls the method, checks what came back
+(``protocol.normalise``), checks that the model was left as it was (same weights, no
+hooks), and scores the answer (``metrics``) on counterfactual pairs drawn with a seed the
+method never saw. A method that raises, returns garbage or changes the model gets an
+error entry for that model; the other models and methods go on.
+
+What each kind of answer is scored with (names of the figures in ``Entry.metrics``):
+    node scores       node_auroc, node_ap, node_precision, node_recall (at |T| nodes),
+                      node-level faithfulness curve (cpr, cmd), and the top |T| nodes as its
+                      circuit: faithfulness, completeness, minimality
+    edge scores       edge_auroc/edge_ap/edge_precision/edge_recall at the method's
+                      granularity and, for "qkv", again at "head" after the promotion rule
+                      (an edge into a head scores the max of its q, k, v scores), suffixed
+                      [qkv] / [head]; node scores derived as each sender's best edge; the
+                      edge-level faithfulness curve; the top |T| edges as its circuit
+    (both)            cpr_ceiling: the CPR of the truth ranked first (its parts ordered by what
+                      removing each from the truth costs), measured the same way: on a small
+                      graph even the true circuit cannot be complete at 0.1% of the edges
+    circuit           tpr, fpr (one ROC point), faithfulness, completeness, minimality
+    feature dirs      mmcs and matched_cosine against the truth's features at that hook
+    featuriser        iia of the subspace for its variable, and iia_truth: the same
+                      intervention on the whole output of the truth's declared components
+Every figure is aggregated over seeds as mean and standard deviation (``Report.summary``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from toylab import checkpoint as ckpt
+from toylab.sae.metrics import cosine_matrix, linear_sum_assignment
+from toylab.truth import components as comp
+from toylab.truth.ablation import position_mask
+from toylab.truth.certify import interchange_accuracy
+from toylab.validate import metrics as mt
+from toylab.validate.protocol import (
+    KINDS,
+    Circuit,
+    EdgeScores,
+    Featuriser,
+    FeatureDirections,
+    MethodOutputError,
+    NodeScores,
+    Problem,
+    candidate_edges,
+    candidate_nodes,
+    normalise,
+)
+from toylab.validate.suite import Subject, subjects
+
+N_PAIRS = 128  # counterfactual pairs each figure is measured on
+SCORING_SEED = 7_000_003  # data seed of the scoring pairs; methods get data_seed 0
+HEADLINE = ("node_auroc", "edge_auroc[head]", "edge_auroc[qkv]", "cpr", "cpr_ceiling", "cmd", "faithfulness",
+            "completeness", "minimality", "iia", "mmcs")
+
+
+@dataclass
+class Entry:
+    """One method on one model and seed."""
+
+    model: str
+    seed: int
+    kind: str = ""  # what the method answered: "node scores", "edge scores", ...
+    metrics: dict[str, float] = field(default_factory=dict)
+    curves: dict[str, Any] = field(default_factory=dict)  # roc_node, roc_edge, faithfulness (for plots)
+    circuit: list = field(default_factory=list)  # the method's circuit (nodes or edges), for drawing
+    seconds: float = math.nan  # the method's own time
+    error: str | None = None
+    peeked: bool = False  # read the answer key (only the ceiling baseline should)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "seed": self.seed, "kind": self.kind, "metrics": self.metrics,
+                "seconds": self.seconds, "error": self.error, "peeked": self.peeked,
+                "circuit": [c if isinstance(c, str) else list(c.to_list()) for c in self.circuit],
+                "faithfulness_curve": _curve_dict(self.curves.get("faithfulness"))}
+
+
+@dataclass
+class Report:
+    method: str
+    entries: list[Entry]
+
+    def summary(self) -> dict[str, dict[str, tuple[float, float, int]]]:
+        """{model: {figure: (mean, std, n_seeds)}} over the seeds that ran without error."""
+        out: dict[str, dict[str, tuple[float, float, int]]] = {}
+        for model in dict.fromkeys(e.model for e in self.entries):
+            ok = [e for e in self.entries if e.model == model and e.error is None]
+            names = dict.fromkeys(k for e in ok for k in e.metrics)
+            stats = {name: _mean_std([e.metrics.get(name, math.nan) for e in ok]) for name in names}
+            stats["seconds"] = _mean_std([e.seconds for e in ok])
+            out[model] = stats
+        return out
+
+    @property
+    def errors(self) -> list[Entry]:
+        return [e for e in self.entries if e.error is not None]
+
+    def table(self, figures: Sequence[str] = HEADLINE) -> str:
+        """A markdown table: a row per model, mean ± std over seeds of each figure it has."""
+        summary = self.summary()
+        shown = [f for f in figures if any(f in s for s in summary.values())]
+        lines = ["| " + " | ".join(["model", "seeds", *shown, "time s"]) + " |", "|---" * (len(shown) + 3) + "|"]
+        for model, stats in summary.items():
+            n = sum(1 for e in self.entries if e.model == model)
+            cells = [fmt_stat(stats[f]) if f in stats else "" for f in shown]
+            lines.append("| " + " | ".join([model, str(n), *cells, fmt_stat(stats["seconds"], 2)]) + " |")
+        return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        lines = [f"# {self.method}: scored against every known circuit", "",
+                 f"Each figure is the mean ± standard deviation over the model's seeds, measured on "
+                 f"{N_PAIRS} counterfactual pairs the method never saw. Definitions: "
+                 "`toylab.validate.metrics` and `toylab.validate.harness`.", "", self.table(), ""]
+        peeked = sorted({e.model for e in self.entries if e.peeked})
+        if peeked:
+            lines += [f"**Read the answer key** on {', '.join(peeked)}: these figures are a ceiling, "
+                      "not a result.", ""]
+        if self.errors:
+            lines += ["## Errors", ""] + [f"- {e.model} (seed {e.seed}): {e.error}" for e in self.errors] + [""]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "n_pairs": N_PAIRS, "scoring_seed": SCORING_SEED,
+                "entries": [e.to_dict() for e in self.entries],
+                "summary": {m: {k: {"mean": v[0], "std": v[1], "n": v[2]} for k, v in s.items()}
+                            for m, s in self.summary().items()}}
+
+    def write(self, folder: str | Path) -> dict[str, Path]:
+        """report.md, report.json and roc.png (plus faithfulness.png) in ``folder``."""
+        from toylab import viz  # matplotlib only when figures are wanted
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {"markdown": folder / "report.md", "json": folder / "report.json",
+                 "roc": folder / "roc.png", "faithfulness": folder / "faithfulness.png"}
+        ckpt.atomic_write_bytes(paths["markdown"], self.to_markdown().encode())
+        ckpt.atomic_write_json(paths["json"], _json_safe(self.to_json()))
+        for key, draw in (("roc", viz.roc_curves), ("faithfulness", viz.faithfulness_curves)):
+            fig = draw({self.method: self})
+            fig.savefig(paths[key], dpi=110, bbox_inches="tight")
+        return paths
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan, 0
+    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0, len(values)
+
+
+def fmt_stat(stat: tuple[float, float, int], digits: int = 3) -> str:
+    mean, std, n = stat
+    if n == 0:
+        return "n/a"
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")
+
+
+def _curve_dict(curve) -> dict | None:
+    if curve is None:
+        return None
+    return {"level": curve.level, "sizes": list(curve.sizes), "counts": list(curve.counts), "f": list(curve.f),
+            "cpr": curve.cpr, "cmd": curve.cmd}
+
+
+def _json_safe(value):
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# ---- running a method -------------------------------------------------------------------
+def score(method: Callable[[Problem], Any], names: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
+          label: str | None = None, n_pairs: int = N_PAIRS, suite: Sequence[Subject] | None = None) -> Report:
+    """Run ``method`` on every model with a truth (or those ``names``: zoo names or folders) and score it."""
+    label = label or getattr(method, "__name__", repr(method))
+    subjects_ = list(suite) if suite is not None else subjects(list(names) if names else None,
+                                                              list(seeds) if seeds else None)
+    return Report(label, [run_one(method, s, n_pairs) for s in subjects_])
+
+
+def run_one(method: Callable[[Problem], Any], subject: Subject, n_pairs: int = N_PAIRS) -> Entry:
+    entry = Entry(subject.name, subject.seed)
+    problem = Problem(subject.name, subject.seed, subject.model, subject.task, 0, _answer_key=subject.truth)
+    before = {k: v.detach().clone() for k, v in subject.model.state_dict().items()}
+    started = time.perf_counter()
+    try:
+        raw = method(problem)
+        entry.seconds = time.perf_counter() - started
+        entry.peeked = problem.peeked
+        _check_untouched(subject.model, before)
+        result = normalise(raw, problem)
+    except Exception as err:  # a method's failure is reported, never fatal to the suite
+        entry.seconds = time.perf_counter() - started
+        entry.error = f"{type(err).__name__}: {err}" if not isinstance(err, MethodOutputError) else str(err)
+        _restore(subject.model, before)
+        return entry
+    entry.kind = KINDS[type(result)]
+    try:
+        evaluate(result, subject, entry, n_pairs)
+    except MethodOutputError as err:
+        entry.error = str(err)
+    return entry
+
+
+def _check_untouched(model, before: Mapping[str, Tensor]) -> None:
+    if model.has_hooks():
+        raise MethodOutputError("the method left hooks attached to the model; use `with model.hooks(...)` "
+                                "so they are removed on exit")
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    if changed:
+        raise MethodOutputError(f"the method changed the model's weights ({changed[:3]}); methods must not "
+                                "mutate the model (work on a copy: copy.deepcopy(problem.model))")
+
+
+def _restore(model, before: Mapping[str, Tensor]) -> None:
+    """Undo what a failed method left behind, so the next method sees the model as shipped."""
+    for point in model.hook_points.values():
+        point.fns.clear()
+    model.load_state_dict(before)
+
+
+def evaluate(result, subject: Subject, entry: Entry, n_pairs: int = N_PAIRS) -> None:
+    """Fill ``entry.metrics`` (and curves) for a normalised result on ``subject``."""
+    truth, cfg = subject.truth, subject.model.cfg
+    if isinstance(result, (FeatureDirections, Featuriser)):
+        entry.metrics.update(_directions(result, subject) if isinstance(result, FeatureDirections)
+                             else _featuriser(result, subject, n_pairs))
+        return
+    faith = mt.Faithfulness(subject.model, subject.task.counterfactual(n_pairs, SCORING_SEED))
+    nodes = candidate_nodes(cfg)
+    true_nodes = [n for n in truth.nodes_at("head") if n in nodes]
+    m = entry.metrics
+
+    if isinstance(result, Circuit):
+        if result.nodes:
+            found, universe, positives = set(result.nodes), nodes, true_nodes
+            m["faithfulness"] = faith.of_nodes(found)
+        else:
+            g = result.granularity
+            found, universe, positives = set(result.edges), candidate_edges(cfg, g), truth.edges_at(g)
+            m["faithfulness"] = faith.of_edges(found)
+        hit = len(found & set(positives))
+        m["tpr"] = hit / len(positives)
+        negatives = len(universe) - len(positives)
+        m["fpr"] = (len(found) - hit) / negatives if negatives else math.nan
+        m["completeness"], m["minimality"] = mt.circuit_overlap(found, positives)
+        entry.circuit = sorted(found)
+        return
+
+    if isinstance(result, EdgeScores):
+        g = result.granularity
+        for level in (("qkv", "head") if g == "qkv" else ("head",)):
+            scores = result.scores if level == g else _promote(result.scores)
+            universe, positives = candidate_edges(cfg, level), truth.edges_at(level)
+            _ranking_metrics(m, f"edge_%s[{level}]", scores, positives, universe)
+            entry.curves[f"roc_edge[{level}]"] = mt.roc_curve(scores, positives, universe)
+        universe, positives = candidate_edges(cfg, g), truth.edges_at(g)
+        ranking = mt.top(result.scores, universe, len(universe))
+        entry.curves["faithfulness"] = faith.curve(ranking, "edge")
+        found = ranking[:len(positives)]
+        m["faithfulness"] = faith.of_edges(found)
+        node_scores = _sender_scores(result.scores)
+    else:
+        node_scores = result.scores
+        ranking = mt.top(node_scores, nodes, len(nodes))
+        entry.curves["faithfulness"] = faith.curve(ranking, "node")
+        found = ranking[:len(true_nodes)]
+        m["faithfulness"] = faith.of_nodes(found)
+    _ranking_metrics(m, "node_%s", node_scores, true_nodes, nodes)
+    entry.curves["roc_node"] = mt.roc_curve(node_scores, true_nodes, nodes)
+    curve = entry.curves["faithfulness"]
+    m["cpr"], m["cmd"] = curve.cpr, curve.cmd
+    # On a small graph even the true circuit cannot reach f = 1 at 0.1% of the edges: the
+    # ceiling is the curve of the truth ranked first, measured the same way.
+    m["cpr_ceiling"] = _ceiling(subject, faith, curve.level,
+                                result.granularity if isinstance(result, EdgeScores) else "head")
+    positives = true_nodes if isinstance(result, NodeScores) else truth.edges_at(result.granularity)
+    m["completeness"], m["minimality"] = mt.circuit_overlap(found, positives)
+    entry.circuit = list(found)
+
+
+def _ceiling(subject: Subject, faith: mt.Faithfulness, level: str, granularity: str) -> float:
+    key = (level, granularity, len(faith.pair))
+    cache = subject.ceilings
+    if key not in cache:
+        cfg = subject.model.cfg
+        if level == "edge":
+            universe, positives = candidate_edges(cfg, granularity), subject.truth.edges_at(granularity)
+        else:
+            universe = candidate_nodes(cfg)
+            positives = [n for n in subject.truth.nodes_at("head") if n in universe]
+        # The truth's parts, most needed first: what each one's removal from the truth costs.
+        without = faith.of_edges if level == "edge" else faith.of_nodes
+        cost = {p: -without([q for q in positives if q != p]) for p in positives}
+        ranking = sorted(positives, key=lambda p: -cost[p]) + [u for u in universe if u not in set(positives)]
+        cache[key] = faith.curve(ranking, level).cpr
+    return cache[key]
+
+
+def _ranking_metrics(m: dict, pattern: str, scores, positives, universe) -> None:
+    m[pattern % "auroc"] = mt.auroc(scores, positives, universe)
+    m[pattern % "ap"] = mt.average_precision(scores, positives, universe)
+    m[pattern % "precision"], m[pattern % "recall"] = mt.precision_recall_at_k(scores, positives, universe,
+                                                                               len(positives))
+
+
+def _promote(scores: Mapping) -> dict:
+    """The promotion rule on scores: an edge into a head scores the max over its q, k and v."""
+    out: dict = {}
+    for edge, value in scores.items():
+        head = comp.promote_edge(edge)
+        out[head] = max(out.get(head, -math.inf), value)
+    return out
+
+
+def _sender_scores(scores: Mapping) -> dict[str, float]:
+    """Node scores from edge scores: each sender's best outgoing edge."""
+    out: dict[str, float] = {}
+    for edge, value in scores.items():
+        out[edge.sender] = max(out.get(edge.sender, -math.inf), value)
+    return out
+
+
+# ---- featurisers and feature directions ---------------------------------------------------
+def _featuriser(result: Featuriser, subject: Subject, n_pairs: int) -> dict[str, float]:
+    declared = {v.name: v for v in subject.truth.variables}
+    if subject.algorithm is None or result.variable not in declared:
+        raise MethodOutputError(f"{subject.label} declares no causal variable {result.variable!r} "
+                                f"(declared: {sorted(declared)}); a featuriser names one of them")
+    algorithm = subject.algorithm
+    base, source = algorithm.sample_pairs(n_pairs, torch.Generator().manual_seed(SCORING_SEED))
+    expected = algorithm.intervene(base, source, result.variable)  # [batch, pos]
+    model = subject.model
+    basis, _ = torch.linalg.qr(result.basis.T.to(model.device))  # [d, k] orthonormal columns
+    with torch.no_grad():
+        _, cache = model.run_with_cache(source.tokens.to(model.device), names=[result.hook])
+    src = cache[result.hook]  # [batch, pos, d]
+    where = position_mask(result.positions, src.shape[1]).to(model.device).view(1, -1, 1)
+
+    def swap(x: Tensor, hook) -> Tensor:  # x: [batch, pos, d]: swap the subspace's coordinates
+        delta = (src - x) @ basis @ basis.T  # [batch, pos, d]
+        return torch.where(where, x + delta, x)
+
+    with torch.no_grad(), model.hooks([(result.hook, swap)]):
+        logits = model(base.tokens.to(model.device))
+    scored = expected >= 0
+    iia = (logits.argmax(-1).cpu()[scored] == expected[scored]).float().mean().item()
+    v = declared[result.variable]
+    reference = interchange_accuracy(model, algorithm, v.name, list(v.components), v.positions, n_pairs,
+                                     SCORING_SEED)
+    return {"iia": iia, "iia_truth": reference, "subspace_dims": float(basis.shape[1])}
+
+
+def _directions(result: FeatureDirections, subject: Subject) -> dict[str, float]:
+    true = [f for f in subject.truth.features if f.hook == result.hook]
+    if not true:
+        hooks = sorted({f.hook for f in subject.truth.features})
+        raise MethodOutputError(f"{subject.label} declares no feature directions at {result.hook!r}"
+                                + (f"; it declares some at {hooks}" if hooks else "; it declares none"))
+    features = torch.tensor([f.vector for f in true], dtype=torch.float32)  # [feature, d]
+    cos = cosine_matrix(features, result.directions)  # [feature, direction]
+    rows, cols = linear_sum_assignment(cos.abs(), maximize=True)
+    matched = cos.abs()[rows, cols].sum().item() / len(true)
+    return {"mmcs": cos.abs().max(dim=1).values.mean().item(), "matched_cosine": matched}
+
+
+# ---- loading a method by name -------------------------------------------------------------
+def load_method(spec: str) -> Callable[[Problem], Any]:
+    """``"path/to/file.py:function"`` or ``"package.module:function"`` -> the callable."""
+    if ":" not in spec:
+        raise ValueError(f"method {spec!r}: write FILE.py:function or module:function (e.g. my_method.py:find)")
+    target, _, attr = spec.rpartition(":")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise FileNotFoundError(f"method file {path} not found")
+        module_name = f"toylab_user_method_{abs(hash(path.resolve()))}"
+        module_spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_name] = module
+        module_spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(target)
+    if not hasattr(module, attr):
+        public = [n for n in dir(module) if callable(getattr(module, n)) and not n.startswith("_")]
+        raise AttributeError(f"{target} has no function {attr!r}; its functions: {public}")
+    method = getattr(module, attr)
+    if not callable(method):
+        raise TypeError(f"{spec} is not callable")
+    return method

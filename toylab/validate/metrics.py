@@ -1,0 +1,212 @@
+"""How a method's answer is scored against a known circuit: exact definitions.
+
+Axis names used in shape comments:
+    item       the candidates being ranked: nodes, or edges at one granularity
+    size       the circuit sizes of a faithfulness curve
+    batch      counterfactual pairs
+
+Ranking metrics treat circuit recovery as classification (ACDC, InterpBench). ``universe``
+is every candidate, ``positives`` the truth's, ``scores`` the method's (higher first; a
+candidate the method did not score ranks below every scored one, all tied):
+
+    ROC          at each distinct score threshold t: TPR = |{s >= t} & T| / |T|,
+                 FPR = |{s >= t} - T| / |U - T|, from (0, 0) to (1, 1).
+    AUROC        the probability that a random positive outscores a random negative, ties
+                 counting one half (Mann-Whitney); equal to the trapezoid area under the ROC.
+                 NaN when there are no positives or no negatives.
+    AP           average precision: sum over distinct thresholds of (R_t - R_prev) * P_t.
+    P@|T|, R@|T| precision and recall of the top |T| candidates. Ties at the cut are shared
+                 out in expectation (a tie group straddling the cut contributes its positive
+                 fraction per place), so no tie-breaking order can flatter a method.
+
+Faithfulness (MIB): with m the task metric (logit difference, clean answer minus
+counterfactual answer) and resample ablation of every edge outside a circuit C,
+
+    f(C) = (m(C) - m(empty)) / (m(full) - m(empty))
+
+measured at circuit sizes ``SIZES`` (fractions of the candidate edges, or nodes for a
+node-level method), a size's circuit being the top round(fraction * N) candidates.
+CPR = area under f and CMD = area under |1 - f|, by the trapezoid rule over the fraction
+axis, divided by its length (0.999) so that f = 1 everywhere gives CPR 1 and CMD 0.
+
+Because the answer is known, a method's own circuit (what it returns as a Circuit, or
+else its top |T| candidates) is also scored exactly: completeness = |C & T| / |T| (the
+share of the true circuit it found) and minimality = |C & T| / |C| (the share of what it
+returned that belongs), next to f(C).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from toylab.models import Transformer
+from toylab.tasks import CounterfactualPair, logit_diff
+from toylab.truth import components as comp
+from toylab.truth.ablation import ablated_logits, edges_without, expand_to_qkv
+from toylab.truth.components import Edge
+
+SIZES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def _scored(scores: Mapping, universe: Collection) -> np.ndarray:
+    """Scores aligned with ``universe`` [item]; unscored items below every scored one."""
+    given = [float(scores[u]) for u in universe if u in scores]
+    floor = (min(given) - 1.0) if given else 0.0
+    return np.array([float(scores[u]) if u in scores else floor for u in universe])
+
+
+def _labels(positives: Collection, universe: Collection) -> np.ndarray:
+    missing = [p for p in positives if p not in set(universe)]
+    if missing:
+        raise ValueError(f"positives {missing[:3]} are not in the universe of candidates")
+    positive = set(positives)
+    return np.array([u in positive for u in universe])
+
+
+@dataclass(frozen=True)
+class ROC:
+    fpr: np.ndarray  # [threshold + 1], from 0 to 1
+    tpr: np.ndarray  # [threshold + 1]
+    thresholds: np.ndarray  # [threshold]: distinct scores, descending
+
+    @property
+    def auc(self) -> float:
+        return float(_trapezoid(self.tpr, self.fpr)) if len(self.fpr) > 1 else math.nan
+
+
+def roc_curve(scores: Mapping[Hashable, float], positives: Collection, universe: Sequence) -> ROC:
+    universe = list(universe)
+    s, y = _scored(scores, universe), _labels(positives, universe)
+    n_pos, n_neg = y.sum(), (~y).sum()
+    thresholds = np.unique(s)[::-1]
+    tp = np.array([(y & (s >= t)).sum() for t in thresholds])
+    fp = np.array([(~y & (s >= t)).sum() for t in thresholds])
+    if n_pos == 0 or n_neg == 0:
+        return ROC(np.array([0.0]), np.array([0.0]), thresholds)
+    return ROC(np.concatenate([[0.0], fp / n_neg]), np.concatenate([[0.0], tp / n_pos]), thresholds)
+
+
+def auroc(scores: Mapping[Hashable, float], positives: Collection, universe: Sequence) -> float:
+    universe = list(universe)
+    s, y = _scored(scores, universe), _labels(positives, universe)
+    pos, neg = s[y], s[~y]
+    if len(pos) == 0 or len(neg) == 0:
+        return math.nan
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
+def average_precision(scores: Mapping[Hashable, float], positives: Collection, universe: Sequence) -> float:
+    universe = list(universe)
+    s, y = _scored(scores, universe), _labels(positives, universe)
+    if y.sum() == 0:
+        return math.nan
+    ap, recall_before = 0.0, 0.0
+    for t in np.unique(s)[::-1]:
+        above = s >= t
+        recall = (y & above).sum() / y.sum()
+        ap += (recall - recall_before) * (y & above).sum() / above.sum()
+        recall_before = recall
+    return float(ap)
+
+
+def precision_recall_at_k(scores: Mapping[Hashable, float], positives: Collection, universe: Sequence,
+                          k: int) -> tuple[float, float]:
+    """Expected precision and recall of the top ``k`` (ties at the cut shared out)."""
+    universe = list(universe)
+    s, y = _scored(scores, universe), _labels(positives, universe)
+    if k < 1 or y.sum() == 0:
+        return math.nan, math.nan
+    k = min(k, len(s))
+    cut = np.sort(s)[::-1][k - 1]
+    above = s > cut
+    tied = s == cut
+    hits = (y & above).sum() + (k - above.sum()) * (y & tied).sum() / tied.sum()
+    return float(hits / k), float(hits / y.sum())
+
+
+def top(scores: Mapping[Hashable, float], universe: Sequence, k: int) -> list:
+    """The ``k`` best-scored candidates, ties broken by ``universe`` order (stable)."""
+    universe = list(universe)
+    s = _scored(scores, universe)
+    order = sorted(range(len(universe)), key=lambda i: -s[i])
+    return [universe[i] for i in order[:k]]
+
+
+# ---- faithfulness -------------------------------------------------------------------
+@dataclass(frozen=True)
+class FaithfulnessCurve:
+    level: str  # "edge" or "node": what the sizes count
+    sizes: tuple[float, ...]  # [size] fractions of the candidates
+    counts: tuple[int, ...]  # [size] candidates kept
+    f: tuple[float, ...]  # [size] normalised faithfulness
+    full: float  # m of the whole model
+    empty: float  # m with everything ablated
+
+    @property
+    def cpr(self) -> float:
+        return _area(self.sizes, self.f)
+
+    @property
+    def cmd(self) -> float:
+        return _area(self.sizes, [abs(1.0 - v) for v in self.f])
+
+
+def _trapezoid(y: Sequence[float], x: Sequence[float]) -> float:
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    return float(((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2).sum())
+
+
+def _area(x: Sequence[float], y: Sequence[float]) -> float:
+    return _trapezoid(y, x) / (x[-1] - x[0])
+
+
+class Faithfulness:
+    """f(C) for circuits of one model on one batch of counterfactual pairs (cached ends)."""
+
+    def __init__(self, model: Transformer, pair: CounterfactualPair):
+        self.model, self.pair = model, pair
+        self.clean = pair.clean.tokens.to(model.device)
+        self.corrupted = pair.corrupted.tokens.to(model.device)
+        self.full = self._m(set(comp.edges(model.cfg)))
+        self.empty = self._m(set())
+        if abs(self.full - self.empty) < 1e-6:
+            raise ValueError("the model's answer does not depend on the counterfactual change; f is undefined")
+
+    def _m(self, keep: set[Edge]) -> float:
+        return logit_diff(ablated_logits(self.model, self.clean, self.corrupted, keep), self.pair).item()
+
+    def of_edges(self, edges: Collection[Edge]) -> float:
+        """f of a circuit given as edges (either granularity); pos_embed's edges always stay."""
+        keep = expand_to_qkv(edges) | {e for e in comp.edges(self.model.cfg) if e.sender == "pos_embed"}
+        return (self._m(keep) - self.empty) / (self.full - self.empty)
+
+    def of_nodes(self, nodes: Collection[str]) -> float:
+        """f of a circuit given as nodes: every edge leaving a node outside it is ablated."""
+        removed = [n for n in comp.senders(self.model.cfg) if n not in set(nodes) and n != "pos_embed"]
+        return (self._m(edges_without(self.model.cfg, removed)) - self.empty) / (self.full - self.empty)
+
+    def curve(self, ranking: Sequence, level: str, sizes: Sequence[float] = SIZES) -> FaithfulnessCurve:
+        """f of the top round(size * N) of ``ranking`` (best first) at each size."""
+        if level not in ("edge", "node"):
+            raise ValueError(f"level must be 'edge' or 'node', got {level!r}")
+        counts = tuple(int(round(size * len(ranking))) for size in sizes)
+        values, seen = [], {}
+        for k in counts:
+            if k not in seen:
+                kept = ranking[:k]
+                seen[k] = self.of_edges(kept) if level == "edge" else self.of_nodes(kept)
+            values.append(seen[k])
+        return FaithfulnessCurve(level, tuple(sizes), counts, tuple(values), self.full, self.empty)
+
+
+def circuit_overlap(found: Collection, truth: Collection) -> tuple[float, float]:
+    """(completeness, minimality) = (|C & T| / |T|, |C & T| / |C|)."""
+    found, truth = set(found), set(truth)
+    hit = len(found & truth)
+    return (hit / len(truth) if truth else math.nan, hit / len(found) if found else math.nan)
