@@ -25,20 +25,20 @@ def perfect(problem: Problem):
     return {e: float(e in truth.edges) for e in problem.edges("qkv")}
 
 
-def test_a_perfect_method_gets_auroc_1_and_the_ceiling_cpr(suite):
+def test_a_perfect_method_gets_auroc_1_and_the_cpr_of_the_truth(suite):
     report = score(perfect, suite=suite)
     assert not report.errors and len(report.entries) == 4  # constructed + 3 seeds of siit
     for entry in report.entries:
         m = entry.metrics
         assert m["edge_auroc[qkv]"] == m["edge_auroc[head]"] == m["node_auroc"] == 1.0
         assert m["edge_ap[qkv]"] == 1.0 and m["completeness"] == m["minimality"] == 1.0
-        assert m["cpr"] == pytest.approx(m["cpr_ceiling"], abs=0.05)  # ties inside the truth aside
+        assert m["cpr"] == pytest.approx(m["cpr_truth"], abs=0.05)  # ties inside the truth aside
         assert m["faithfulness"] > 0.9  # the certified faithfulness, re-measured on unseen pairs
         assert entry.peeked
     assert "Read the answer key" in report.to_markdown()
 
 
-def test_random_scores_are_at_chance_and_below_the_ceiling(suite):
+def test_random_scores_are_at_chance_and_below_the_truth_cpr(suite):
     aurocs, gaps = [], []
     for seed in range(6):
         def random_method(problem, seed=seed):
@@ -46,7 +46,7 @@ def test_random_scores_are_at_chance_and_below_the_ceiling(suite):
             return {e: torch.rand(1, generator=g).item() for e in problem.edges("qkv")}
         report = score(random_method, suite=suite)
         aurocs += [e.metrics["edge_auroc[qkv]"] for e in report.entries]
-        gaps += [e.metrics["cpr_ceiling"] - e.metrics["cpr"] for e in report.entries]
+        gaps += [e.metrics["cpr_truth"] - e.metrics["cpr"] for e in report.entries]
         assert not any(e.peeked for e in report.entries)
     assert abs(statistics.fmean(aurocs) - 0.5) < 0.1
     assert min(gaps) > -1e-9 and statistics.fmean(gaps) > 0.2
@@ -116,7 +116,7 @@ def test_feature_directions_are_scored_against_declared_features(suite):
     W_E = subject.model.embed.W_E.detach()
     features = tuple(FeatureDirection(f"token {t}", "hook_embed", tuple(W_E[t].tolist())) for t in range(1, 6))
     with_features = dataclasses.replace(subject, truth=dataclasses.replace(subject.truth, features=features),
-                                        ceilings={})
+                                        truth_cprs={})
     exact = run_one(lambda p: FeatureDirections("hook_embed", W_E[1:6].flip(0)), with_features)
     noise = run_one(lambda p: FeatureDirections("hook_embed", torch.randn(5, W_E.shape[1])), with_features)
     assert exact.metrics["mmcs"] == pytest.approx(1.0) and exact.metrics["matched_cosine"] == pytest.approx(1.0)

@@ -157,8 +157,13 @@ def _metric(problem: Problem, logits: Tensor, pair) -> Tensor:
 
 
 # ---- floor and ceiling --------------------------------------------------------------
-def random_scores(problem: Problem, *, seed: int = 0) -> EdgeScores:
-    """Uniform random scores for every candidate edge at "qkv" granularity: the floor."""
+def random_scores(problem: Problem, *, seed: int | None = None) -> EdgeScores:
+    """Uniform random scores for every candidate edge at "qkv" granularity: the floor.
+
+    ``seed`` defaults to the model's training seed, so the seeds of a model draw different
+    scores and the spread over seeds is the floor's own.
+    """
+    seed = problem.seed if seed is None else seed
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
     edges = problem.edges("qkv")

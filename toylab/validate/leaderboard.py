@@ -19,7 +19,7 @@ from typing import Any
 from toylab.validate.harness import N_PAIRS, Report, fmt_stat, score
 from toylab.validate.suite import subjects
 
-COLUMNS = ("node_auroc", "edge_auroc[head]", "edge_auroc[qkv]", "edge_ap[head]", "cpr", "cpr_ceiling", "cmd",
+COLUMNS = ("node_auroc", "edge_auroc[head]", "edge_auroc[qkv]", "edge_ap[head]", "cpr", "cpr_truth", "cmd",
            "faithfulness", "completeness", "minimality")
 
 

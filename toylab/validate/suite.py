@@ -37,7 +37,7 @@ class Subject:
     task: Task
     truth: Truth
     algorithm: Algorithm | None
-    ceilings: dict = field(default_factory=dict, repr=False)  # the harness's cache of truth-ranked CPRs
+    truth_cprs: dict = field(default_factory=dict, repr=False)  # the harness's cache of the truth-ranked CPR
 
     @property
     def label(self) -> str:
