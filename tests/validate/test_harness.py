@@ -151,3 +151,16 @@ def test_the_suite_names_every_zoo_model_with_a_truth():
     names = zoo_names()
     assert {"induction-constructed", "induction-siit", "modadd-113"} <= set(names)
     assert all(toylab.zoo.load(n).truth is not None for n in names)
+
+
+def test_the_method_gets_its_own_data_seed_and_never_the_scoring_pairs(suite):
+    from toylab.validate.harness import SCORING_SEED
+    seen = []
+
+    def spy(problem):
+        seen.append(problem.data_seed)
+        return {n: 1.0 for n in problem.nodes()}
+    score(spy, suite=suite[:1], data_seed=5)
+    assert seen == [5]
+    with pytest.raises(ValueError, match="scoring seed"):
+        score(spy, suite=suite[:1], data_seed=SCORING_SEED)

@@ -15,6 +15,7 @@ the built-in baselines (``baselines``) each have their own module; ``toylab vali
 FILE.py:function`` runs the same from the shell.
 """
 
+from toylab.validate.baselines import BASELINES, DESCRIPTIONS
 from toylab.validate.harness import HEADLINE, Entry, Report, evaluate, load_method, run_one, score
 from toylab.validate.metrics import (
     SIZES,
@@ -40,6 +41,8 @@ from toylab.validate.protocol import (
 from toylab.validate.suite import Subject, load_folder, subjects, zoo_names
 
 __all__ = [
+    "BASELINES",
+    "DESCRIPTIONS",
     "HEADLINE",
     "Entry",
     "Report",

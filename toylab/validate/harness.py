@@ -198,17 +198,25 @@ def _json_safe(value):
 
 # ---- running a method -------------------------------------------------------------------
 def score(method: Callable[[Problem], Any], names: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
-          label: str | None = None, n_pairs: int = N_PAIRS, suite: Sequence[Subject] | None = None) -> Report:
-    """Run ``method`` on every model with a truth (or those ``names``: zoo names or folders) and score it."""
+          label: str | None = None, n_pairs: int = N_PAIRS, suite: Sequence[Subject] | None = None,
+          data_seed: int = 0) -> Report:
+    """Run ``method`` on every model with a truth (or those ``names``: zoo names or folders) and score it.
+
+    ``data_seed`` seeds the samplers the method gets (``problem.pair``); the scoring pairs
+    are drawn with ``SCORING_SEED`` whatever it is, so a method tuned on its pairs is still
+    scored on pairs it never saw.
+    """
     label = label or getattr(method, "__name__", repr(method))
     subjects_ = list(suite) if suite is not None else subjects(list(names) if names else None,
                                                               list(seeds) if seeds else None)
-    return Report(label, [run_one(method, s, n_pairs) for s in subjects_])
+    return Report(label, [run_one(method, s, n_pairs, data_seed) for s in subjects_])
 
 
-def run_one(method: Callable[[Problem], Any], subject: Subject, n_pairs: int = N_PAIRS) -> Entry:
+def run_one(method: Callable[[Problem], Any], subject: Subject, n_pairs: int = N_PAIRS, data_seed: int = 0) -> Entry:
+    if data_seed == SCORING_SEED:
+        raise ValueError(f"data_seed {SCORING_SEED} is the harness's scoring seed; give the method other pairs")
     entry = Entry(subject.name, subject.seed)
-    problem = Problem(subject.name, subject.seed, subject.model, subject.task, 0, _answer_key=subject.truth)
+    problem = Problem(subject.name, subject.seed, subject.model, subject.task, data_seed, _answer_key=subject.truth)
     before = {k: v.detach().clone() for k, v in subject.model.state_dict().items()}
     started = time.perf_counter()
     try:
