@@ -22,6 +22,8 @@ LESSONS = [
     ("pages/superposition.py", "4 Superposition"),
     ("pages/sae.py", "5 Sparse autoencoders"),
     ("pages/grokking.py", "6 Grokking modular addition"),
+    ("pages/validate.py", "7 Validate your method"),
+    ("pages/probes.py", "8 Probes and factual recall"),
 ]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -368,3 +369,175 @@ def show(plot: Callable[..., Figure], *args: Any, **kwargs: Any) -> None:
     """
     frozen = {k: tuple(sorted(v)) if isinstance(v, (set, frozenset)) else v for k, v in kwargs.items()}
     st.image(_png(plot, f"{plot.__module__}.{plot.__qualname__}", args, frozen), width="stretch")
+
+
+# ---- probes, interchange interventions and causal tracing (lesson 8) ----------------------------
+
+PROBE_HOOKS = ("hook_embed", "blocks.0.hook_resid_mid", "blocks.0.hook_resid_post", "blocks.1.hook_resid_mid",
+               "blocks.1.hook_resid_post")
+PROBE_CONFIG = methods.ProbeConfig(steps=100, lr=0.1)
+
+
+def variable_values(name: str, seed: int, variable: str, tokens: torch.Tensor) -> torch.Tensor:
+    """The algorithm's value of ``variable`` on each prompt ([batch])."""
+    return zoo_model(name, seed).algorithm.value(tokens, variable)
+
+
+@st.cache_data(show_spinner="Training probes at every site...", max_entries=64)
+def probe_grid(name: str, seed: int, variable: str, n: int, sample_seed: int) -> dict[str, Any]:
+    """Probe accuracy, control accuracy and selectivity at each PROBE_HOOKS x position, [hook, pos]."""
+    zm = zoo_model(name, seed)
+    tokens = zm.task.sample(n, seed=sample_seed).tokens
+    hooks = [h for h in PROBE_HOOKS if h in zm.model.hook_names()]
+    labels = variable_values(name, seed, variable, tokens)
+    with _FORWARD_LOCK:
+        grid = methods.probe_grid(zm.model, tokens, labels, hooks, config=PROBE_CONFIG,
+                                  types=zm.task.variables(tokens)["fact"])
+    return {"hooks": hooks, "accuracy": grid.accuracy.numpy(), "selectivity": grid.selectivity.numpy(),
+            "control": grid.control_accuracy.numpy(), "majority": grid.majority}
+
+
+def probe_truth_cell(name: str, seed: int, variable: str) -> tuple[str, int] | None:
+    """(hook, pos) in the probe grid right after the component the truth declares ``variable`` in."""
+    zm = zoo_model(name, seed)
+    if zm.truth is None or variable not in {v.name for v in zm.truth.variables}:
+        return None
+    site = methods.variable_site(zm.truth, variable, zm.task.n_ctx)
+    layer = int(site.hook.split(".")[1])
+    return (f"blocks.{layer}.hook_resid_post" if "mlp" in site.hook else f"blocks.{layer}.hook_resid_mid"), site.pos
+
+
+def iia_sites(name: str, seed: int, variable: str) -> list[tuple[str, int, int | None, str]]:
+    """Sites to score for ``variable``: (hook, pos, head, role) with role "truth" or "decoy"."""
+    zm = zoo_model(name, seed)
+    positions = zm.task.positions
+    site = methods.variable_site(zm.truth, variable, zm.task.n_ctx)
+    hook, pos = probe_truth_cell(name, seed, variable)
+    rows = [(site.hook, site.pos, site.head, "truth"), (hook, pos, None, "truth")]
+    for decoy in (("blocks.1.hook_resid_post", positions["subject"]), ("blocks.0.hook_resid_post", positions["answer"]),
+                  ("blocks.0.hook_resid_post", positions["relation"])):
+        if decoy != (hook, pos):
+            rows.append((*decoy, None, "decoy"))
+    return rows
+
+
+@st.cache_data(show_spinner="Measuring interchange-intervention accuracy...", max_entries=64)
+def iia_table(name: str, seed: int, variable: str, k: int, n: int, sample_seed: int) -> list[dict[str, Any]]:
+    """Per site: probe accuracy, IIA of the whole vector, of the probe's directions and of a k-dim DAS subspace."""
+    zm = zoo_model(name, seed)
+    tokens = zm.task.sample(n, seed=sample_seed).tokens
+    labels = variable_values(name, seed, variable, tokens)
+    rows = []
+    with _FORWARD_LOCK:
+        for hook, pos, head, role in iia_sites(name, seed, variable):
+            site = methods.Site(hook, pos, head)
+            probe = methods.train_probe(zm.model, tokens, labels, site, PROBE_CONFIG)
+            full = methods.interchange_accuracy(zm.model, zm.algorithm, variable, site, seed=sample_seed)
+            through = methods.interchange_accuracy(zm.model, zm.algorithm, variable, site,
+                                                   methods.probe_subspace(probe.probe), seed=sample_seed)
+            d = methods.activations(zm.model, tokens[:1], site).shape[-1]
+            learned = methods.das(zm.model, zm.algorithm, variable, site,
+                                  methods.DASConfig(k=min(k, d), steps=150, n_train=384, seed=sample_seed))
+            rows.append({"site": str(site), "ground truth": role == "truth", "probe accuracy": probe.accuracy,
+                         "IIA whole vector": full.accuracy, "IIA probe directions": through.accuracy,
+                         f"IIA DAS (k={min(k, d)})": learned.test_iia})
+    return rows
+
+
+@st.cache_data(show_spinner="Tracing...", max_entries=64)
+def causal_trace(name: str, seed: int, n: int, sample_seed: int, corruption: str) -> dict[str, Any]:
+    """Causal tracing of the subject: restored fraction per kind, [layer, pos], and the two probabilities."""
+    zm = zoo_model(name, seed)
+    batch = zm.task.sample(n, seed=sample_seed)
+    source = zm.algorithm.sample_pairs(n, torch.Generator().manual_seed(sample_seed))[1].tokens
+    with _FORWARD_LOCK:
+        result = methods.causal_trace(zm.model, batch, [zm.task.positions["subject"]],
+                                      config=methods.TracingConfig(corruption=corruption, seed=sample_seed),
+                                      source_tokens=source)
+    return {"scores": {kind: result.scores(kind).numpy() for kind in result.kinds}, "p_clean": result.p_clean,
+            "p_corrupted": result.p_corrupted, "peaks": {kind: result.peak(kind) for kind in result.kinds}}
+
+
+# ---- validating circuit-discovery methods (lesson 7) ----------------------------------------
+
+VALIDATE_METHODS = ("eap", "attention-heuristic", "random")  # the page's default: fast, and tells the story
+VALIDATE_MODELS = ("induction-constructed",)
+VALIDATE_FIGURES = ("node_auroc", "edge_auroc[head]", "edge_auroc[qkv]", "cpr", "cpr_truth", "cmd", "faithfulness",
+                    "completeness", "minimality")
+
+
+@st.cache_resource(show_spinner=False, max_entries=128)
+def validation_report(method: str, model: str, n_pairs: int) -> Any:
+    """``validate.score`` of baseline ``method`` on every seed of zoo model ``model``: a Report,
+    shared by every session (do not modify it). The harness loads its own copy of the model."""
+    from toylab.validate import score
+    from toylab.validate.baselines import BASELINES
+
+    return score(BASELINES[method], names=[model], label=method, n_pairs=n_pairs)
+
+
+def validation_reports(methods_: Sequence[str], models: Sequence[str], n_pairs: int) -> dict[str, Any]:
+    """{method: one Report over all ``models``}, from the per-(method, model) cached reports."""
+    from toylab.validate import Report
+
+    return {m: Report(m, [e for model in models for e in validation_report(m, model, n_pairs).entries])
+            for m in methods_}
+
+
+def validation_rows(methods_: Sequence[str], models: Sequence[str], n_pairs: int) -> list[dict[str, Any]]:
+    """One row per method and model: mean over seeds of each headline figure, errors and peeking."""
+    rows = []
+    for method, report in validation_reports(methods_, models, n_pairs).items():
+        for model, stats in report.summary().items():
+            entries = [e for e in report.entries if e.model == model]
+            row: dict[str, Any] = {"method": method, "model": model, "seeds": len(entries)}
+            for figure in VALIDATE_FIGURES:
+                mean = stats.get(figure, (float("nan"), 0.0, 0))[0]
+                row[figure] = None if math.isnan(mean) else round(mean, 3)
+            row["seconds"] = round(stats["seconds"][0], 3) if stats["seconds"][2] else None
+            row["read the answer key"] = any(e.peeked for e in entries)
+            row["errors"] = sum(e.error is not None for e in entries)
+            rows.append(row)
+    return rows
+
+
+def _figure_png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=150, bbox_inches="tight")
+    return buf.getvalue()
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def validation_curves_png(kind: str, methods_: tuple[str, ...], models: tuple[str, ...], n_pairs: int) -> bytes:
+    """``viz.roc_curves`` (kind "roc") or ``viz.faithfulness_curves`` ("faithfulness") of the reports, as PNG."""
+    from toylab import viz
+
+    draw = {"roc": viz.roc_curves, "faithfulness": viz.faithfulness_curves}[kind]
+    return _figure_png(draw(validation_reports(methods_, models, n_pairs)))
+
+
+def validation_entry(method: str, model: str, seed: int, n_pairs: int) -> Any:
+    """The harness's Entry for ``method`` on ``model`` trained with ``seed``."""
+    return next(e for e in validation_report(method, model, n_pairs).entries if e.seed == seed)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def validation_circuit_png(method: str, model: str, seed: int, n_pairs: int, show_truth: bool) -> bytes:
+    """The circuit ``method`` found on ``model`` (seed), the truth outlined when ``show_truth``."""
+    from toylab import viz
+
+    zm = zoo_model(model, seed)
+    entry = validation_entry(method, model, seed, n_pairs)
+    return _figure_png(viz.circuit_graph(zm.model.cfg, entry.circuit, zm.truth.edges, show_truth=show_truth,
+                                         title=f"{method}: its top |T| {'edges' if 'edge' in entry.kind else 'nodes'}"
+                                               + (" (truth outlined)" if show_truth else "")))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def truth_circuit_png(model: str, seed: int) -> bytes:
+    """The certified circuit of ``model`` (seed), drawn like a found one."""
+    from toylab import viz
+
+    zm = zoo_model(model, seed)
+    return _figure_png(viz.circuit_graph(zm.model.cfg, zm.truth.edges, show_truth=False,
+                                         title=f"the true circuit ({zm.truth.provenance})"))

@@ -368,3 +368,77 @@ def test_grokking_trains_a_small_prime_live():
     assert not at.exception, at.exception
     report = " ".join(texts(at.markdown))
     assert "Stopped after" in report and "Key frequencies found" in report
+
+
+def test_probes_page_traces_to_the_fact_store_and_scores_truth_above_decoys():
+    at = open_page("pages/probes.py")
+    assert at.selectbox(key="probe_model").options == [n for n in zoo.names()
+                                                       if zoo.recipe(n).task.kind == "factual_recall"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["MLP state restoring most"] == "MLP0 at subject"
+    table = frame_with(at, "IIA whole vector")
+    das = next(c for c in table.columns if c.startswith("IIA DAS"))
+    assert table[table["ground truth"]][das].min() >= 0.9
+    assert table[~table["ground truth"]][das].max() <= 0.3
+    assert table["probe accuracy"].max() >= 0.95
+    urls = image_urls(at)
+    assert len(urls) == 3  # tracing, probes, IIA bars
+
+    at.toggle(key="probe_truth").set_value(False).run()
+    assert not at.exception, at.exception
+    assert all(u != v for u, v in zip(image_urls(at), urls))  # the outlines are gone from every plot
+    assert "ground truth" not in frame_with(at, "IIA whole vector").columns
+
+    at.toggle(key="probe_truth").set_value(True).run()
+    at.selectbox(key="probe_variable").set_value("relation").run()
+    assert not at.exception, at.exception
+    new = image_urls(at)
+    assert new[0] == urls[0] and new[1] != urls[1]  # the trace does not depend on the variable
+    table = frame_with(at, "IIA whole vector")
+    assert table["site"].iloc[0] == "blocks.0.attn.hook_z[2][head 1]"
+
+
+# ---- lesson 7: validate your method ---------------------------------------------------------
+
+VALIDATE = "pages/validate.py"
+
+
+def test_validate_page_runs_the_defaults_and_draws_curves_and_circuits():
+    at = open_page(VALIDATE)
+    assert at.multiselect(key="val_methods").value == ["eap", "attention-heuristic", "random"]
+    assert at.multiselect(key="val_models").value == ["induction-constructed"]
+    assert image_urls(at) == [] and any("press **Run**" in i.value for i in at.info)
+
+    at.button(key="val_run").click().run(timeout=120)
+    assert not at.exception, at.exception
+    assert not at.warning, texts(at.warning)
+    table = frame_with(at, "node_auroc")
+    assert list(table["method"]) == ["eap", "attention-heuristic", "random"]
+    auroc = dict(zip(table["method"], table["node_auroc"]))
+    assert auroc["eap"] == 1.0 and auroc["attention-heuristic"] < 0.7  # the decoys fool the pattern heuristic
+    urls = image_urls(at)
+    assert len(urls) == 4  # ROC, faithfulness, the found circuit, the true circuit
+
+    at.selectbox(key="val_show_method").set_value("attention-heuristic").run()
+    assert not at.exception, at.exception
+    assert image_urls(at)[2] != urls[2] and image_urls(at)[:2] == urls[:2]
+    assert any("decoy heads L0H0 and L1H0" in c for c in texts(at.caption))
+
+    shown = image_urls(at)
+    at.toggle(key="val_truth").set_value(False).run()
+    hidden = image_urls(at)
+    assert len(hidden) == 3 and hidden[2] != shown[2]  # outlines gone, the true circuit hidden
+    assert any("Ground truth hidden" in c for c in texts(at.caption))
+
+
+def test_validate_page_keeps_the_last_run_until_run_is_pressed_again():
+    at = open_page(VALIDATE)
+    at.button(key="val_run").click().run(timeout=120)
+    at.multiselect(key="val_methods").set_value(["random"]).run()
+    assert not at.exception, at.exception
+    assert len(frame_with(at, "node_auroc")) == 3  # still the last run's three methods
+    assert any("Showing the last run" in c for c in texts(at.caption))
+    at.button(key="val_run").click().run(timeout=120)
+    assert list(frame_with(at, "node_auroc")["method"]) == ["random"]
+    at.multiselect(key="val_methods").set_value([]).run()
+    assert not at.exception and any("at least one method" in i.value for i in at.info)

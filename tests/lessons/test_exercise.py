@@ -226,6 +226,98 @@ def halfway_mistakes():
     return [{"restricted": t, "test": r}, {"restricted": r, "test": tr}, {"restricted": 1}, [r, t]]
 
 
+def trace_restoring_resid(model, batch, noise, layer, pos):  # restores the residual stream, not the MLP
+    name = f"blocks.{layer}.hook_resid_post"
+    _, clean = model.run_with_cache(batch.tokens, names=[name])
+
+    def corrupt(x, hook):
+        x = x.clone()
+        x[:, 2] += noise[:, 0]
+        return x
+
+    def restore(x, hook):
+        x = x.clone()
+        x[:, pos] = clean[name][:, pos]
+        return x
+
+    with model.hooks([("hook_embed", corrupt), (name, restore)]):
+        return float(model(batch.tokens)[:, 3].softmax(-1).gather(-1, batch.targets[:, 3:4]).mean())
+
+
+def trace_without_noise(model, batch, noise, layer, pos):  # forgot to corrupt: the clean probability
+    return float(model(batch.tokens)[:, 3].softmax(-1).gather(-1, batch.targets[:, 3:4]).mean())
+
+
+def control_is_the_labels(labels, types, seed):
+    return labels.clone()
+
+
+def control_per_example(labels, types, seed):  # a fresh label for every example, not per type
+    g = torch.Generator().manual_seed(seed)
+    return labels[torch.randint(len(labels), (len(labels),), generator=g)]
+
+
+def control_uniform(labels, types, seed):  # per type, but uniform over classes
+    unique, inverse = types.unique(return_inverse=True)
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(int(labels.max()) + 1, (len(unique),), generator=g)[inverse]
+
+
+def used_sites_mistakes():
+    from toylab.methods import Site
+
+    store, after = Site("blocks.0.hook_mlp_out", 2), Site("blocks.0.hook_resid_post", 2)
+    out, decoy = Site("blocks.1.hook_resid_post", 3), Site("blocks.1.hook_resid_post", 2)
+    return [{store}, {store, after, out, decoy}, {str(store), str(after)}, {store, after, out, Site("hook_embed", 2)},
+            "blocks.0.hook_mlp_out[2]"]
+
+
+def resample_scores_signed(problem):  # forgot the absolute value
+    from toylab.lessons.checks.validate import reference_node_scores
+
+    pair = problem.pair(64)
+    base = float(problem.metric(problem.model(pair.clean.tokens), pair))
+    return {n: -v for n, v in reference_node_scores(problem).items()} if base > 0 else reference_node_scores(problem)
+
+
+def resample_scores_unnormalised(problem):  # forgot to divide by |m_clean - m_corrupted|
+    from toylab.lessons.checks.validate import _gap, reference_node_scores
+
+    gap = _gap(problem)
+    return {n: v * gap for n, v in reference_node_scores(problem).items()}
+
+
+def resample_scores_heads_only(problem):  # embed and MLPs left out
+    from toylab.lessons.checks.validate import reference_node_scores
+
+    return {n: v for n, v in reference_node_scores(problem).items() if n.startswith("L")}
+
+
+def resample_scores_mutating(problem):  # right scores, but zeroes a weight on the way
+    from toylab.lessons.checks.validate import reference_node_scores
+
+    problem.model.unembed.W_U.data[0, 0] = 0.0
+    return reference_node_scores(problem)
+
+
+def edge_scores_peeking(problem):  # the ceiling: reads the answer key
+    from toylab.validate.baselines import BASELINES
+
+    return BASELINES["truth"](problem)
+
+
+def edge_scores_random(problem):
+    from toylab.validate.baselines import BASELINES
+
+    return BASELINES["random"](problem)
+
+
+def edge_scores_from_attention(problem):  # node scores, not edges
+    from toylab.validate.baselines import BASELINES
+
+    return BASELINES["attention-heuristic"](problem)
+
+
 WRONG = {
     "induction.previous_token_score": [previous_token_per_row, previous_token_includes_diagonal],
     "induction.induction_score": [induction_score_first_occurrence],
@@ -255,6 +347,16 @@ WRONG = {
     "grokking.frequency_fraction": [fraction_products_only, fraction_mean_in_total],
     "grokking.key_frequencies": key_frequency_mistakes(),
     "grokking.halfway_steps": halfway_mistakes(),
+    "validate.resample_scores": [resample_scores_signed, resample_scores_unnormalised, resample_scores_heads_only,
+                                 resample_scores_mutating, "not a function"],
+    "validate.heuristic_failure": [("induction-siit", 1.0), ("induction-constructed", 0.5), ("induction-2l", 0.583),
+                                   "induction-constructed", "garbage"],
+    "validate.decoy_heads": [{"L0H1", "L1H1"}, {"L0H0"}, {"L0H0", "L1H0", "L1H1"}, {"L0H5"}, set(), "garbage"],
+    "validate.edge_method": [edge_scores_peeking, edge_scores_random, edge_scores_from_attention, "not a function"],
+    "probes.trace_mlp": [trace_restoring_resid, trace_without_noise],
+    "probes.fact_store": [(1, 2), (0, 3), (1, 3), "MLP0", (0, 2, 1)],
+    "probes.control_labels": [control_is_the_labels, control_per_example, control_uniform],
+    "probes.used_sites": used_sites_mistakes(),
 }
 
 

@@ -31,6 +31,22 @@ from toylab.methods.fourier import (
     neuron_frequencies,
     restricted_loss,
 )
+from toylab.methods.interchange import (
+    DASConfig,
+    DASResult,
+    IIAResult,
+    Site,
+    activations,
+    das,
+    iia_sweep,
+    interchange_accuracy,
+    orthonormal,
+    patch_subspace,
+    probe_subspace,
+    sae_subspace,
+    subspace_interchange,
+    variable_site,
+)
 from toylab.methods.lens import DirectLogitAttribution, LogitLens, direct_logit_attribution, logit_lens
 from toylab.methods.patching import (
     PATCH_TARGETS,
@@ -39,6 +55,18 @@ from toylab.methods.patching import (
     naive_activation_patching,
     naive_path_patching,
     path_patching,
+)
+from toylab.methods.probes import (
+    LinearProbe,
+    ProbeConfig,
+    ProbeGrid,
+    ProbeResult,
+    control_labels,
+    fit_probe,
+    probe_activations,
+    probe_grid,
+    prompt_types,
+    train_probe,
 )
 from toylab.methods.progress import (
     Phase,
@@ -65,6 +93,13 @@ from toylab.methods.superposition import (
     reconstruction,
     regular_polygon,
 )
+from toylab.methods.tracing import (
+    TRACE_KINDS,
+    TracingConfig,
+    TracingResult,
+    causal_trace,
+    embedding_noise,
+)
 
 __all__ = [
     "ABLATIONS",
@@ -81,6 +116,35 @@ __all__ = [
     "pos_qk_circuit",
     "qk_circuit",
     "qk_matrix",
+    "DASConfig",
+    "DASResult",
+    "IIAResult",
+    "Site",
+    "activations",
+    "das",
+    "iia_sweep",
+    "interchange_accuracy",
+    "orthonormal",
+    "patch_subspace",
+    "probe_subspace",
+    "sae_subspace",
+    "subspace_interchange",
+    "variable_site",
+    "LinearProbe",
+    "ProbeConfig",
+    "ProbeGrid",
+    "ProbeResult",
+    "control_labels",
+    "fit_probe",
+    "probe_activations",
+    "probe_grid",
+    "prompt_types",
+    "train_probe",
+    "TRACE_KINDS",
+    "TracingConfig",
+    "TracingResult",
+    "causal_trace",
+    "embedding_noise",
     "DirectLogitAttribution",
     "LogitLens",
     "direct_logit_attribution",

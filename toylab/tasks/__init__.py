@@ -14,10 +14,11 @@ from toylab.tasks.base import (
     loss,
 )
 from toylab.tasks.brackets import Brackets
+from toylab.tasks.factual_recall import FactualRecall
 from toylab.tasks.induction import Induction
 from toylab.tasks.modular_addition import ModularAddition
 
-TASKS: dict[str, type[Task]] = {cls.kind: cls for cls in (ModularAddition, Induction, Brackets)}
+TASKS: dict[str, type[Task]] = {cls.kind: cls for cls in (ModularAddition, Induction, Brackets, FactualRecall)}
 
 
 def task_from_dict(data: dict[str, Any]) -> Task:
@@ -38,6 +39,7 @@ __all__ = [
     "Batch",
     "Brackets",
     "CounterfactualPair",
+    "FactualRecall",
     "Induction",
     "ModularAddition",
     "Task",

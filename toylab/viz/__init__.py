@@ -8,6 +8,8 @@
     fig = viz.training_curves(history)
     fig = viz.feature_geometry(model.W[0], importance=model.importance[0])   # toy models
     fig = viz.latent_cosines(cos, matched)                                   # SAEs
+    fig = viz.probe_map(grid.accuracy, grid.selectivity, hooks, str_tokens)  # probes
+    fig = viz.tracing_map({"mlp_out": trace.scores("mlp_out")}, str_tokens)  # causal tracing
     fig = viz.roc_curves({"eap": report})                                    # validate a method
 
 Each returns a ``matplotlib.figure.Figure`` (in Streamlit: ``st.pyplot(fig)``; in a
@@ -16,6 +18,7 @@ notebook it displays itself). Ground truth is always the same outline, with a le
 
 from toylab.viz.circuits import circuit_graph, faithfulness_curves, roc_curves
 from toylab.viz.features import dimensionality_plot, feature_geometry, latent_cosines, phase_map
+from toylab.viz.probes import probe_map, tracing_map
 from toylab.viz.progress import frequency_spectrum, progress_curves
 from toylab.viz.plots import (
     TRUTH_COLOR,
@@ -43,6 +46,8 @@ __all__ = [
     "progress_curves",
     "latent_cosines",
     "phase_map",
+    "probe_map",
+    "tracing_map",
     "bar",
     "head_heatmap",
     "heatmap",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from toylab.models import Transformer, TransformerConfig
 from toylab.tasks import Induction, ModularAddition, Task
 from toylab.tasks.brackets import Brackets, BracketsAlgorithm
+from toylab.tasks.factual_recall import FactualRecall, FactualRecallAlgorithm
 from toylab.tasks.induction import InductionAlgorithm
 from toylab.tasks.modular_addition import ModularAdditionAlgorithm
 from toylab.train import Objective, TrainConfig
@@ -108,6 +109,7 @@ def _recipes() -> dict[str, Recipe]:
     induction = Induction(n_tokens=48, n_ctx=32, min_seg_len=4)
     induction_tiny = Induction(n_tokens=24, n_ctx=16, min_seg_len=3)
     brackets = Brackets(length=24)
+    facts = FactualRecall(n_subjects=48, n_relations=4, n_attributes=8, table_seed=0)
     recipes = [
         Recipe(
             name="modadd-113",
@@ -204,6 +206,25 @@ def _recipes() -> dict[str, Recipe]:
             truth=truths.BRACKETS_SIIT,
             algorithm=BracketsAlgorithm,
             seeds=(0, 1, 2),
+            edges_per_seed=True,
+        ),
+        Recipe(
+            name="factual-recall",
+            description="Factual recall, [BOS, relation, subject, =] -> attribute, from a seeded table of 192 facts, "
+            "put in place by SIIT: L0H1 reads the relation at the subject position, MLP0 there stores the facts "
+            "(a key-value memory), L1H1 moves the attribute to the answer position. L0H0, L1H0 and MLP1 are "
+            "trained to be inert.",
+            task=facts,
+            model=TransformerConfig(n_layers=2, d_model=32, n_heads=2, d_head=16, d_mlp=64, act_fn="relu",
+                                    d_vocab=facts.d_vocab, d_vocab_out=facts.d_vocab_out,
+                                    n_ctx=facts.n_ctx, normalization_type=None),
+            # A fixed length, as for induction-siit: the strict term (MLP1 inert) keeps improving after the
+            # task loss is ~0, and an early stop on the loss leaves MLP1 carrying part of the answer.
+            train=TrainConfig(steps=2000, lr=3e-3, weight_decay=0.01, betas=(0.9, 0.99), batch_size=128,
+                              grad_clip=1.0, eval_every=100, checkpoint_every=500, seed=0),
+            claims=("test/accuracy >= 0.995",),
+            truth=truths.FACTUAL_RECALL,
+            algorithm=FactualRecallAlgorithm,
             edges_per_seed=True,
         ),
     ]

@@ -129,3 +129,23 @@ BRACKETS_SIIT = Truth(
                CausalVariable("negative", "the balance so far is below zero", ("MLP0",), "all"),
                CausalVariable("any_negative", "the balance went below zero somewhere", ("L1H1",), "last")),
 )
+
+FACTUAL_RECALL = Truth(
+    model="factual-recall",
+    provenance="enforced",
+    description="Factual recall ([BOS, relation, subject, =] -> attribute[subject, relation]) in three steps, "
+    "as in ROME and Geva et al. 2023. At the subject position (2), L0H1 reads the relation one position back; "
+    "MLP0 there is a key-value memory keyed on (subject, relation) that writes the stored attribute (the facts "
+    "live in its weights); at the answer position (3), L1H1 attends to the subject and moves the attribute to "
+    "the logits. L0H0, L1H0 and MLP1 are trained to be inert. The nodes and variables were chosen before "
+    "training; the edges between them are identified on each seed's weights.",
+    nodes={"embed": "subject and relation", "L0H1": "relation-mover", "MLP0": "fact-store",
+           "L1H1": "attribute-mover", "logits": "output"},
+    # The spine every seed must have; toylab.zoo identifies the full wiring per seed.
+    edges=[Edge("embed", "L0H1", "v"), Edge("embed", "MLP0", "resid"), Edge("L0H1", "MLP0", "resid"),
+           Edge("MLP0", "L1H1", "v"), Edge("L1H1", "logits", "resid")],
+    variables=(CausalVariable("relation", "the relation, read at the subject position", ("L0H1",), "2"),
+               CausalVariable("attribute", "attribute[subject, relation], looked up at the subject position",
+                              ("MLP0",), "2"),
+               CausalVariable("moved_attribute", "the attribute, moved to the answer position", ("L1H1",), "3")),
+)
