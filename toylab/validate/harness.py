@@ -52,6 +52,7 @@ import torch
 from torch import Tensor
 
 from toylab import checkpoint as ckpt
+from toylab.methods.interchange import orthonormal, patch_subspace
 from toylab.sae.metrics import cosine_matrix, linear_sum_assignment
 from toylab.truth import components as comp
 from toylab.truth.ablation import position_mask
@@ -367,15 +368,14 @@ def _featuriser(result: Featuriser, subject: Subject, n_pairs: int) -> dict[str,
     base, source = algorithm.sample_pairs(n_pairs, torch.Generator().manual_seed(SCORING_SEED))
     expected = algorithm.intervene(base, source, result.variable)  # [batch, pos]
     model = subject.model
-    basis, _ = torch.linalg.qr(result.basis.T.to(model.device))  # [d, k] orthonormal columns
+    basis = orthonormal(result.basis.T.to(model.device))  # [d, k]
     with torch.no_grad():
         _, cache = model.run_with_cache(source.tokens.to(model.device), names=[result.hook])
     src = cache[result.hook]  # [batch, pos, d]
     where = position_mask(result.positions, src.shape[1]).to(model.device).view(1, -1, 1)
 
-    def swap(x: Tensor, hook) -> Tensor:  # x: [batch, pos, d]: swap the subspace's coordinates
-        delta = (src - x) @ basis @ basis.T  # [batch, pos, d]
-        return torch.where(where, x + delta, x)
+    def swap(x: Tensor, hook) -> Tensor:  # x: [batch, pos, d]
+        return torch.where(where, patch_subspace(x, src, basis), x)
 
     with torch.no_grad(), model.hooks([(result.hook, swap)]):
         logits = model(base.tokens.to(model.device))
