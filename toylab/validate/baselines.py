@@ -107,6 +107,7 @@ from toylab.tasks import CounterfactualPair
 from toylab.truth import components as comp
 from toylab.truth.ablation import ablated
 from toylab.truth.components import Edge
+from toylab.validate.metrics import Faithfulness
 from toylab.validate.protocol import Circuit, EdgeScores, Method, NodeScores, Problem
 
 ACDC_METRICS = ("kl", "logit_diff")
@@ -171,13 +172,21 @@ def random_scores(problem: Problem, *, seed: int | None = None) -> EdgeScores:
     return EdgeScores({e: float(v) for e, v in zip(edges, values)}, "qkv")
 
 
-def truth_scores(problem: Problem) -> EdgeScores:
-    """1.0 for the truth's edges, 0.0 for every other candidate edge: the ceiling (peeks)."""
+def truth_scores(problem: Problem, *, n: int = 64) -> EdgeScores:
+    """The truth's edges above every other candidate edge: the ceiling (peeks).
+
+    Every other edge scores 0; a truth edge scores 1 plus what removing it from the truth
+    costs in faithfulness (on the method's own pairs), so that below the circuit's size the
+    most needed edges come first, as in the harness's ``cpr_truth``.
+    """
     truth = problem.answer_key()
     if truth is None:
         raise ValueError(f"{problem.name}: the problem carries no answer key, so the ceiling is undefined")
-    positives = set(truth.edges_at("qkv"))
-    return EdgeScores({e: float(e in positives) for e in problem.edges("qkv")}, "qkv")
+    _check_n("n", n)
+    positives = list(truth.edges_at("qkv"))
+    faith = Faithfulness(problem.model, problem.pair(n))
+    cost = {e: faith.of_edges(positives) - faith.of_edges([p for p in positives if p != e]) for e in positives}
+    return EdgeScores({e: 1.0 + cost[e] if e in cost else 0.0 for e in problem.edges("qkv")}, "qkv")
 
 
 # ---- node-level patching ------------------------------------------------------------
