@@ -10,8 +10,6 @@ this run, and the largest |fast - naive| over the scores (which must stay below 
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from toylab.methods.patching import (
@@ -22,15 +20,7 @@ from toylab.methods.patching import (
 )
 from toylab.zoo import load
 
-
-def best_time(fn, repeats: int = 3):
-    result = fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
+from timing import best_time  # benchmarks/timing.py, beside this script
 
 
 def bench(label: str, naive, fast) -> None:

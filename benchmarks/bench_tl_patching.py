@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 import warnings
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # TransformerLens's sweeps draw progress bars
@@ -50,21 +49,13 @@ from toylab.interop.transformer_lens import (  # noqa: E402
 from toylab.methods import activation_patching  # noqa: E402
 from toylab.zoo import load  # noqa: E402
 
+from timing import best_time  # noqa: E402  (benchmarks/timing.py, beside this script)
+
 MIN_SPEEDUP = 10.0
 MAX_ERROR = 1e-5
 # (zoo name, batch, targets): the first is the configuration the issue measured TL on.
 CASES = [("induction-2l", 64, ("resid_pre", "head", "head_pos", "pattern")),
          ("brackets-siit", 64, ("resid_pre", "mlp_out", "head", "head_pos"))]
-
-
-def best_time(fn, repeats: int):
-    result = fn()  # warm-up, and the result compared
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def n_patches(cfg, target: str, n_pos: int) -> int:
