@@ -86,6 +86,12 @@ def test_a_method_that_changes_the_model_is_caught_and_undone(suite):
     entry = run_one(leaves_hooks, subject)
     assert "left hooks" in entry.error and not subject.model.has_hooks()
 
+    def trains(problem):
+        problem.model.train()
+        return {n: 1.0 for n in problem.nodes()}
+    entry = run_one(trains, subject)
+    assert "train/eval mode" in entry.error and not subject.model.training
+
 
 def test_a_circuit_is_one_roc_point(suite):
     def two_heads(problem):

@@ -104,6 +104,7 @@ class Entry:
 class Report:
     method: str
     entries: list[Entry]
+    n_pairs: int = N_PAIRS  # scoring pairs per figure
 
     def summary(self) -> dict[str, dict[str, tuple[float, float, int]]]:
         """{model: {figure: (mean, std, n_seeds)}} over the seeds that ran without error."""
@@ -134,7 +135,7 @@ class Report:
     def to_markdown(self) -> str:
         lines = [f"# {self.method}: scored against every known circuit", "",
                  f"Each figure is the mean ± standard deviation over the model's seeds, measured on "
-                 f"{N_PAIRS} counterfactual pairs the method never saw. Definitions: "
+                 f"{self.n_pairs} counterfactual pairs the method never saw. Definitions: "
                  "`toylab.validate.metrics` and `toylab.validate.harness`.", "", self.table(), ""]
         peeked = sorted({e.model for e in self.entries if e.peeked})
         if peeked:
@@ -145,7 +146,7 @@ class Report:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        return {"method": self.method, "n_pairs": N_PAIRS, "scoring_seed": SCORING_SEED,
+        return {"method": self.method, "n_pairs": self.n_pairs, "scoring_seed": SCORING_SEED,
                 "entries": [e.to_dict() for e in self.entries],
                 "summary": {m: {k: {"mean": v[0], "std": v[1], "n": v[2]} for k, v in s.items()}
                             for m, s in self.summary().items()}}
@@ -210,7 +211,7 @@ def score(method: Callable[[Problem], Any], names: Sequence[str] | None = None, 
     label = label or getattr(method, "__name__", repr(method))
     subjects_ = list(suite) if suite is not None else subjects(list(names) if names else None,
                                                               list(seeds) if seeds else None)
-    return Report(label, [run_one(method, s, n_pairs, data_seed) for s in subjects_])
+    return Report(label, [run_one(method, s, n_pairs, data_seed) for s in subjects_], n_pairs)
 
 
 def run_one(method: Callable[[Problem], Any], subject: Subject, n_pairs: int = N_PAIRS, data_seed: int = 0) -> Entry:
@@ -219,27 +220,32 @@ def run_one(method: Callable[[Problem], Any], subject: Subject, n_pairs: int = N
     entry = Entry(subject.name, subject.seed)
     problem = Problem(subject.name, subject.seed, subject.model, subject.task, data_seed, _answer_key=subject.truth)
     before = {k: v.detach().clone() for k, v in subject.model.state_dict().items()}
+    training = subject.model.training
     started = time.perf_counter()
     try:
         raw = method(problem)
         entry.seconds = time.perf_counter() - started
         entry.peeked = problem.peeked
-        _check_untouched(subject.model, before)
+        _check_untouched(subject.model, before, training)
         result = normalise(raw, problem)
     except Exception as err:  # a method's failure is reported, never fatal to the suite
         entry.seconds = time.perf_counter() - started
         entry.error = f"{type(err).__name__}: {err}" if not isinstance(err, MethodOutputError) else str(err)
-        _restore(subject.model, before)
+        _restore(subject.model, before, training)
         return entry
     entry.kind = KINDS[type(result)]
     try:
         evaluate(result, subject, entry, n_pairs)
     except MethodOutputError as err:
         entry.error = str(err)
+    except ValueError as err:  # the answer is valid but this model cannot score it (e.g. no effect)
+        entry.error = f"cannot score on this model: {err}"
     return entry
 
 
-def _check_untouched(model, before: Mapping[str, Tensor]) -> None:
+def _check_untouched(model, before: Mapping[str, Tensor], training: bool) -> None:
+    if model.training != training:
+        raise MethodOutputError("the method switched the model to train/eval mode; leave it as it was")
     if model.has_hooks():
         raise MethodOutputError("the method left hooks attached to the model; use `with model.hooks(...)` "
                                 "so they are removed on exit")
@@ -249,11 +255,12 @@ def _check_untouched(model, before: Mapping[str, Tensor]) -> None:
                                 "mutate the model (work on a copy: copy.deepcopy(problem.model))")
 
 
-def _restore(model, before: Mapping[str, Tensor]) -> None:
+def _restore(model, before: Mapping[str, Tensor], training: bool) -> None:
     """Undo what a failed method left behind, so the next method sees the model as shipped."""
     for point in model.hook_points.values():
         point.fns.clear()
     model.load_state_dict(before)
+    model.train(training)
 
 
 def evaluate(result, subject: Subject, entry: Entry, n_pairs: int = N_PAIRS) -> None:
