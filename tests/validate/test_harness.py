@@ -122,7 +122,7 @@ def test_feature_directions_are_scored_against_declared_features(suite):
     W_E = subject.model.embed.W_E.detach()
     features = tuple(FeatureDirection(f"token {t}", "hook_embed", tuple(W_E[t].tolist())) for t in range(1, 6))
     with_features = dataclasses.replace(subject, truth=dataclasses.replace(subject.truth, features=features),
-                                        truth_cprs={})
+                                        cache={})
     exact = run_one(lambda p: FeatureDirections("hook_embed", W_E[1:6].flip(0)), with_features)
     noise = run_one(lambda p: FeatureDirections("hook_embed", torch.randn(5, W_E.shape[1])), with_features)
     assert exact.metrics["mmcs"] == pytest.approx(1.0) and exact.metrics["matched_cosine"] == pytest.approx(1.0)

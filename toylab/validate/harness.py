@@ -96,7 +96,7 @@ class Entry:
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "seed": self.seed, "kind": self.kind, "metrics": self.metrics,
                 "seconds": self.seconds, "error": self.error, "peeked": self.peeked,
-                "circuit": [c if isinstance(c, str) else list(c.to_list()) for c in self.circuit],
+                "circuit": [c if isinstance(c, str) else c.to_list() for c in self.circuit],
                 "faithfulness_curve": _curve_dict(self.curves.get("faithfulness"))}
 
 
@@ -270,7 +270,7 @@ def evaluate(result, subject: Subject, entry: Entry, n_pairs: int = N_PAIRS) -> 
         entry.metrics.update(_directions(result, subject) if isinstance(result, FeatureDirections)
                              else _featuriser(result, subject, n_pairs))
         return
-    faith = mt.Faithfulness(subject.model, subject.task.counterfactual(n_pairs, SCORING_SEED))
+    faith = _faithfulness(subject, n_pairs)
     nodes = candidate_nodes(cfg)
     true_nodes = [n for n in truth.nodes_at("head") if n in nodes]
     m = entry.metrics
@@ -323,9 +323,17 @@ def evaluate(result, subject: Subject, entry: Entry, n_pairs: int = N_PAIRS) -> 
     entry.circuit = list(found)
 
 
+def _faithfulness(subject: Subject, n_pairs: int) -> mt.Faithfulness:
+    """The model's scoring pairs and its full and empty runs, measured once for every method."""
+    key = ("faithfulness", n_pairs)
+    if key not in subject.cache:
+        subject.cache[key] = mt.Faithfulness(subject.model, subject.task.counterfactual(n_pairs, SCORING_SEED))
+    return subject.cache[key]
+
+
 def _truth_cpr(subject: Subject, faith: mt.Faithfulness, level: str, granularity: str) -> float:
-    key = (level, granularity, len(faith.pair))
-    cache = subject.truth_cprs
+    key = ("cpr_truth", level, granularity, len(faith.pair))
+    cache = subject.cache
     if key not in cache:
         cfg = subject.model.cfg
         if level == "edge":

@@ -37,7 +37,7 @@ class Subject:
     task: Task
     truth: Truth
     algorithm: Algorithm | None
-    truth_cprs: dict = field(default_factory=dict, repr=False)  # the harness's cache of the truth-ranked CPR
+    cache: dict = field(default_factory=dict, repr=False)  # the harness's per-model measurements, shared by methods
 
     @property
     def label(self) -> str:
