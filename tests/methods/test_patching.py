@@ -66,7 +66,9 @@ def _assert_same(fast, naive):
     assert fast.axes == naive.axes and fast.scores.shape == naive.scores.shape
     assert torch.equal(fast.scores.isnan(), naive.scores.isnan())
     assert (fast.scores - naive.scores).nan_to_num(0).abs().max() < 1e-5
-    assert (fast.clean_metric, fast.corrupted_metric) == (naive.clean_metric, naive.corrupted_metric)
+    # The fast path runs its own hook-free forward, so its baselines agree to float rounding.
+    assert fast.clean_metric == pytest.approx(naive.clean_metric, rel=1e-5, abs=1e-6)
+    assert fast.corrupted_metric == pytest.approx(naive.corrupted_metric, rel=1e-5, abs=1e-6)
 
 
 # ---- fast == naive ----------------------------------------------------------------------
@@ -143,6 +145,49 @@ def test_the_functional_forward_matches_the_hooked_one():
         assert (logits - model(pair.clean.tokens)).abs().max() < 1e-5
         if model.cfg.attention_dir == "causal":  # resumed at position 5 on the cached keys
             assert (suffix - model(pair.clean.tokens)[:, 5:]).abs().max() < 1e-5
+
+
+def test_the_hook_free_cache_matches_run_with_cache(models):
+    # The fast path caches both runs through its own forward; every activation it keeps must
+    # be the hooked model's, on the zoo and on the shapes the zoo does not ship.
+    cases = [(_random_model(shape), None) for shape in SHAPES] + [(models[name].model, models[name])
+                                                                  for name in ("brackets-siit", "induction-2l")]
+    for model, zm in cases:
+        pair = zm.task.counterfactual(4, seed=3) if zm else _random_pair(model.cfg)
+        lean = _Setup.make(model, pair, None, None, "noise")
+        hooked = _Setup.make(model, pair, None, None, "noise", hooked=True)
+        assert lean.base_logits is None  # logit_diff's terms only, at the scored positions
+        assert torch.allclose(lean.base_diff, hooked.base_diff, atol=1e-5)
+        for run, reference in ((lean.base, hooked.base), (lean.source, hooked.source)):
+            names = set(reference) - {f"blocks.{layer}.attn.hook_result" for layer in range(model.cfg.n_layers)}
+            assert set(run) == names
+            for name in names:
+                assert run[name].shape == reference[name].shape, name
+                assert torch.allclose(run[name], reference[name], atol=1e-5), name
+
+
+def test_attached_hooks_are_honoured(models):
+    # The fast path fires no hooks, so with hooks attached it hands over to the hooked reference:
+    # patching a model whose head L0H0 is zero-ablated must see the ablation.
+    zm = models["induction-2l"]
+    pair = zm.task.counterfactual(8, seed=4)
+
+    def ablate(z, hook):
+        z = z.clone()
+        z[:, :, 0] = 0
+        return z
+
+    plain = activation_patching(zm.model, pair, "head")
+    with zm.model.hooks([("blocks.0.attn.hook_z", ablate)]):
+        ablated = activation_patching(zm.model, pair, "head")
+        reference = naive_activation_patching(zm.model, pair, "head")
+        paths = path_patching(zm.model, pair, "L1H1", "k")
+        paths_reference = naive_path_patching(zm.model, pair, "L1H1", "k")
+    assert not zm.model.has_hooks()
+    _assert_same(ablated, reference)
+    _assert_same(paths, paths_reference)
+    # Both runs have L0H0 zeroed, so patching it restores nothing; unhooked it restores a share.
+    assert ablated["L0H0"] == 0 and plain["L0H0"] > 0.05
 
 
 @pytest.mark.parametrize("name", ["induction-tiny", "brackets-siit"])

@@ -26,9 +26,12 @@ Targets (``PATCH_TARGETS``) and the axes of their scores:
 
 ``naive_activation_patching`` and ``naive_path_patching`` are the references: one hooked
 forward of the whole model per patch. The fast versions give the same scores (to float
-rounding) by recomputing only what a patch can change. They cache the base run once; a
-patch at layer l starts from the cached residual stream there (a head's z patch starts
-after that layer's attention, adding the head's changed output); only the batch rows
+rounding) by recomputing only what a patch can change. They run the clean and corrupted
+inputs once, stacked in one batch, through a hook-free forward that caches what patches
+read (a model with hooks attached goes to the naive references instead, which fire them); a
+patch at layer l starts from the cached residual stream there (a head's z, q, k, v or
+pattern patch starts after that layer's attention, adding that one head's changed output,
+recomputed from its patched inputs and the base run's others); only the batch rows
 whose patched slice differs from the base run's are recomputed, the others keep the base
 logits; in a causal model a row whose first change is at position p keeps positions < p
 (a chunk starts at its rows' least p, attending to the cached keys and values before it);
@@ -118,6 +121,8 @@ def activation_patching(model: Transformer, pair: CounterfactualPair, target: st
     The same scores as ``naive_activation_patching``, computed by recomputing only what
     each patch can change (see the module docstring).
     """
+    if model.has_hooks():  # the fast path fires no hooks; the reference fires them all
+        return naive_activation_patching(model, pair, target, metric, direction)
     setup = _Setup.make(model, pair, target, metric, direction)
     patches = [_activation_patch(setup, target, index) for index in _indices(setup.model.cfg, target, setup.n)]
     return setup.result(target, _axes(target), _run_patches(setup, patches, _shape(setup.model.cfg, target, setup.n)))
@@ -127,7 +132,7 @@ def activation_patching(model: Transformer, pair: CounterfactualPair, target: st
 def naive_activation_patching(model: Transformer, pair: CounterfactualPair, target: str,
                               metric: Metric | None = None, direction: str = "denoise") -> PatchingResult:
     """The reference: one hooked forward of the whole model per patch."""
-    setup = _Setup.make(model, pair, target, metric, direction)
+    setup = _Setup.make(model, pair, target, metric, direction, hooked=True)
     shape = _shape(model.cfg, target, setup.n)
     scores = torch.full(shape, float("nan"))
     for index in _indices(model.cfg, target, setup.n):
@@ -157,6 +162,8 @@ def path_patching(model: Transformer, pair: CounterfactualPair, receivers: str |
     earliest receiver), NaN for heads that are not senders. The edge-level resample
     ablation of ``toylab.truth.ablation`` with one edge flipped computes the same thing.
     """
+    if model.has_hooks():  # the fast path fires no hooks; the reference fires them all
+        return naive_path_patching(model, pair, receivers, receiver_input, senders, metric, direction)
     setup = _Setup.make(model, pair, None, metric, direction)
     plan = _PathPlan.make(model, receivers, receiver_input, senders)
     patches = [_path_patch(setup, plan, sender) for sender in plan.senders]
@@ -169,7 +176,7 @@ def naive_path_patching(model: Transformer, pair: CounterfactualPair, receivers:
                         receiver_input: str, senders: Sequence[str] | None = None,
                         metric: Metric | None = None, direction: str = "denoise") -> PatchingResult:
     """The reference for ``path_patching``: one hooked forward per sender."""
-    setup = _Setup.make(model, pair, None, metric, direction)
+    setup = _Setup.make(model, pair, None, metric, direction, hooked=True)
     plan = _PathPlan.make(model, receivers, receiver_input, senders)
     cfg = model.cfg
     scores = torch.full((cfg.n_layers, cfg.n_heads), float("nan"))
@@ -208,24 +215,32 @@ def _cache_names(cfg) -> list[str]:
 @dataclass
 class _Setup:
     model: Transformer
-    metric: Metric
+    metric: Metric | None
     direction: str
     base_tokens: Tensor  # [batch, pos]
-    base: dict[str, Tensor]  # hook name -> activation of the base run
-    source: dict[str, Tensor]  # hook name -> activation of the source run
-    base_logits: Tensor  # [batch, pos, d_vocab_out]
-    clean_metric: float
-    corrupted_metric: float
-    base_metric: float
     n: int  # sequence length
     reads_until: Tensor  # [batch]: the metric reads no position >= this of a row (causal, default metric)
-    scored: Tensor | None  # [batch, pos] positions logit_diff scores; None for a user metric
-    answers: tuple[Tensor, Tensor] | None  # [batch, pos] clean and corrupted answers (clamped), or None
-    base_diff: Tensor | None  # [batch, pos] logit_diff's terms on the base run, or None
-    fused: dict = field(default_factory=dict)  # layer -> fused attention weights (_fused_qkv)
+    scored: Tensor | None = None  # [batch, pos] positions logit_diff scores; None for a user metric
+    answers: tuple[Tensor, Tensor] | None = None  # [batch, pos] clean and corrupted answers (clamped), or None
+    # Filled from the two runs:
+    base: dict[str, Tensor] = field(default_factory=dict)  # hook name -> activation of the base run
+    source: dict[str, Tensor] = field(default_factory=dict)  # hook name -> activation of the source run
+    base_logits: Tensor | None = None  # [batch, pos, d_vocab_out]; None when only logit_diff's terms were computed
+    base_diff: Tensor | None = None  # [batch, pos] logit_diff's terms on the base run, or None
+    clean_metric: float = float("nan")
+    corrupted_metric: float = float("nan")
+    base_metric: float = float("nan")
+    fused: dict = field(default_factory=dict)  # weights laid out once per call (_fused_qkv, _mask_bias)
 
     @classmethod
-    def make(cls, model, pair, target, metric, direction) -> _Setup:
+    @torch.no_grad()
+    def make(cls, model, pair, target, metric, direction, hooked: bool = False) -> _Setup:
+        """Validate, then run the clean and corrupted inputs once and cache what patches read.
+
+        ``hooked``: cache through ``model.run_with_cache`` (every hook fires, every logit is
+        computed), as the naive references do; otherwise through the hook-free forward
+        below, both inputs stacked in one batch, unembedding only the scored positions.
+        """
         cfg = model.cfg
         if not isinstance(pair, CounterfactualPair):
             raise TypeError(f"pair must be a CounterfactualPair, got {type(pair).__name__}")
@@ -239,38 +254,52 @@ class _Setup:
         if n > cfg.n_ctx:
             raise ValueError(f"the pair's sequences have {n} positions but the model's n_ctx is {cfg.n_ctx}; "
                              "truncate the pair or use a task that fits the model")
-        default = metric is None
-        if default:
-            def metric(logits: Tensor) -> Tensor:
-                return logit_diff(logits, pair)
-        names = _cache_names(cfg)
-        clean_logits, clean = model.run_with_cache(pair.clean.tokens, names=names)
-        corrupt_logits, corrupt = model.run_with_cache(pair.corrupted.tokens, names=names)
-        clean_metric, corrupted_metric = _scalar(metric(clean_logits)), _scalar(metric(corrupt_logits))
+        denoise = direction == "denoise"
+        clean_tokens, corrupt_tokens = model._check_tokens(pair.clean.tokens), model._check_tokens(pair.corrupted.tokens)
+        batch = clean_tokens.shape[0]
+        setup = cls(model=model, metric=metric, direction=direction,
+                    base_tokens=corrupt_tokens if denoise else clean_tokens, n=n,
+                    reads_until=torch.full((batch,), n))
+        if metric is None:  # logit_diff reads only the scored positions: skip the rest
+            setup.metric = lambda logits: logit_diff(logits, pair)
+            setup.scored = logit_diff_mask(pair)
+            setup.answers = (pair.clean.targets.clamp(min=0), pair.corrupted.targets.clamp(min=0))
+            reads = setup.scored.any(dim=1)
+            last = torch.where(reads, n - 1 - setup.scored.flip(1).int().argmax(dim=1), -1)
+            setup.reads_until = last + 1 if cfg.attention_dir == "causal" else torch.where(reads, n, 0)
+        if hooked:
+            names = _cache_names(cfg)
+            clean_logits, clean = model.run_with_cache(clean_tokens, names=names)
+            corrupt_logits, corrupt = model.run_with_cache(corrupt_tokens, names=names)
+            clean, corrupt = dict(clean), dict(corrupt)
+            clean_metric, corrupted_metric = _scalar(setup.metric(clean_logits)), _scalar(setup.metric(corrupt_logits))
+            setup.base_logits = corrupt_logits if denoise else clean_logits
+            if setup.scored is not None:
+                setup.base_diff = logit_diff_terms(setup.base_logits, pair)
+        else:
+            stacked = torch.cat([clean_tokens, corrupt_tokens])  # [2 * batch, pos]
+            cache: dict[str, Tensor] = {}
+            resid = model.embed.W_E[stacked] + model.pos_embed.W_pos[:n]  # [2 * batch, pos, d_model]
+            final, _ = _resid_from(setup, 0, "pre", resid, 0, n, torch.arange(2 * batch), {}, trim=False,
+                                   record=cache)
+            clean, corrupt = ({name: x[:batch] for name, x in cache.items()},
+                              {name: x[batch:] for name, x in cache.items()})
+            if setup.scored is None:
+                clean_logits, corrupt_logits = _unembed(setup, final).split(batch)
+                clean_metric, corrupted_metric = _scalar(setup.metric(clean_logits)), _scalar(setup.metric(corrupt_logits))
+                setup.base_logits = corrupt_logits if denoise else clean_logits
+            else:  # logit_diff from its terms, summed as it sums them
+                clean_terms, corrupt_terms = setup.score_rows(final, 0, n, torch.arange(batch).repeat(2)).split(batch)
+                count = setup.scored.sum().clamp(min=1)
+                clean_metric, corrupted_metric = float(clean_terms.sum() / count), float(corrupt_terms.sum() / count)
+                setup.base_diff = corrupt_terms if denoise else clean_terms
         if clean_metric == corrupted_metric:
             raise ValueError(f"the metric is {clean_metric} on both the clean and the corrupted run, so a "
                              "patch's effect cannot be normalised; choose a pair or metric that differ")
-        denoise = direction == "denoise"
-        base_logits = corrupt_logits if denoise else clean_logits
-        batch = pair.clean.tokens.shape[0]
-        reads_until = torch.full((batch,), n)
-        scored = answers = base_diff = None
-        if default:  # logit_diff reads only the scored positions: skip the rest
-            scored = logit_diff_mask(pair)
-            answers = (pair.clean.targets.clamp(min=0), pair.corrupted.targets.clamp(min=0))
-            base_diff = logit_diff_terms(base_logits, pair)
-            reads = scored.any(dim=1)
-            last = torch.where(reads, n - 1 - scored.flip(1).int().argmax(dim=1), -1)
-            reads_until = last + 1 if cfg.attention_dir == "causal" else torch.where(reads, n, 0)
-        return cls(
-            model=model, metric=metric, direction=direction,
-            base_tokens=model._check_tokens(pair.corrupted.tokens if denoise else pair.clean.tokens),
-            base=dict(corrupt if denoise else clean), source=dict(clean if denoise else corrupt),
-            base_logits=corrupt_logits if denoise else clean_logits,
-            clean_metric=clean_metric, corrupted_metric=corrupted_metric,
-            base_metric=corrupted_metric if denoise else clean_metric, n=n,
-            reads_until=reads_until, scored=scored, answers=answers, base_diff=base_diff,
-        )
+        setup.base, setup.source = (corrupt, clean) if denoise else (clean, corrupt)
+        setup.clean_metric, setup.corrupted_metric = clean_metric, corrupted_metric
+        setup.base_metric = corrupted_metric if denoise else clean_metric
+        return setup
 
     def score(self, logits: Tensor) -> float:
         value = _scalar(self.metric(logits))
@@ -354,10 +383,9 @@ class _Patch:
     metric can see it) are recomputed; every other row keeps the base run's logits, exactly.
     ``firsts`` [len(rows)] holds each row's first changed position (0 in a bidirectional
     model). ``build(start, end, rows)`` gives, for those rows and positions start..end-1, the
-    residual stream at the entry point [rows, end - start, d_model] and the replacements the
-    forward applies on the way: a whole activation of the entry layer
-    ({"z": [rows, end - start, head, d_head], ...}), or deltas added to receivers' inputs
-    ({(layer, "k", head): [rows, end - start, d_model]}).
+    residual stream at the entry point [rows, end - start, d_model] and the deltas the
+    forward adds to receivers' inputs on the way ({(layer, "k", head): [rows, end - start,
+    d_model]}, path patching; empty otherwise).
     """
 
     index: tuple[int, ...]
@@ -394,77 +422,72 @@ def _changed_rows(setup: _Setup, name: str, select: tuple, pos: int | None,
 
 
 def _activation_patch(setup: _Setup, target: str, index: tuple[int, ...]) -> _Patch:
+    if target not in _STREAM:
+        return _head_patch(setup, target, index)
     base, source = setup.base, setup.source
-    layer = index[0]
+    layer, pos = index
     name, select = _hook_and_slice(target, index)
-    if target in _STREAM:
-        pos = index[1]
-        rows, firsts = _changed_rows(setup, name, select, pos)
-        # The stream where the patch lands, and the activation the patched one adds to there,
-        # added as the model adds it so the two paths round alike.
-        entry, stream, addend = {
-            "resid_pre": ((layer, "pre"), f"blocks.{layer}.hook_resid_pre", None),
-            "resid_mid": ((layer, "mid"), f"blocks.{layer}.hook_resid_mid", None),
-            "resid_post": ((layer + 1, "pre"), f"blocks.{layer}.hook_resid_post", None),
-            "attn_out": ((layer, "mid"), f"blocks.{layer}.hook_resid_mid", f"blocks.{layer}.hook_resid_pre"),
-            "mlp_out": ((layer + 1, "pre"), f"blocks.{layer}.hook_resid_post", f"blocks.{layer}.hook_resid_mid"),
-        }[target]
-
-        def build(start: int, end: int, rows: Tensor) -> tuple[Tensor, dict]:
-            resid = base[stream][rows, start:end]  # [rows, end - start, d_model], a copy
-            if start <= pos < end:
-                patched = source[name][rows, pos]
-                resid[:, pos - start] = patched if addend is None else base[addend][rows, pos] + patched
-            return resid, {}
-
-        return _Patch(index, *entry, rows, firsts, build, group=entry)
-
-    hook = _HEAD_HOOK[target]
-    head = index[1]
-    if hook == "z":
-        return _z_patch(setup, target, index)
-    if target == "head_pos":
-        pos = index[2]
-        rows, firsts = _changed_rows(setup, name, select, pos)
-    else:
-        pos = None
-        rows, firsts = _changed_rows(setup, name, select, None, 2 if target == "pattern" else 1)
+    rows, firsts = _changed_rows(setup, name, select, pos)
+    # The stream where the patch lands, and the activation the patched one adds to there,
+    # added as the model adds it so the two paths round alike.
+    entry, stream, addend = {
+        "resid_pre": ((layer, "pre"), f"blocks.{layer}.hook_resid_pre", None),
+        "resid_mid": ((layer, "mid"), f"blocks.{layer}.hook_resid_mid", None),
+        "resid_post": ((layer + 1, "pre"), f"blocks.{layer}.hook_resid_post", None),
+        "attn_out": ((layer, "mid"), f"blocks.{layer}.hook_resid_mid", f"blocks.{layer}.hook_resid_pre"),
+        "mlp_out": ((layer + 1, "pre"), f"blocks.{layer}.hook_resid_post", f"blocks.{layer}.hook_resid_mid"),
+    }[target]
 
     def build(start: int, end: int, rows: Tensor) -> tuple[Tensor, dict]:
-        resid = base[f"blocks.{layer}.hook_resid_pre"][rows, start:end]  # [rows, end - start, d_model]
-        if hook == "pattern":
-            value = base[name][rows, :, start:end, :end]  # [rows, head, query_pos - start, key_pos]
-            value[:, head] = source[name][rows, head, start:end, :end]
-        else:
-            value = base[name][rows, start:end]  # [rows, end - start, head, d_head]
-            if pos is None:
-                value[:, :, head] = source[name][rows, start:end, head]
-            elif start <= pos < end:
-                value[:, pos - start, head] = source[name][rows, pos, head]
-        return resid, {hook: value}
+        resid = base[stream][rows, start:end]  # [rows, end - start, d_model], a copy
+        if start <= pos < end:
+            patched = source[name][rows, pos]
+            resid[:, pos - start] = patched if addend is None else base[addend][rows, pos] + patched
+        return resid, {}
 
-    return _Patch(index, layer, "pre", rows, firsts, build, group=(layer, hook))
+    return _Patch(index, *entry, rows, firsts, build, group=entry)
 
 
-def _z_patch(setup: _Setup, target: str, index: tuple[int, ...]) -> _Patch:
-    """A head's z patched ("head", "head_pos"): the forward starts after the layer's attention.
+def _head_patch(setup: _Setup, target: str, index: tuple[int, ...]) -> _Patch:
+    """One head's z, q, k, v or pattern patched: the forward starts after the layer's attention.
 
-    Only that head's output changes, by (z_source - z_base) @ W_O[head], so the layer's
-    attention need not be recomputed: the stream after it is the base run's plus that delta.
+    Only that head's output changes: its z becomes the source run's (z targets), or what its
+    attention gives with the patched q, k, v or pattern and the base run's others. The
+    stream after the layer's attention is then the base run's plus (z_patched - z_base) @
+    W_O[head], so neither the layer's other heads nor its input are recomputed.
     """
     base, source = setup.base, setup.source
     layer, head = index[:2]
     pos = index[2] if target == "head_pos" else None
+    hook = _HEAD_HOOK[target]
     name, select = _hook_and_slice(target, index)
+    # Sliced, each target's dimension 1 is its (query) position: a head's z changes from the
+    # first position where its q, v, z or pattern row changes (a changed key moves no earlier query).
     rows, firsts = _changed_rows(setup, name, select, pos, None if pos is not None else 1)
-    W_O = setup.model.blocks[layer].attn.W_O[head]  # [d_head, d_model]
+    attn = setup.model.blocks[layer].attn
+    W_O = attn.W_O[head]  # [d_head, d_model]
+    prefix = f"blocks.{layer}.attn.hook_"
+
+    def patched_z(start: int, end: int, rows: Tensor) -> Tensor:  # [rows, end - start, d_head]
+        if hook == "z":
+            return source[name][rows, start:end, head]
+        if hook in ("pattern", "v"):
+            pattern = (source if hook == "pattern" else base)[prefix + "pattern"][rows, head, start:end, :end]
+        else:  # the head's pattern from the patched query or keys
+            q, k = ((source if hook == kind else base)[prefix + kind] for kind in "qk")
+            scores = torch.baddbmm(_mask_bias(setup, start, end), q[rows, start:end, head],
+                                   k[rows, :end, head].transpose(1, 2), alpha=1 / attn.scale)
+            pattern = scores.softmax(dim=-1)  # [rows, end - start, key_pos]
+        v = (source if hook == "v" else base)[prefix + "v"][rows, :end, head]  # [rows, end, d_head]
+        return torch.bmm(pattern, v)
 
     def build(start: int, end: int, rows: Tensor) -> tuple[Tensor, dict]:
-        resid = base[f"blocks.{layer}.hook_resid_mid"][rows, start:end]  # [rows, end - start, d_model]
+        resid = base[f"blocks.{layer}.hook_resid_mid"][rows, start:end]  # [rows, end - start, d_model], a copy
+        z_base = base[prefix + "z"]  # [batch, pos, head, d_head]
         if pos is None:
-            resid += (source[name][rows, start:end, head] - base[name][rows, start:end, head]) @ W_O
+            resid += (patched_z(start, end, rows) - z_base[rows, start:end, head]) @ W_O
         elif start <= pos < end:
-            resid[:, pos - start] += (source[name][rows, pos, head] - base[name][rows, pos, head]) @ W_O
+            resid[:, pos - start] += (source[name][rows, pos, head] - z_base[rows, pos, head]) @ W_O
         return resid, {}
 
     return _Patch(index, layer, "mid", rows, firsts, build, group=(layer, "mid"))
@@ -524,8 +547,10 @@ class _PathPlan:
 def _path_patch(setup: _Setup, plan: _PathPlan, sender: tuple[int, int]) -> _Patch:
     cfg = setup.model.cfg
     layer, head = sender
-    name = f"blocks.{layer}.attn.hook_result"
-    delta = setup.source[name][:, :, head] - setup.base[name][:, :, head]  # [batch, pos, d_model]
+    name = f"blocks.{layer}.attn.hook_z"
+    W_O = setup.model.blocks[layer].attn.W_O[head]  # [d_head, d_model]
+    # The head's hook_result in the source run minus the base run's: z @ W_O of each.
+    delta = setup.source[name][:, :, head] @ W_O - setup.base[name][:, :, head] @ W_O  # [batch, pos, d_model]
     rows, firsts = _changed_rows(setup, name, (slice(None), slice(None), head), None, 1)
     entries = [(r_layer, "pre") for r_layer, _ in plan.heads] + [(r_layer, "mid") for r_layer in plan.mlps]
     entries.append((cfg.n_layers, "pre") if plan.logits else (cfg.n_layers + 1, "pre"))
@@ -566,7 +591,7 @@ def _chunks(setup: _Setup, group: list[_Patch]):
 def _run_patches(setup: _Setup, patches: list[_Patch], shape: tuple[int, ...]) -> Tensor:
     """Score every patch, recomputing only its changed rows, stacked with its group's."""
     scores = torch.full(shape, float("nan"))
-    base_score = setup.score(setup.base_logits)
+    base_score = (setup.base_metric - setup.corrupted_metric) / (setup.clean_metric - setup.corrupted_metric)
     todo: dict[tuple, list[_Patch]] = {}
     for patch in patches:
         if len(patch.rows) == 0:  # nothing the metric reads changes: the base run, exactly
@@ -580,8 +605,8 @@ def _run_patches(setup: _Setup, patches: list[_Patch], shape: tuple[int, ...]) -
             end = int(setup.reads_until[rows].max())
             built = [p.build(start, end, p.rows) for p in chunk]
             resid = torch.cat([r for r, _ in built])  # [rows, end - start, d_model]
-            extras = {key: torch.cat([e[key] for _, e in built]) for key in built[0][1]}
-            resid, start = _resid_from(setup, chunk[0].layer, chunk[0].stage, resid, start, end, rows, extras)
+            reads = {key: torch.cat([e[key] for _, e in built]) for key in built[0][1]}
+            resid, start = _resid_from(setup, chunk[0].layer, chunk[0].stage, resid, start, end, rows, reads)
             for patch, value in zip(chunk, setup.score_rows(resid, start, end, rows).split(
                     [len(p.rows) for p in chunk])):
                 scores[patch.index] = setup.score_patched(patch.rows, start, end, value)
@@ -594,11 +619,12 @@ def _norm(ln, x: Tensor) -> Tensor:
 
 def _unembed(setup: _Setup, resid: Tensor) -> Tensor:
     model = setup.model
-    return _norm(model.ln_final, resid) @ model.unembed.W_U + model.unembed.b_U
+    return _linear(_norm(model.ln_final, resid), model.unembed.W_U, model.unembed.b_U)
 
 
 def _resid_from(setup: _Setup, layer: int, stage: str, resid: Tensor, start: int, end: int,
-                rows: Tensor, extras: dict, trim: bool = True) -> tuple[Tensor, int]:
+                rows: Tensor, reads: dict, trim: bool = True,
+                record: dict[str, Tensor] | None = None) -> tuple[Tensor, int]:
     """The final residual stream at positions start..end-1 of batch ``rows``, resumed at ``(layer, stage)``.
 
     Mirrors ``TransformerBlock.forward`` on the model's weights without firing hooks.
@@ -607,14 +633,13 @@ def _resid_from(setup: _Setup, layer: int, stage: str, resid: Tensor, start: int
     run's, so attention reads their cached keys and values, and positions >= end cannot
     change earlier ones, so they are not computed (a bidirectional model has start 0, end n).
     With ``trim``, the last block's output starts at the first position the metric reads
-    (returned with the stream). ``extras``: whole activations of the entry layer that replace the computed ones ("q",
-    "k", "v", "pattern", "z"), and deltas added to receivers' inputs ((layer, "q"|"k"|"v",
-    head), (layer, "mlp"), (n_layers, "logits")).
+    (returned with the stream). ``reads``: deltas added to receivers' inputs ((layer,
+    "q"|"k"|"v", head), (layer, "mlp"), (n_layers, "logits")). ``record``: a dict that
+    receives the activations computed on the way by hook name (the stream, q, k, v, pattern,
+    z, attn_out, mlp_out), as ``_Setup.make`` caches a whole run (start 0, no trim, no reads).
     """
     model = setup.model
     cfg = model.cfg
-    replace = {key: value for key, value in extras.items() if isinstance(key, str)}
-    reads = {key: value for key, value in extras.items() if isinstance(key, tuple)}
     for index in range(layer, cfg.n_layers):
         block = model.blocks[index]
         if not (index == layer and stage == "mid"):
@@ -622,13 +647,22 @@ def _resid_from(setup: _Setup, layer: int, stage: str, resid: Tensor, start: int
             # metric reads: compute its keys and values there, but no output.
             last = index == cfg.n_layers - 1 and trim
             query = _first_read(setup, rows, start) if last else start
-            out = _attention(setup, index, resid, start, end, rows, replace if index == layer else {}, reads, query)
+            if record is not None:
+                record[f"blocks.{index}.hook_resid_pre"] = resid
+            out = _attention(setup, index, resid, start, end, rows, reads, query, record)
             resid, reads, start = resid[:, query - start:] + out, _trim(reads, query - start), query
+            if record is not None:
+                record[f"blocks.{index}.hook_attn_out"], record[f"blocks.{index}.hook_resid_mid"] = out, resid
         if block.mlp is not None:
             mlp_in = resid + reads.get((index, "mlp"), 0)
             mlp = block.mlp
-            hidden = mlp.act(_norm(block.ln2, mlp_in) @ mlp.W_in + mlp.b_in)  # [rows, end - start, d_mlp]
-            resid = resid + (hidden @ mlp.W_out + mlp.b_out)
+            hidden = mlp.act(_linear(_norm(block.ln2, mlp_in), mlp.W_in, mlp.b_in))  # [rows, end - start, d_mlp]
+            out = _linear(hidden, mlp.W_out, mlp.b_out)  # [rows, end - start, d_model]
+            resid = resid + out
+            if record is not None:
+                record[f"blocks.{index}.hook_mlp_out"] = out
+        if record is not None:
+            record[f"blocks.{index}.hook_resid_post"] = resid
     return resid + reads.get((cfg.n_layers, "logits"), 0), start  # [rows, end - start, d_model]
 
 
@@ -646,42 +680,61 @@ def _trim(reads: dict, drop: int) -> dict:
 
 
 def _attention(setup: _Setup, layer: int, resid: Tensor, start: int, end: int, rows: Tensor,
-               replace: dict, reads: dict, query: int) -> Tensor:
+               reads: dict, query: int, record: dict[str, Tensor] | None = None) -> Tensor:
     """One block's attention output [rows, end - query, d_model] for queries query..end-1.
 
-    Keys and values are computed for positions start..end-1 (query >= start).
+    Keys and values are computed for positions start..end-1 (query >= start), queries only
+    from ``query`` on.
 
     Plain matmuls over heads flattened into one dimension rather than the model's per-head
-    einsums: on these small shapes the einsums' permutes and the [.., head, d_model] result
-    tensor cost more than the arithmetic. Equal to the model's attention up to float rounding.
+    einsums, with bias and mask fused into them (addmm, baddbmm): on these small shapes the
+    einsums' permutes, the [.., head, d_model] result tensor and separate elementwise passes
+    cost more than the arithmetic. Equal to the model's attention up to float rounding.
     """
     attn = setup.model.blocks[layer].attn
     ln1 = setup.model.blocks[layer].ln1
     rows_n, p = resid.shape[:2]
     h, d = attn.W_Q.shape[0], attn.W_Q.shape[2]
-    if "z" not in replace:
-        W, b = _fused_qkv(setup, layer)
-        qkv = (_norm(ln1, resid) @ W + b).view(rows_n, p, 3, h, d)  # [rows, end - start, 3, head, d_head]
-        q, k, v = (replace[kind] if kind in replace else qkv[:, :, i] for i, kind in enumerate("qkv"))
-        for (r_layer, r_kind, *r_head), delta in reads.items():
-            if r_layer == layer and r_kind in ("q", "k", "v"):  # a receiver reading the stream plus a delta
-                i, head = "qkv".index(r_kind), r_head[0]
-                cols = slice((i * h + head) * d, (i * h + head + 1) * d)
-                q, k, v = (x.clone() if j == i else x for j, x in enumerate((q, k, v)))
-                (q, k, v)[i][:, :, head] = _norm(ln1, resid + delta) @ W[:, cols] + b[cols]
-        q = q[:, query - start:]
-        k, v = (_with_prefix(setup, f"blocks.{layer}.attn.hook_{kind}", x, start, rows)
-                for kind, x in (("k", k), ("v", v)))  # [rows, end, head, d_head]
-        if "pattern" in replace:
-            pattern = replace["pattern"][:, :, query - start:]  # [rows, head, query_pos - query, key_pos]
-        else:
-            scores = q.transpose(1, 2) @ k.permute(0, 2, 3, 1) / attn.scale  # [rows, head, query, key]
-            scores = scores.masked_fill(~attn.mask[query:end, :end], float("-inf"))
-            pattern = scores.softmax(dim=-1)
-        z = (pattern @ v.transpose(1, 2)).transpose(1, 2)  # [rows, end - query, head, d_head]
-    else:
-        z = replace["z"][:, query - start:]  # [rows, end - query, head, d_head]
-    return z.reshape(rows_n, end - query, h * d) @ attn.W_O.reshape(h * d, -1) + attn.b_O
+    skip = query - start  # leading positions that need keys and values but no query
+    W, b = _fused_qkv(setup, layer)  # [d_model, 3 * head * d_head]: the q, k, v columns in turn
+    x = _norm(ln1, resid)  # [rows, end - start, d_model]
+    q = _linear(x[:, skip:], W[:, :h * d], b[:h * d]).view(rows_n, p - skip, h, d)  # [rows, end - query, head, d_head]
+    kv = _linear(x, W[:, h * d:], b[h * d:]).view(rows_n, p, 2, h, d)
+    k, v = kv[:, :, 0], kv[:, :, 1]  # [rows, end - start, head, d_head]
+    for (r_layer, r_kind, *r_head), delta in reads.items():
+        if r_layer == layer and r_kind in ("q", "k", "v"):  # a receiver reading the stream plus a delta
+            i, head = "qkv".index(r_kind), r_head[0]
+            cols = slice((i * h + head) * d, (i * h + head + 1) * d)
+            moved = _norm(ln1, resid + delta)[:, skip if i == 0 else 0:]
+            q, k, v = (x.clone() if j == i else x for j, x in enumerate((q, k, v)))
+            (q, k, v)[i][:, :, head] = _linear(moved, W[:, cols], b[cols])
+    k, v = (_with_prefix(setup, f"blocks.{layer}.attn.hook_{kind}", x, start, rows)
+            for kind, x in (("k", k), ("v", v)))  # [rows, end, head, d_head]
+    by_head = q.transpose(1, 2).reshape(rows_n * h, p - skip, d)  # [rows * head, end - query, d_head]
+    scores = torch.baddbmm(_mask_bias(setup, query, end), by_head, k.permute(0, 2, 3, 1).reshape(
+        rows_n * h, d, end), alpha=1 / attn.scale)  # [rows * head, end - query, key_pos], masked
+    pattern = scores.softmax(dim=-1)
+    z = torch.bmm(pattern, v.transpose(1, 2).reshape(rows_n * h, end, d))  # [rows * head, end - query, d_head]
+    z = z.view(rows_n, h, p - skip, d).transpose(1, 2)  # [rows, end - query, head, d_head]
+    if record is not None:
+        record.update({f"blocks.{layer}.attn.hook_q": q, f"blocks.{layer}.attn.hook_k": k,
+                       f"blocks.{layer}.attn.hook_v": v, f"blocks.{layer}.attn.hook_z": z,
+                       f"blocks.{layer}.attn.hook_pattern": pattern.view(rows_n, h, p - skip, end)})
+    return _linear(z.reshape(rows_n, p - skip, h * d), attn.W_O.view(h * d, -1), attn.b_O)
+
+
+def _linear(x: Tensor, W: Tensor, b: Tensor) -> Tensor:
+    """``x @ W + b`` for x [..., d_in] as one fused matmul-and-add (addmm)."""
+    return torch.addmm(b, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], W.shape[1])
+
+
+def _mask_bias(setup: _Setup, query: int, end: int) -> Tensor:
+    """The attention mask for queries query..end-1 as an additive [query_pos, key_pos] bias (0 or -inf)."""
+    key = ("mask", query, end)
+    if key not in setup.fused:
+        mask = setup.model.blocks[0].attn.mask[query:end, :end]
+        setup.fused[key] = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
+    return setup.fused[key]
 
 
 def _fused_qkv(setup: _Setup, layer: int) -> tuple[Tensor, Tensor]:
