@@ -320,16 +320,22 @@ class _Setup:
         terms[scored] = logits.gather(-1, clean[:, None])[:, 0] - logits.gather(-1, corrupt[:, None])[:, 0]
         return terms
 
-    def score_patched(self, rows: Tensor, start: int, end: int, value: Tensor) -> float:
-        """The score of the base run with ``rows`` at positions start..end-1 replaced by ``value``."""
+    def score_patched(self, patches: list[_Patch], start: int, end: int, value: Tensor) -> list[float]:
+        """The scores of a chunk of patches: for each, the base run with its rows at positions
+        start..end-1 replaced by its part of ``value`` (``score_rows`` of the chunk)."""
+        parts = value.split([len(p.rows) for p in patches])
         if self.scored is None:
-            logits = self.base_logits.clone()
-            logits[rows, start:end] = value
-            return self.score(logits)
-        terms = self.base_diff.clone()
-        terms[rows, start:end] = value
-        total = terms.sum() / self.scored.sum().clamp(min=1)  # as logit_diff sums them
-        return (float(total) - self.corrupted_metric) / (self.clean_metric - self.corrupted_metric)
+            scores = []
+            for patch, part in zip(patches, parts):
+                logits = self.base_logits.clone()
+                logits[patch.rows, start:end] = part
+                scores.append(self.score(logits))
+            return scores
+        # logit_diff's sum over the base run's terms, changed by each patch's rows.
+        base = self.base_diff[:, start:end]  # [batch, end - start]
+        changes = torch.stack([(part - base[patch.rows]).sum() for patch, part in zip(patches, parts)])
+        totals = (self.base_diff.sum() + changes) / self.scored.sum().clamp(min=1)  # [patches]
+        return ((totals - self.corrupted_metric) / (self.clean_metric - self.corrupted_metric)).tolist()
 
     def result(self, target: str, axes: tuple[str, ...], scores: Tensor) -> PatchingResult:
         return PatchingResult(target, scores, axes, self.clean_metric, self.corrupted_metric, self.direction)
@@ -382,10 +388,11 @@ class _Patch:
     Only ``rows`` (the batch rows whose patched slice differs from the base run's and whose
     metric can see it) are recomputed; every other row keeps the base run's logits, exactly.
     ``firsts`` [len(rows)] holds each row's first changed position (0 in a bidirectional
-    model). ``build(start, end, rows)`` gives, for those rows and positions start..end-1, the
-    residual stream at the entry point [rows, end - start, d_model] and the deltas the
-    forward adds to receivers' inputs on the way ({(layer, "k", head): [rows, end - start,
-    d_model]}, path patching; empty otherwise).
+    model). ``apply(resid, start, end, rows)`` patches, in place, those rows' residual
+    stream at the entry point for positions start..end-1 ([rows, end - start, d_model],
+    holding the base run's ``stream`` there), and returns the deltas the forward adds to
+    receivers' inputs on the way ({(layer, "k", head): [rows, end - start, d_model]}, path
+    patching; empty otherwise).
     """
 
     index: tuple[int, ...]
@@ -393,7 +400,8 @@ class _Patch:
     stage: str  # "pre": the block's input; "mid": after its attention
     rows: Tensor  # [changed rows], long; empty: the patch changes nothing the metric reads
     firsts: Tensor  # [changed rows], long
-    build: Callable[[int, int, Tensor], tuple[Tensor, dict]] = field(repr=False)
+    stream: str  # the cached stream at the entry point, e.g. "blocks.1.hook_resid_mid"
+    apply: Callable[[Tensor, int, int, Tensor], dict] = field(repr=False)
     group: tuple = ()  # patches of one group can share a forward
 
 
@@ -438,14 +446,13 @@ def _activation_patch(setup: _Setup, target: str, index: tuple[int, ...]) -> _Pa
         "mlp_out": ((layer + 1, "pre"), f"blocks.{layer}.hook_resid_post", f"blocks.{layer}.hook_resid_mid"),
     }[target]
 
-    def build(start: int, end: int, rows: Tensor) -> tuple[Tensor, dict]:
-        resid = base[stream][rows, start:end]  # [rows, end - start, d_model], a copy
+    def apply(resid: Tensor, start: int, end: int, rows: Tensor) -> dict:
         if start <= pos < end:
             patched = source[name][rows, pos]
             resid[:, pos - start] = patched if addend is None else base[addend][rows, pos] + patched
-        return resid, {}
+        return {}
 
-    return _Patch(index, *entry, rows, firsts, build, group=entry)
+    return _Patch(index, *entry, rows, firsts, stream, apply, group=entry)
 
 
 def _head_patch(setup: _Setup, target: str, index: tuple[int, ...]) -> _Patch:
@@ -481,16 +488,15 @@ def _head_patch(setup: _Setup, target: str, index: tuple[int, ...]) -> _Patch:
         v = (source if hook == "v" else base)[prefix + "v"][rows, :end, head]  # [rows, end, d_head]
         return torch.bmm(pattern, v)
 
-    def build(start: int, end: int, rows: Tensor) -> tuple[Tensor, dict]:
-        resid = base[f"blocks.{layer}.hook_resid_mid"][rows, start:end]  # [rows, end - start, d_model], a copy
+    def apply(resid: Tensor, start: int, end: int, rows: Tensor) -> dict:
         z_base = base[prefix + "z"]  # [batch, pos, head, d_head]
         if pos is None:
             resid += (patched_z(start, end, rows) - z_base[rows, start:end, head]) @ W_O
         elif start <= pos < end:
             resid[:, pos - start] += (source[name][rows, pos, head] - z_base[rows, pos, head]) @ W_O
-        return resid, {}
+        return {}
 
-    return _Patch(index, layer, "mid", rows, firsts, build, group=(layer, "mid"))
+    return _Patch(index, layer, "mid", rows, firsts, f"blocks.{layer}.hook_resid_mid", apply, group=(layer, "mid"))
 
 
 @dataclass(frozen=True)
@@ -558,15 +564,15 @@ def _path_patch(setup: _Setup, plan: _PathPlan, sender: tuple[int, int]) -> _Pat
     stream = (f"blocks.{entry[0]}.hook_resid_{entry[1]}" if entry[0] < cfg.n_layers
               else f"blocks.{cfg.n_layers - 1}.hook_resid_post")
 
-    def build(start: int, end: int, rows: Tensor) -> tuple[Tensor, dict]:
+    def apply(resid: Tensor, start: int, end: int, rows: Tensor) -> dict:
         d = delta[rows, start:end]
         reads = {(r_layer, plan.receiver_input, r_head): d for r_layer, r_head in plan.heads}
         reads.update({(r_layer, "mlp"): d for r_layer in plan.mlps})
         if plan.logits:
             reads[(cfg.n_layers, "logits")] = d
-        return setup.base[stream][rows, start:end], reads
+        return reads
 
-    return _Patch(sender, *entry, rows, firsts, build, group=entry)
+    return _Patch(sender, *entry, rows, firsts, stream, apply, group=entry)
 
 
 def _chunks(setup: _Setup, group: list[_Patch]):
@@ -603,13 +609,14 @@ def _run_patches(setup: _Setup, patches: list[_Patch], shape: tuple[int, ...]) -
             rows = torch.cat([p.rows for p in chunk])  # [rows]
             start = int(torch.cat([p.firsts for p in chunk]).min())
             end = int(setup.reads_until[rows].max())
-            built = [p.build(start, end, p.rows) for p in chunk]
-            resid = torch.cat([r for r, _ in built])  # [rows, end - start, d_model]
-            reads = {key: torch.cat([e[key] for _, e in built]) for key in built[0][1]}
+            resid = setup.base[chunk[0].stream][rows, start:end]  # [rows, end - start, d_model], a copy
+            applied = [p.apply(part, start, end, p.rows) for p, part in zip(chunk, resid.split(
+                [len(p.rows) for p in chunk]))]
+            reads = {key: torch.cat([a[key] for a in applied]) for key in applied[0]}
             resid, start = _resid_from(setup, chunk[0].layer, chunk[0].stage, resid, start, end, rows, reads)
-            for patch, value in zip(chunk, setup.score_rows(resid, start, end, rows).split(
-                    [len(p.rows) for p in chunk])):
-                scores[patch.index] = setup.score_patched(patch.rows, start, end, value)
+            value = setup.score_rows(resid, start, end, rows)
+            for patch, score in zip(chunk, setup.score_patched(chunk, start, end, value)):
+                scores[patch.index] = score
     return scores
 
 
