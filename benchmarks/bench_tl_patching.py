@@ -47,6 +47,7 @@ from toylab.interop.transformer_lens import (  # noqa: E402
     to_transformer_lens,
 )
 from toylab.methods import activation_patching  # noqa: E402
+from toylab.methods.patching import _Setup  # noqa: E402  (its two runs: the fixed cost of a sweep)
 from toylab.zoo import load  # noqa: E402
 
 from timing import best_time  # noqa: E402  (benchmarks/timing.py, beside this script)
@@ -92,6 +93,9 @@ def main() -> int:
                 sweep_s, theirs = best_time(lambda t=target: tl_activation_patching(tl_model, pair, t, inputs=inputs), 2)
                 tl_s = setup_s + sweep_s
                 toy_s, ours = best_time(lambda t=target: activation_patching(zm.model, pair, t), args.repeats)
+                # The clean and corrupted runs every sweep needs before its first patch: the
+                # speed-up if every patch were free.
+                runs_s, _ = best_time(lambda t=target: _Setup.make(zm.model, pair, t, None, "denoise"), args.repeats)
                 error = (ours.scores - theirs).abs().max().item()
                 speedup = tl_s / toy_s
                 worst_speedup, worst_error = min(worst_speedup, speedup), max(worst_error, error)
@@ -99,7 +103,7 @@ def main() -> int:
                 patches = n_patches(zm.model.cfg, target, n_pos)
                 print(f"  {backend:<6} {target:<9} {patches:4d} patches | TL {tl_s * 1e3:7.1f} ms"
                       f" ({patches / tl_s:5.0f}/s) | toylab {toy_s * 1e3:6.1f} ms ({patches / toy_s:5.0f}/s)"
-                      f" | {speedup:6.1f}x | max |toylab - TL| {error:.1e}")
+                      f" | {speedup:5.1f}x (ceiling {tl_s / runs_s:5.1f}x) | max |toylab - TL| {error:.1e}")
     ok = worst_speedup >= MIN_SPEEDUP and worst_error <= MAX_ERROR
     print(f"{met} of {sweeps} sweeps >= {MIN_SPEEDUP:.0f}x faster in toylab (slowest {worst_speedup:.1f}x); "
           f"largest |toylab - TL| {worst_error:.1e} (need <= {MAX_ERROR:.0e}): {'OK' if ok else 'NOT MET'}")

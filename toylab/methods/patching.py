@@ -649,11 +649,12 @@ def _resid_from(setup: _Setup, layer: int, stage: str, resid: Tensor, start: int
     cfg = model.cfg
     for index in range(layer, cfg.n_layers):
         block = model.blocks[index]
-        if not (index == layer and stage == "mid"):
-            # The last block's queries before the first scored position feed nothing the
-            # metric reads: compute its keys and values there, but no output.
-            last = index == cfg.n_layers - 1 and trim
-            query = _first_read(setup, rows, start) if last else start
+        # The last block's outputs before the first scored position feed nothing the metric
+        # reads: compute its keys and values there, but no queries, attention output or MLP.
+        query = _first_read(setup, rows, start) if index == cfg.n_layers - 1 and trim else start
+        if index == layer and stage == "mid":
+            resid, reads, start = resid[:, query - start:], _trim(reads, query - start), query
+        else:
             if record is not None:
                 record[f"blocks.{index}.hook_resid_pre"] = resid
             out = _attention(setup, index, resid, start, end, rows, reads, query, record)
