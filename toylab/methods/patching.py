@@ -231,6 +231,7 @@ class _Setup:
     corrupted_metric: float = float("nan")
     base_metric: float = float("nan")
     fused: dict = field(default_factory=dict)  # weights laid out once per call (_fused_qkv, _mask_bias)
+    differs: dict = field(default_factory=dict)  # hook name -> where the two runs differ (_changed_rows)
 
     @classmethod
     @torch.no_grad()
@@ -405,22 +406,25 @@ class _Patch:
     group: tuple = ()  # patches of one group can share a forward
 
 
-def _changed_rows(setup: _Setup, name: str, select: tuple, pos: int | None,
-                  pos_dim: int | None = None) -> tuple[Tensor, Tensor]:
-    """The rows a patch changes and each one's first changed position.
+def _changed_rows(setup: _Setup, name: str, head: int | None = None,
+                  pos: int | None = None) -> tuple[Tensor, Tensor]:
+    """The rows a patch of ``name`` changes and each one's first changed position.
 
-    ``pos``: the one position the slice holds, or None when it spans positions along
-    ``pos_dim`` (a dimension of the sliced tensor, whose dimension 0 is batch). Rows whose
-    change lies past every position the metric reads (causal models) are left out: the
-    metric cannot see it.
+    The patch replaces one head's slice if ``head`` is given, one position if ``pos`` is,
+    every position otherwise. Rows whose change lies past every position the metric reads
+    (causal models) are left out: the metric cannot see it.
     """
-    differs = setup.source[name][select] != setup.base[name][select]  # [batch, ...]
+    if name not in setup.differs:  # once per hook: where the two runs differ
+        differs = (setup.source[name] != setup.base[name]).any(dim=-1)
+        # [batch, pos] for the stream, [batch, pos, head] for q, k, v and z; the pattern's
+        # [batch, head, query_pos] turned to match (a head's z changes from its first changed query).
+        setup.differs[name] = differs.transpose(1, 2) if name.endswith("hook_pattern") else differs
+    per_pos = setup.differs[name] if head is None else setup.differs[name][:, :, head]  # [batch, pos]
     if pos is None:
-        per_pos = differs.movedim(pos_dim, 1).reshape(differs.shape[0], differs.shape[pos_dim], -1).any(dim=2)
-        changed = per_pos.any(dim=1)  # per_pos: [batch, pos]
+        changed = per_pos.any(dim=1)
         firsts = per_pos.int().argmax(dim=1)  # the first True
     else:
-        changed = differs.reshape(differs.shape[0], -1).any(dim=1)
+        changed = per_pos[:, pos]
         firsts = torch.full_like(changed, pos, dtype=torch.long)
     if setup.model.cfg.attention_dir != "causal":
         firsts = torch.zeros_like(firsts)
@@ -434,8 +438,8 @@ def _activation_patch(setup: _Setup, target: str, index: tuple[int, ...]) -> _Pa
         return _head_patch(setup, target, index)
     base, source = setup.base, setup.source
     layer, pos = index
-    name, select = _hook_and_slice(target, index)
-    rows, firsts = _changed_rows(setup, name, select, pos)
+    name = f"blocks.{layer}.hook_{target}"
+    rows, firsts = _changed_rows(setup, name, pos=pos)
     # The stream where the patch lands, and the activation the patched one adds to there,
     # added as the model adds it so the two paths round alike.
     entry, stream, addend = {
@@ -467,10 +471,8 @@ def _head_patch(setup: _Setup, target: str, index: tuple[int, ...]) -> _Patch:
     layer, head = index[:2]
     pos = index[2] if target == "head_pos" else None
     hook = _HEAD_HOOK[target]
-    name, select = _hook_and_slice(target, index)
-    # Sliced, each target's dimension 1 is its (query) position: a head's z changes from the
-    # first position where its q, v, z or pattern row changes (a changed key moves no earlier query).
-    rows, firsts = _changed_rows(setup, name, select, pos, None if pos is not None else 1)
+    name = f"blocks.{layer}.attn.hook_{hook}"
+    rows, firsts = _changed_rows(setup, name, head, pos)
     attn = setup.model.blocks[layer].attn
     W_O = attn.W_O[head]  # [d_head, d_model]
     prefix = f"blocks.{layer}.attn.hook_"
@@ -557,7 +559,7 @@ def _path_patch(setup: _Setup, plan: _PathPlan, sender: tuple[int, int]) -> _Pat
     W_O = setup.model.blocks[layer].attn.W_O[head]  # [d_head, d_model]
     # The head's hook_result in the source run minus the base run's: z @ W_O of each.
     delta = setup.source[name][:, :, head] @ W_O - setup.base[name][:, :, head] @ W_O  # [batch, pos, d_model]
-    rows, firsts = _changed_rows(setup, name, (slice(None), slice(None), head), None, 1)
+    rows, firsts = _changed_rows(setup, name, head)
     entries = [(r_layer, "pre") for r_layer, _ in plan.heads] + [(r_layer, "mid") for r_layer in plan.mlps]
     entries.append((cfg.n_layers, "pre") if plan.logits else (cfg.n_layers + 1, "pre"))
     entry = min(entries, key=lambda e: (e[0], e[1] == "mid"))
