@@ -1,6 +1,5 @@
 """Snapshots of the weights along a run: written atomically, loaded in order, kept across resumes."""
 
-import signal
 
 import pytest
 import torch
@@ -18,22 +17,6 @@ CFG = TrainConfig(steps=22, lr=3e-3, eval_every=8, checkpoint_every=5, seed=3)
 EXPECTED_STEPS = [0, 4, 8, 12, 16, 20, 22]  # step 0, every 4, and the last step
 
 
-class SigintAt(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, run):
-        if run.step == self.step:
-            signal.raise_signal(signal.SIGINT)
-
-
-class CrashAt(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, run):
-        if run.step == self.step:
-            raise RuntimeError("power cut")
 
 
 class Keep(Callback):
@@ -65,14 +48,14 @@ def test_snapshots_round_trip_exactly(tmp_path):
     assert [s for s, _ in load_snapshots(tmp_path, MODEL)] == EXPECTED_STEPS
 
 
-@pytest.mark.parametrize("interrupt", [SigintAt(13), CrashAt(14)])
-def test_a_resumed_run_writes_the_same_snapshots_as_an_uninterrupted_one(tmp_path, interrupt):
+@pytest.mark.parametrize("interrupt", [("sigint", 13), ("crash", 14)])
+def test_a_resumed_run_writes_the_same_snapshots_as_an_uninterrupted_one(tmp_path, interrupt, interrupt_at):
     train(MODEL, TASK, CFG, out_dir=tmp_path / "straight", callbacks=[Snapshots(tmp_path / "straight/snaps", 4)],
           progress=False)
     with pytest.raises((TrainingInterrupted, RuntimeError)):
         train(MODEL, TASK, CFG, out_dir=tmp_path / "resumed",
-              callbacks=[Snapshots(tmp_path / "resumed/snaps", 4), interrupt], progress=False)
-    # CrashAt(14): the last checkpoint is step 10, so step 12's snapshot is replayed on resume
+              callbacks=[Snapshots(tmp_path / "resumed/snaps", 4), interrupt_at(*interrupt)], progress=False)
+    # ("crash", 14): the last checkpoint is step 10, so step 12's snapshot is replayed on resume
     assert snapshot_steps(tmp_path / "resumed/snaps") == [0, 4, 8, 12]
     train(MODEL, TASK, CFG, out_dir=tmp_path / "resumed", callbacks=[Snapshots(tmp_path / "resumed/snaps", 4)],
           progress=False)

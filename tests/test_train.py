@@ -42,35 +42,18 @@ def test_training_learns_and_records_history():
     assert evaluate(result.model, MODADD)["train/accuracy"] == 1.0
 
 
-class SigintAt(Callback):
-    """Simulates the user pressing Ctrl-C during step ``step``."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, run):
-        if run.step == self.step:
-            signal.raise_signal(signal.SIGINT)
-
-
-class CrashAt(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, run):
-        if run.step == self.step:
-            raise RuntimeError("power cut")
 
 
 @pytest.mark.parametrize("task,model_cfg,batch_size", [(MODADD, MODADD_MODEL, None), (INDUCTION, INDUCTION_MODEL, 8)])
-def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path, task, model_cfg, batch_size):
+def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path, task, model_cfg, batch_size, interrupt_at):
     cfg = dataclasses.replace(SHORT, batch_size=batch_size)
     straight = train(model_cfg, task, cfg, out_dir=tmp_path / "straight", progress=False)
 
     # Whatever handler was there before (Python's default, or SIG_IGN under nohup) comes back.
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(TrainingInterrupted, match="interrupted at step 13"):
-        train(model_cfg, task, cfg, out_dir=tmp_path / "resumed", callbacks=[SigintAt(13)], progress=False)
+        train(model_cfg, task, cfg, out_dir=tmp_path / "resumed", callbacks=[interrupt_at("sigint", 13)],
+              progress=False)
     assert (tmp_path / "resumed/checkpoints/LATEST").read_text() == "step-0000013"
     assert signal.getsignal(signal.SIGINT) is before  # handler restored
 
@@ -81,10 +64,10 @@ def test_ctrl_c_saves_and_resume_matches_an_uninterrupted_run(tmp_path, task, mo
     assert not (tmp_path / "resumed/checkpoints").exists()  # cleaned up once finished
 
 
-def test_crash_resumes_from_the_last_periodic_checkpoint(tmp_path):
+def test_crash_resumes_from_the_last_periodic_checkpoint(tmp_path, interrupt_at):
     straight = train(MODADD_MODEL, MODADD, SHORT, progress=False)
     with pytest.raises(RuntimeError, match="power cut"):
-        train(MODADD_MODEL, MODADD, SHORT, out_dir=tmp_path, callbacks=[CrashAt(13)], progress=False)
+        train(MODADD_MODEL, MODADD, SHORT, out_dir=tmp_path, callbacks=[interrupt_at("crash", 13)], progress=False)
     assert (tmp_path / "checkpoints/LATEST").read_text() == "step-0000010"
     resumed = train(MODADD_MODEL, MODADD, SHORT, out_dir=tmp_path, progress=False)
     assert weights_equal(straight.model, resumed.model)
@@ -93,25 +76,25 @@ def test_crash_resumes_from_the_last_periodic_checkpoint(tmp_path):
     assert set(card["versions"]) >= {"toylab", "torch", "python"}
 
 
-def test_finished_run_is_loaded_not_retrained(tmp_path):
+def test_finished_run_is_loaded_not_retrained(tmp_path, interrupt_at):
     first = train(MODADD_MODEL, MODADD, SHORT, out_dir=tmp_path, progress=False)
-    again = train(MODADD_MODEL, MODADD, SHORT, out_dir=tmp_path, callbacks=[CrashAt(1)], progress=False)
+    again = train(MODADD_MODEL, MODADD, SHORT, out_dir=tmp_path, callbacks=[interrupt_at("crash", 1)], progress=False)
     assert weights_equal(first.model, again.model)
     assert again.history == first.history
 
 
-def test_a_folder_holding_another_run_is_refused(tmp_path):
+def test_a_folder_holding_another_run_is_refused(tmp_path, interrupt_at):
     with pytest.raises(RuntimeError):
-        train(MODADD_MODEL, MODADD, SHORT, out_dir=tmp_path, callbacks=[CrashAt(2)], progress=False)
+        train(MODADD_MODEL, MODADD, SHORT, out_dir=tmp_path, callbacks=[interrupt_at("crash", 2)], progress=False)
     with pytest.raises(ValueError, match=r"train.lr is 0.003 there, 0.001 here"):
         train(MODADD_MODEL, MODADD, dataclasses.replace(SHORT, lr=1e-3), out_dir=tmp_path, progress=False)
 
 
-def test_corrupted_resume_checkpoint_is_a_clear_error(tmp_path):
+def test_corrupted_resume_checkpoint_is_a_clear_error(tmp_path, interrupt_at):
     from toylab.checkpoint import CheckpointError
 
     with pytest.raises(RuntimeError):
-        train(MODADD_MODEL, MODADD, SHORT, out_dir=tmp_path, callbacks=[CrashAt(7)], progress=False)
+        train(MODADD_MODEL, MODADD, SHORT, out_dir=tmp_path, callbacks=[interrupt_at("crash", 7)], progress=False)
     optimizer = tmp_path / "checkpoints/step-0000005/optimizer.pt"
     optimizer.write_bytes(optimizer.read_bytes()[:40])
     with pytest.raises(CheckpointError, match="optimizer state .* unreadable"):
