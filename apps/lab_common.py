@@ -31,7 +31,7 @@ from toylab.tasks import ModularAddition
 from toylab.train import Callback, train
 from toylab.checkpoint import read_json
 from toylab.methods.detectors import DETECTORS, head_scores, target_positions
-from toylab.truth import components as comp
+from toylab import components as comp
 from toylab.viz import TRUTH_COLOR  # noqa: F401  (the landing page shows the outline style)
 
 # Hook points are shared state on the model: two sessions running forwards with hooks on
@@ -324,7 +324,7 @@ LIVE_PRIMES = (53, 59, 61)  # small enough to grok in seconds with modadd-tiny's
 @st.cache_data(show_spinner="Loading the shipped run's progress measures...")
 def shipped_progress(name: str) -> methods.ProgressMeasures:
     """The progress measures shipped with zoo model ``name`` (``progress.json``)."""
-    return methods.load_shipped_progress(name)
+    return zoo.load_shipped_progress(name)
 
 
 def live_run(p: int, seed: int, on_step: Callable[[int, int], None]) -> dict[str, Any]:

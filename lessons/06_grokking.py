@@ -273,14 +273,14 @@ for c_ in methods.check_key_frequencies(model, task, zm.truth.claims["key_freque
 #
 # With the algorithm known, it can be measured along training. The zoo ships *progress
 # measures* taken at checkpoints of the model's training run
-# (`methods.load_shipped_progress`; `toylab progress NAME` recomputes them, and
-# `methods.grokking_run` retrains with snapshots): train and test loss, and the restricted
+# (`toylab.zoo.load_shipped_progress`; `toylab progress NAME` recomputes them, and
+# `toylab.zoo.grokking_run` retrains with snapshots): train and test loss, and the restricted
 # and excluded loss against the final model's key frequencies, the Gini sparsity of the
 # embedding in the Fourier basis, and the total squared weight norm.
 
 # %%
 PROGRESS_MODEL = "modadd-113"
-measures = methods.load_shipped_progress(PROGRESS_MODEL)
+measures = toylab.zoo.load_shipped_progress(PROGRESS_MODEL)
 print(f"{PROGRESS_MODEL}: {len(measures)} checkpoints, steps {measures.steps[0]} .. {measures.steps[-1]}, "
       f"key frequencies {list(measures.key_frequencies)}")
 viz.progress_curves(measures, show_phases=False, title=f"{PROGRESS_MODEL}: progress measures")

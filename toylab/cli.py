@@ -127,7 +127,8 @@ def cmd_truth(args: argparse.Namespace) -> int:
 
 
 def cmd_progress(args: argparse.Namespace) -> int:
-    from toylab.methods.progress import PROGRESS_FILE, grokking_run, progress_dir
+    from toylab.methods.progress import PROGRESS_FILE
+    from toylab.zoo import grokking_run, progress_dir
 
     rec = zoo.recipe(args.name)
     seed = rec.train.seed if args.seed is None else args.seed

@@ -6,7 +6,7 @@ import streamlit as st
 
 from toylab import viz
 from toylab.methods.patching import DIRECTIONS
-from toylab.truth import components as comp
+from toylab import components as comp
 
 st.title("3 Activation and path patching")
 st.caption(

@@ -22,7 +22,7 @@ important_heads = {head for head, score in heads.top(8) if score >= 0.1}
 
 
 # %% exercise="patching.path_patch_k"
-from toylab.truth.components import parse
+from toylab.components import parse
 
 
 def path_patch_k(model, pair, sender, receiver):

@@ -26,7 +26,7 @@ from toylab.interop.transformer_lens import (
 from toylab.methods import ablate, activation_patching, path_patching
 from toylab.models import SuperpositionConfig, ToyModel
 from toylab.tasks import logit_diff
-from toylab.truth import components as comp
+from toylab import components as comp
 
 TOL = 1e-5
 BACKENDS = ("hooked", "bridge")

@@ -4,8 +4,8 @@ import pytest
 
 from toylab.interop import TLSite, tl_site, tl_truth
 from toylab.models import TransformerConfig
-from toylab.truth import components as comp
-from toylab.truth.components import Edge
+from toylab import components as comp
+from toylab.components import Edge
 
 CFG = TransformerConfig(n_layers=2, d_model=16, n_heads=3, d_head=4, d_vocab=10, n_ctx=8, d_mlp=32)
 ATTN_ONLY = TransformerConfig(n_layers=2, d_model=16, n_heads=3, d_head=4, d_vocab=10, n_ctx=8)

@@ -218,10 +218,10 @@ def key_frequency_mistakes():
 
 def halfway_mistakes():
     """Swapped, and train loss for test loss (from the shipped run, if it ships yet)."""
-    from toylab import methods
+    from toylab import zoo
     from toylab.lessons.checks.grokking import PROGRESS_MODEL, _halfway
 
-    m = methods.load_shipped_progress(PROGRESS_MODEL)
+    m = zoo.load_shipped_progress(PROGRESS_MODEL)
     r, t, tr = (_halfway(m, f"{k}_loss")[0] for k in ("restricted", "test", "train"))
     return [{"restricted": t, "test": r}, {"restricted": r, "test": tr}, {"restricted": 1}, [r, t]]
 

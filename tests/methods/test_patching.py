@@ -14,8 +14,8 @@ from toylab.methods.patching import (
 )
 from toylab.models import Transformer, TransformerConfig
 from toylab.tasks.base import IGNORE, Batch, CounterfactualPair, logit_diff
-from toylab.truth import components as comp
-from toylab.truth.ablation import ablated_logits
+from toylab import components as comp
+from toylab.interventions import ablated_logits
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,11 @@ from toylab.methods.progress import (
     embedding_fourier_norms,
     fourier_gini,
     gini,
-    grokking_run,
-    load_shipped_progress,
     progress_measures,
-    ship_progress,
     weight_norm,
 )
 from toylab.models import Transformer
+from toylab.zoo.grokking import grokking_run, load_shipped_progress, ship_progress
 from toylab.snapshots import Snapshots
 from toylab.tasks import Induction, ModularAddition
 from toylab.train import train

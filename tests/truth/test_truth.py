@@ -5,7 +5,7 @@ import pytest
 from toylab import checkpoint as ckpt
 from toylab.models import TransformerConfig
 from toylab.truth import AttentionRole, CausalVariable, Edge, Truth
-from toylab.truth import components as comp
+from toylab import components as comp
 
 CFG = TransformerConfig(n_layers=2, d_model=16, n_heads=2, d_head=8, d_vocab=7, n_ctx=6, d_mlp=32)
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from toylab import zoo
-from toylab.truth import components as comp
-from toylab.truth.ablation import ablated_logits
+from toylab import components as comp
+from toylab.interventions import ablated_logits
 from toylab.validate import baselines as B
 from toylab.validate.metrics import auroc
 from toylab.validate.protocol import Circuit, EdgeScores, NodeScores, Problem, normalise

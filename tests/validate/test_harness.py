@@ -8,7 +8,7 @@ import torch
 
 import toylab
 from toylab.truth import FeatureDirection
-from toylab.truth.components import Edge
+from toylab.components import Edge
 from toylab.validate import Featuriser, FeatureDirections, Problem, score, subjects
 from toylab.validate.harness import run_one
 

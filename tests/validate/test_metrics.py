@@ -5,7 +5,7 @@ import math
 import pytest
 
 import toylab
-from toylab.truth import components as comp
+from toylab import components as comp
 from toylab.validate import metrics as mt
 
 UNIVERSE = ["a", "b", "c", "d"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import toylab
-from toylab.truth.components import Edge
+from toylab.components import Edge
 from toylab.validate import (
     Circuit,
     EdgeScores,

@@ -7,7 +7,7 @@ Axis names (of the activations a site points into):
     d_model, d_head  residual stream width, width of one head's z
 
 toylab names components by id (``L1H2``, ``MLP0``, ``MLP0N7``, ``embed``, ``logits``; see
-``toylab.truth.components``); a TransformerLens user addresses the same things by hook
+``toylab.components``); a TransformerLens user addresses the same things by hook
 name and head index. ``tl_site`` translates one, ``tl_truth`` a whole truth:
 
     output of a component (a sender, or a node's activation)
@@ -35,8 +35,8 @@ from typing import Any
 
 from toylab.models import TransformerConfig
 from toylab.truth import Truth
-from toylab.truth import components as comp
-from toylab.truth.components import Edge
+from toylab import components as comp
+from toylab.components import Edge
 
 FLAG_FOR_HOOK = {"q_input": "use_split_qkv_input", "k_input": "use_split_qkv_input",
                  "v_input": "use_split_qkv_input", "mlp_in": "use_hook_mlp_in",

@@ -75,11 +75,7 @@ from toylab.methods.progress import (
     embedding_fourier_norms,
     fourier_gini,
     gini,
-    grokking_run,
-    load_shipped_progress,
-    progress_dir,
     progress_measures,
-    ship_progress,
     weight_norm,
 )
 from toylab.methods.superposition import (
@@ -161,11 +157,7 @@ __all__ = [
     "embedding_fourier_norms",
     "fourier_gini",
     "gini",
-    "grokking_run",
-    "load_shipped_progress",
-    "progress_dir",
     "progress_measures",
-    "ship_progress",
     "weight_norm",
     "FeatureStatus",
     "PhaseDiagram",

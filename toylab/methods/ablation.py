@@ -37,7 +37,7 @@ from torch import Tensor
 from toylab.hooks import HookPoint, UnknownNameError
 from toylab.models import Transformer
 from toylab.tasks.base import CounterfactualPair, logit_diff
-from toylab.truth import components as comp
+from toylab import components as comp
 
 ABLATIONS = ("zero", "mean", "resample")
 

@@ -45,7 +45,7 @@ from torch import Tensor
 from toylab.hooks import UnknownNameError
 from toylab.models import Transformer
 from toylab.models.layernorm import LayerNorm
-from toylab.truth import components as comp
+from toylab import components as comp
 
 COMPOSITIONS = ("q", "k", "v")
 

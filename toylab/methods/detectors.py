@@ -35,7 +35,7 @@ class HeadScores:
 
     def __getitem__(self, head: str) -> float:
         """The score of a head by component id, e.g. ``scores["L1H2"]``."""
-        from toylab.truth.components import parse
+        from toylab.components import parse
 
         kind, layer, index = parse(head)
         if kind != "head":

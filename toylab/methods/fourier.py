@@ -35,17 +35,15 @@ import math
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from toylab.methods.check import Check
 from toylab.models import Transformer
 from toylab.tasks import ModularAddition, Task
-
-if TYPE_CHECKING:
-    from toylab.truth.certify import Check
 
 SPLITS = ("train", "test", "all")
 
@@ -356,13 +354,10 @@ def check_key_frequencies(model: Transformer, task: Task, freqs: Iterable[int]) 
     ~7-8 and excluded ~ the full loss, failing sufficiency and necessity by orders of
     magnitude; an untrained model fails necessity (excluded ~ full ~ log p).
 
-    Returns ``toylab.truth.certify.Check`` objects (name, value, op, threshold; ``.passed``).
+    Returns ``toylab.methods.check.Check`` objects (name, value, op, threshold; ``.passed``).
     Raises ValueError on an empty or invalid frequency list. The signature fits
     ``toylab.truth.certify.CLAIM_CHECKS["key_frequencies"]``.
     """
-    # Imported here, not at the top: toylab.truth.certify imports toylab.methods.
-    from toylab.truth.certify import Check
-
     task = _check_model_task(model, task)
     freq_tuple = _check_freqs(freqs, task.p)
     if not freq_tuple:

@@ -47,7 +47,7 @@ from torch.nn.utils.parametrizations import orthogonal
 from toylab.hooks import UnknownNameError
 from toylab.models import Transformer
 from toylab.tasks import IGNORE, Batch
-from toylab.truth.algorithm import Algorithm
+from toylab.tasks.algorithm import Algorithm
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,8 @@ def variable_site(truth, variable: str, n_pos: int) -> Site:
     A head ``L{l}H{h}`` gives ``blocks.{l}.attn.hook_z`` (head h), an MLP ``MLP{l}``
     ``blocks.{l}.hook_mlp_out``. The variable must sit in one component at one position.
     """
-    from toylab.truth import components as comp
-    from toylab.truth.ablation import position_mask
+    from toylab import components as comp
+    from toylab.interventions import position_mask
 
     found = [v for v in truth.variables if v.name == variable]
     if not found:

@@ -38,7 +38,7 @@ from toylab.hooks import UnknownNameError
 from toylab.models import Transformer
 from toylab.models.layernorm import LayerNorm
 from toylab.tasks.base import IGNORE, Batch, CounterfactualPair
-from toylab.truth import components as comp
+from toylab import components as comp
 
 
 def _stages(model: Transformer) -> list[str]:

@@ -53,7 +53,7 @@ from torch import Tensor
 from toylab.models import Transformer
 from toylab.models.layernorm import LayerNorm
 from toylab.tasks.base import CounterfactualPair, logit_diff, logit_diff_mask, logit_diff_terms
-from toylab.truth import components as comp
+from toylab import components as comp
 
 PATCH_TARGETS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out",
                  "head", "head_pos", "q", "k", "v", "pattern")
@@ -160,7 +160,7 @@ def path_patching(model: Transformer, pair: CounterfactualPair, receivers: str |
     source-minus-base output; nothing else changes, and the rest of the forward runs on from
     there. Scores [layer, head] over sender heads (default: every head upstream of the
     earliest receiver), NaN for heads that are not senders. The edge-level resample
-    ablation of ``toylab.truth.ablation`` with one edge flipped computes the same thing.
+    ablation of ``toylab.interventions`` with one edge flipped computes the same thing.
     """
     if model.has_hooks():  # the fast path fires no hooks; the reference fires them all
         return naive_path_patching(model, pair, receivers, receiver_input, senders, metric, direction)

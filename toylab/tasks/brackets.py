@@ -31,7 +31,7 @@ from toylab.tasks.base import (
     check_count,
     seeded_generator,
 )
-from toylab.truth.algorithm import Algorithm
+from toylab.tasks.algorithm import Algorithm
 
 BOS, OPEN, CLOSE = 0, 1, 2
 UNBALANCED, BALANCED = 0, 1  # output classes

@@ -36,7 +36,7 @@ from toylab.tasks.base import (
     check_count,
     seeded_generator,
 )
-from toylab.truth.algorithm import Algorithm
+from toylab.tasks.algorithm import Algorithm
 
 BOS, EQUALS = 0, 1
 REL_POS, SUBJ_POS, ANSWER_POS = 1, 2, 3

@@ -25,7 +25,7 @@ from toylab.tasks.base import (
     check_count,
     seeded_generator,
 )
-from toylab.truth.algorithm import Algorithm
+from toylab.tasks.algorithm import Algorithm
 
 BOS = 0
 

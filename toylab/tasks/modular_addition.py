@@ -25,7 +25,7 @@ from toylab.tasks.base import (
     seeded_generator,
     step_generator,
 )
-from toylab.truth.algorithm import Algorithm
+from toylab.tasks.algorithm import Algorithm
 
 MAX_P = 10_000  # every one of the p^2 pairs is materialised, so p must stay modest
 SPLITS = ("train", "test", "all")

@@ -1,6 +1,6 @@
 """Causal certificates: does a model's declared circuit really compute its behaviour?
 
-Every figure here comes from interventions on the weights (``toylab.truth.ablation``),
+Every figure here comes from interventions on the weights (``toylab.interventions``),
 never from reading the truth back. The task metric ``m`` is the logit difference between
 the clean answer and the counterfactual answer, on the task's counterfactual pairs, and
 ablations are resample ablations from the counterfactual input. For a set of kept edges C:
@@ -34,13 +34,15 @@ from typing import Any
 
 import torch
 
+from toylab.methods.check import Check
 from toylab.methods.detectors import head_scores
+from toylab.methods.fourier import check_key_frequencies
 from toylab.models import Transformer
 from toylab.tasks import Task, logit_diff
-from toylab.truth import components as comp
-from toylab.truth.ablation import ablated_logits, edges_without, interchanged
-from toylab.truth.algorithm import Algorithm
-from toylab.truth.components import Edge
+from toylab import components as comp
+from toylab.interventions import ablated_logits, edges_without, interchanged
+from toylab.tasks.algorithm import Algorithm
+from toylab.components import Edge
 from toylab.truth.truth import Truth
 
 THRESHOLDS = {
@@ -56,25 +58,11 @@ THRESHOLDS = {
 CERTIFICATE_PAIRS = 256  # counterfactual pairs per measurement
 CERTIFICATE_SEED = 20261121  # fixed, so a recorded certificate is recomputed exactly
 
-# Claim checkers by claim name: (model, task, value) -> [Check], registered at the end
-# of this module from the methods that know each algorithm.
-CLAIM_CHECKS: dict[str, Callable[[Transformer, Task, Any], list[Check]]] = {}
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    value: float
-    op: str  # ">=" or "<="
-    threshold: float
-
-    @property
-    def passed(self) -> bool:
-        return self.value >= self.threshold if self.op == ">=" else self.value <= self.threshold
-
-    def __str__(self) -> str:
-        mark = "pass" if self.passed else "FAIL"
-        return f"{mark}  {self.name}: {self.value:.3f} (needs {self.op} {self.threshold:g})"
+# Claim checkers by claim name: (model, task, value) -> [Check], from the methods that
+# know each algorithm.
+CLAIM_CHECKS: dict[str, Callable[[Transformer, Task, Any], list[Check]]] = {
+    "key_frequencies": check_key_frequencies,
+}
 
 
 @dataclass(frozen=True)
@@ -231,13 +219,3 @@ def _variable_checks(model: Transformer, algorithm: Algorithm, truth: Truth, n: 
                   interchange_accuracy(model, algorithm, v.name, list(v.components), v.positions, n, seed),
                   ">=", THRESHOLDS["iia"])
             for v in truth.variables]
-
-
-def _register_claim_checks() -> None:
-    # Imported here: toylab.methods.fourier reaches back to Check when it runs.
-    from toylab.methods.fourier import check_key_frequencies
-
-    CLAIM_CHECKS["key_frequencies"] = check_key_frequencies
-
-
-_register_claim_checks()

@@ -21,10 +21,10 @@ import torch
 
 from toylab.models import Transformer
 from toylab.tasks import Task, logit_diff
-from toylab.truth import components as comp
-from toylab.truth.ablation import ablated_logits
+from toylab import components as comp
+from toylab.interventions import ablated_logits
 from toylab.truth.certify import CERTIFICATE_PAIRS, CERTIFICATE_SEED, THRESHOLDS
-from toylab.truth.components import Edge
+from toylab.components import Edge
 
 
 def edges_among(cfg, nodes) -> set[Edge]:

@@ -29,9 +29,9 @@ from toylab.models import Transformer
 from toylab.tasks import Batch, loss
 from toylab.tasks.base import step_generator
 from toylab.train import Objective
-from toylab.truth import components as comp
-from toylab.truth.ablation import interchanged
-from toylab.truth.algorithm import Algorithm
+from toylab import components as comp
+from toylab.interventions import interchanged
+from toylab.tasks.algorithm import Algorithm
 from toylab.truth.truth import Truth
 
 

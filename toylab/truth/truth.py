@@ -30,8 +30,8 @@ from typing import Any
 
 from toylab import checkpoint as ckpt
 from toylab.models import TransformerConfig
-from toylab.truth import components as comp
-from toylab.truth.components import Edge
+from toylab import components as comp
+from toylab.components import Edge
 
 PROVENANCES = ("constructed", "enforced", "certified")
 TRUTH_FILE = "truth.json"

@@ -62,7 +62,7 @@ acdc                 EdgeScores "qkv" (Conmy et al. 2023). Start from the full g
                      heads of layer L-1 from the last to the first, ...); for a head, its
                      q, then k, then v inputs; within one input, senders from the latest
                      to the earliest. Tentatively remove each edge (resample ablation via
-                     ``toylab.truth.ablation.ablated`` with the kept set minus that edge)
+                     ``toylab.interventions.ablated`` with the kept set minus that edge)
                      and measure the damage relative to the current graph:
                          "kl"          KL(full model || current graph minus e) - KL(full ||
                                        current graph), the KL of the output distributions
@@ -104,9 +104,9 @@ from torch import Tensor
 from toylab.methods.ablation import ablation_scores
 from toylab.methods.detectors import DETECTORS, head_scores
 from toylab.tasks import CounterfactualPair
-from toylab.truth import components as comp
-from toylab.truth.ablation import ablated
-from toylab.truth.components import Edge
+from toylab import components as comp
+from toylab.interventions import ablated
+from toylab.components import Edge
 from toylab.validate.metrics import Faithfulness
 from toylab.validate.protocol import Circuit, EdgeScores, Method, NodeScores, Problem
 

@@ -54,8 +54,8 @@ from torch import Tensor
 from toylab import checkpoint as ckpt
 from toylab.methods.interchange import orthonormal, patch_subspace
 from toylab.sae.metrics import cosine_matrix, linear_sum_assignment
-from toylab.truth import components as comp
-from toylab.truth.ablation import position_mask
+from toylab import components as comp
+from toylab.interventions import position_mask
 from toylab.truth.certify import interchange_accuracy
 from toylab.validate import metrics as mt
 from toylab.validate.protocol import (

@@ -45,9 +45,9 @@ import numpy as np
 
 from toylab.models import Transformer
 from toylab.tasks import CounterfactualPair, logit_diff
-from toylab.truth import components as comp
-from toylab.truth.ablation import ablated_logits, edges_without, expand_to_qkv
-from toylab.truth.components import Edge
+from toylab import components as comp
+from toylab.interventions import ablated_logits, edges_without, expand_to_qkv
+from toylab.components import Edge
 
 SIZES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 

@@ -20,7 +20,7 @@ Plain Python values are accepted too and read as the obvious type: a dict keyed 
 component ids is ``NodeScores``; a dict keyed by edges (``Edge`` or 3-tuples) is
 ``EdgeScores``; a set, frozenset or list of ids or of edges is a ``Circuit``.
 
-Component ids and edges are those of ``toylab.truth.components``: ``embed``, ``L1H2``,
+Component ids and edges are those of ``toylab.components``: ``embed``, ``L1H2``,
 ``MLP0``, ``logits``; edges ``(sender, receiver, kind)`` with kind q, k or v into a head at
 "qkv" granularity ("head" once promoted) and "resid" into an MLP or the logits.
 Scores rank as given (higher first): return absolute effects if your method's sign means
@@ -46,8 +46,8 @@ from torch import Tensor
 from toylab.hooks import UnknownNameError
 from toylab.models import Transformer
 from toylab.tasks import Batch, CounterfactualPair, Task, logit_diff
-from toylab.truth import components as comp
-from toylab.truth.components import Edge
+from toylab import components as comp
+from toylab.components import Edge
 
 GRANULARITIES = ("qkv", "head")
 

@@ -21,8 +21,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
-from toylab.truth import components as comp
-from toylab.truth.components import Edge
+from toylab import components as comp
+from toylab.components import Edge
 from toylab.viz.plots import TRUTH_COLOR, TRUTH_GID, TRUTH_LABEL
 
 KIND_COLORS = {"q": "#1e88e5", "k": "#43a047", "v": "#fb8c00", "resid": "#555555", "head": "#555555"}

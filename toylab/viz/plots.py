@@ -19,7 +19,7 @@ from matplotlib import patheffects
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from toylab.truth.components import parse
+from toylab.components import parse
 
 TRUTH_GID = "ground-truth"
 TRUTH_LABEL = "ground truth"

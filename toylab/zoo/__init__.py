@@ -161,4 +161,8 @@ def _build(rec: Recipe, seed: int, out: Path, card: dict[str, Any]) -> TrainResu
     return TrainResult(model, [], metrics, 0, 0.0, False, out)
 
 
-__all__ = ["RECIPES", "Recipe", "ZooModel", "load", "names", "recipe", "runs_dir", "shipped_path", "train_recipe"]
+# Grokking runs need the names above (toylab.zoo.grokking imports them from here).
+from toylab.zoo.grokking import grokking_run, load_shipped_progress, progress_dir, ship_progress  # noqa: E402
+
+__all__ = ["RECIPES", "Recipe", "ZooModel", "grokking_run", "load", "load_shipped_progress", "names", "progress_dir",
+           "recipe", "runs_dir", "ship_progress", "shipped_path", "train_recipe"]

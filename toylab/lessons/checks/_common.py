@@ -57,7 +57,7 @@ def first_difference(heads: set[str], truth: set[str]) -> tuple[str, bool] | Non
 
 def head_set(answer: Any, what: str) -> set[str]:
     """An answer given as one head id or a collection of them, validated."""
-    from toylab.truth.components import parse
+    from toylab.components import parse
 
     items = [answer] if isinstance(answer, str) else answer
     try:

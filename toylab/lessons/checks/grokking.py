@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from toylab import methods
+from toylab import methods, zoo
 from toylab.lessons.checks._common import call, expect_close, number, zoo_model
 from toylab.lessons.exercise import Wrong, exercise
 from toylab.methods.fourier import (
@@ -235,7 +235,7 @@ def _halfway(measures: methods.ProgressMeasures, series: str) -> tuple[float, fl
 def _halfway_steps(answer) -> str:
     if not isinstance(answer, dict) or set(answer) != {"restricted", "test"}:
         raise Wrong(f"answer with a dict {{'restricted': step, 'test': step}}, got {answer!r}")
-    measures = methods.load_shipped_progress(PROGRESS_MODEL)
+    measures = zoo.load_shipped_progress(PROGRESS_MODEL)
     got = {k: number(v, f"your {k} step") for k, v in answer.items()}
     want = {k: _halfway(measures, f"{k}_loss") for k in ("restricted", "test")}
     if (abs(got["restricted"] - want["test"][0]) <= want["test"][1]

@@ -8,7 +8,7 @@ from toylab import methods
 from toylab.lessons.checks._common import call, expect_close, first_difference, head_set, number, zoo_model
 from toylab.lessons.exercise import Wrong, exercise
 from toylab.truth import Edge
-from toylab.truth.components import parse
+from toylab.components import parse
 
 # Natural (certified) and hand-built (constructed, with decoys): an answer must hold on both.
 _MODELS = ("induction-2l", "induction-constructed")

@@ -8,7 +8,7 @@ from toylab import methods
 from toylab.lessons.checks._common import call, expect_close, head_set, zoo_model
 from toylab.lessons.exercise import Wrong, exercise
 from toylab.tasks import loss
-from toylab.truth.components import head_id
+from toylab.components import head_id
 
 _MODELS = ("induction-tiny", "brackets-siit")  # attention-only and with an MLP
 

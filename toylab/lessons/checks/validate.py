@@ -12,7 +12,7 @@ import torch
 from toylab import methods
 from toylab.lessons.checks._common import call, head_set, number
 from toylab.lessons.exercise import Wrong, exercise
-from toylab.truth import components as comp
+from toylab import components as comp
 from toylab.validate import (
     MethodOutputError,
     NodeScores,

@@ -3,8 +3,8 @@ import torch
 
 from toylab.models import Transformer, TransformerConfig
 from toylab.truth import Edge
-from toylab.truth import components as comp
-from toylab.truth.ablation import (
+from toylab import components as comp
+from toylab.interventions import (
     ablated,
     ablated_logits,
     edges_without,

@@ -30,8 +30,8 @@ import torch
 from torch import Tensor
 
 from toylab.models import Transformer
-from toylab.truth import components as comp
-from toylab.truth.components import Edge
+from toylab import components as comp
+from toylab.components import Edge
 
 
 def expand_to_qkv(edges: Iterable[Edge | tuple[str, str, str]]) -> set[Edge]:
