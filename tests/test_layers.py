@@ -6,8 +6,6 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1] / "toylab"
 
 # Bottom to top, as in the README's layout section and toylab/__init__.py.

@@ -23,15 +23,17 @@ paths (the MIB / ACDC convention). Neurons are ablated node-wise at ``mlp.hook_p
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 from torch import Tensor
 
-from toylab.models import Transformer
 from toylab import components as comp
 from toylab.components import Edge
+from toylab.models import Transformer
+from toylab.tasks.algorithm import Algorithm
+from toylab.tasks.base import IGNORE, Batch, CounterfactualPair, logit_diff, normalised
 
 
 def expand_to_qkv(edges: Iterable[Edge | tuple[str, str, str]]) -> set[Edge]:
@@ -151,6 +153,34 @@ def ablated_logits(
         return model(clean_tokens)
 
 
+class Faithfulness:
+    """The normalised metric of circuits, on one batch of counterfactual pairs:
+
+        f(C) = (m(C) - m(empty)) / (m(full) - m(empty))        (MIB; ``toylab.tasks.normalised``)
+
+    where m(C) is the logit difference (``toylab.tasks.logit_diff``) of the clean run with
+    only the edges in C (and, of the MLPs, only the neurons in ``keep_neurons``) reading
+    clean activations, every other edge resample-ablated from the corrupted run
+    (``ablated``). So f(every edge) = 1 and f(no edge) = 0. The two ends are measured
+    once, when it is made; ``f(keep)`` measures one more run.
+    """
+
+    def __init__(self, model: Transformer, pair: CounterfactualPair):
+        self.model, self.pair = model, pair
+        self.clean = pair.clean.tokens.to(model.device)
+        self.corrupted = pair.corrupted.tokens.to(model.device)
+        self.full = self.m(set(comp.edges(model.cfg)))
+        self.empty = self.m(set())
+        normalised(self.full, self.full, self.empty)  # raises now where f is undefined
+
+    def m(self, keep: Iterable[Edge], keep_neurons: Mapping[int, Sequence[int]] | None = None) -> float:
+        """The raw metric of the run with only ``keep`` intact."""
+        return logit_diff(ablated_logits(self.model, self.clean, self.corrupted, keep, keep_neurons), self.pair).item()
+
+    def __call__(self, keep: Iterable[Edge], keep_neurons: Mapping[int, Sequence[int]] | None = None) -> float:
+        return normalised(self.m(keep, keep_neurons), self.full, self.empty)
+
+
 def position_mask(positions: str, n_pos: int) -> Tensor:
     """``"all"``, ``"last"`` or comma-separated indices such as ``"0,2"`` -> bool [pos]."""
     mask = torch.zeros(n_pos, dtype=torch.bool)
@@ -225,3 +255,55 @@ def _cache_with_grad(model: Transformer, tokens: Tensor, names: list[str]) -> di
     with model.hooks([(name, lambda x, hook: cache.__setitem__(hook.name, x)) for name in names]):
         model(tokens)
     return cache
+
+
+def orthonormal(basis: Tensor) -> Tensor:
+    """Orthonormal columns [d, k] spanning the columns of ``basis`` [d, k] (rank-deficient ones dropped)."""
+    if basis.ndim != 2 or basis.shape[1] < 1:
+        raise ValueError(f"a basis is a matrix [d, k] with k >= 1 columns, got shape {tuple(basis.shape)}")
+    u, s, _ = torch.linalg.svd(basis.double(), full_matrices=False)
+    rank = int((s > s.max() * 1e-6).sum())
+    if rank == 0:
+        raise ValueError("the basis is zero: it spans no subspace")
+    return u[:, :rank].to(basis.dtype)  # [d, rank]
+
+
+def patch_subspace(base: Tensor, source: Tensor, basis: Tensor | None) -> Tensor:
+    """``base`` [..., d] with its component in span(basis [d, k]) replaced by ``source``'s."""
+    if basis is None:
+        return source
+    return base + ((source - base) @ basis) @ basis.T
+
+
+@torch.no_grad()
+def interchange_accuracy(
+    model: Transformer,
+    algorithm: Algorithm,
+    variable: str,
+    intervention: Callable[[Tensor], AbstractContextManager],
+    n: int,
+    seed: int,
+) -> tuple[float, Batch, Tensor, Tensor]:
+    """Interchange-intervention accuracy (IIA; Geiger et al. 2021): the one definition.
+
+    ``n`` (base, source) pairs come from ``algorithm.sample_pairs`` with ``seed``; the base
+    runs inside ``intervention(source_tokens)`` (a context manager that patches the
+    variable's activations in from the source run: ``interchanged`` for whole components,
+    a subspace swap for a featuriser); IIA is the fraction of the scored positions where
+    the model's arg-max is the algorithm's output under that intervention
+    (``algorithm.intervene``). On tasks that score one position a pair, that is the
+    fraction of pairs.
+
+    Returns ``(iia, base, expected [batch, pos], logits [batch, pos, d_vocab_out])`` so that
+    a caller can derive other figures from the same run.
+    """
+    algorithm.check_variable(variable)
+    base, source = algorithm.sample_pairs(n, torch.Generator().manual_seed(seed))
+    expected = algorithm.intervene(base, source, variable).to(model.device)  # [batch, pos]
+    scored = expected != IGNORE
+    if not scored.any():
+        raise ValueError(f"the algorithm defines no output under an intervention on {variable!r}")
+    with intervention(source.tokens.to(model.device)):
+        logits = model(base.tokens.to(model.device))  # [batch, pos, d_vocab_out]
+    iia = (logits.argmax(-1)[scored] == expected[scored]).float().mean().item()
+    return iia, base, expected, logits

@@ -17,7 +17,6 @@ from toylab.methods.progress import (
     MAX_SHIPPED_BYTES,
     ProgressMeasures,
     _half_down_step,
-    embedding_fourier_norms,
     fourier_gini,
     gini,
     progress_measures,
@@ -104,7 +103,7 @@ def test_fourier_gini_of_a_single_wave_embedding_is_near_one_hot(tiny):
     with torch.no_grad():
         model.embed.W_E.zero_()
         model.embed.W_E[:p, 0] = basis[names.index("cos 5")]  # W_E[x] = cos(2 pi 5 x / p) e_0
-    norms = embedding_fourier_norms(model, tiny.task)
+    norms = fourier.embedding_fourier_norms(model, tiny.task.p)
     assert norms.argmax().item() == names.index("cos 5") and norms.sum().item() == pytest.approx(1.0)
     assert fourier_gini(model, tiny.task) == pytest.approx(1 - 1 / p, abs=1e-6)
 

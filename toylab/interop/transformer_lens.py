@@ -371,19 +371,18 @@ def tl_patching_inputs(tl_model: nn.Module, pair: Any, metric: Any = None) -> tu
 
     with ``metric`` the logit difference of ``toylab.tasks.logit_diff`` unless given.
     """
-    from toylab.tasks.base import logit_diff
+    from toylab.tasks.base import logit_diff, normalised
 
     raw = metric if metric is not None else (lambda logits: logit_diff(logits, pair))
     clean_logits, clean_cache = tl_model.run_with_cache(pair.clean.tokens)
     clean = float(raw(clean_logits))
     corrupted = float(raw(tl_model(pair.corrupted.tokens)))
-    if clean == corrupted:
-        raise ValueError(f"the metric is {clean} on both runs, so scores cannot be normalised")
+    normalised(clean, clean, corrupted)  # raises now where no score is defined
 
-    def normalised(logits: torch.Tensor) -> torch.Tensor:  # a scalar, as TransformerLens requires
-        return (raw(logits) - corrupted) / (clean - corrupted)
+    def score(logits: torch.Tensor) -> torch.Tensor:  # a scalar, as TransformerLens requires
+        return normalised(raw(logits), clean, corrupted)
 
-    return pair.corrupted.tokens, clean_cache, normalised
+    return pair.corrupted.tokens, clean_cache, score
 
 
 @torch.no_grad()

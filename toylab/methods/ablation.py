@@ -34,10 +34,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from toylab import components as comp
 from toylab.hooks import HookPoint, UnknownNameError
 from toylab.models import Transformer
 from toylab.tasks.base import CounterfactualPair, logit_diff
-from toylab import components as comp
 
 ABLATIONS = ("zero", "mean", "resample")
 

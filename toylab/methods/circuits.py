@@ -42,10 +42,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from toylab import components as comp
 from toylab.hooks import UnknownNameError
 from toylab.models import Transformer
 from toylab.models.layernorm import LayerNorm
-from toylab import components as comp
 
 COMPOSITIONS = ("q", "k", "v")
 

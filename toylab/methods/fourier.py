@@ -36,7 +36,6 @@ import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -90,14 +89,12 @@ def _frequency_groups(p: int) -> Tensor:
 
 
 # ---- weights and neurons ------------------------------------------------------------
-def embedding_frequency_norms(model: Transformer, p: int) -> Tensor:
-    """Norm of the embedding of the number tokens along each frequency. [freq]
+def embedding_fourier_norms(model: Transformer, p: int) -> Tensor:
+    """Norm of the embedding of the number tokens along each Fourier basis direction. [basis] float64
 
     ``W_E[:p]`` (the rows of the tokens 0 .. p-1, as a function of x with values in
-    d_model) is expanded in the Fourier basis over x; entry w - 1 is the norm of its cos w
-    and sin w coefficients together, sqrt(|c_cos w|^2 + |c_sin w|^2). A grokked model's
-    embedding is sparse in this basis: large only at its key frequencies (Nanda et al.,
-    Fig. 3), though less cleanly than the MLP (see ``key_frequencies``).
+    d_model) is expanded in the Fourier basis over x (``fourier_basis``); entry i is the
+    norm (over d_model) of the coefficient of basis row i: const, cos 1, sin 1, ...
     """
     p = _check_p(p)
     cfg = model.cfg
@@ -109,8 +106,18 @@ def embedding_frequency_norms(model: Transformer, p: int) -> Tensor:
     basis, _ = fourier_basis(p, torch.float64)  # [basis, x]
     with torch.no_grad():
         w_e = model.embed.W_E[:p].detach().to("cpu", torch.float64)  # [x, d_model]
-    coef = basis @ w_e  # [basis, d_model]
-    sq = coef.pow(2).sum(-1)  # [basis]
+    return (basis @ w_e).norm(dim=-1)  # [basis]
+
+
+def embedding_frequency_norms(model: Transformer, p: int) -> Tensor:
+    """Norm of the embedding of the number tokens along each frequency. [freq]
+
+    Entry w - 1 is the norm of the cos w and sin w coefficients together
+    (``embedding_fourier_norms``), sqrt(|c_cos w|^2 + |c_sin w|^2). A grokked model's
+    embedding is sparse in this basis: large only at its key frequencies (Nanda et al.,
+    Fig. 3), though less cleanly than the MLP (see ``key_frequencies``).
+    """
+    sq = embedding_fourier_norms(model, p).pow(2)  # [basis]
     return (sq[1::2] + sq[2::2]).sqrt().float()  # [freq]
 
 

@@ -45,6 +45,8 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import orthogonal
 
 from toylab.hooks import UnknownNameError
+from toylab.interventions import interchange_accuracy as _iia
+from toylab.interventions import orthonormal, patch_subspace
 from toylab.models import Transformer
 from toylab.tasks import IGNORE, Batch
 from toylab.tasks.algorithm import Algorithm
@@ -129,17 +131,6 @@ def activations(model: Transformer, tokens: Tensor, site: Site) -> Tensor:
     return _select(cache[site.hook], site).clone()
 
 
-def orthonormal(basis: Tensor) -> Tensor:
-    """Orthonormal columns [d, k] spanning the columns of ``basis`` [d, k] (rank-deficient ones dropped)."""
-    if basis.ndim != 2 or basis.shape[1] < 1:
-        raise ValueError(f"a basis is a matrix [d, k] with k >= 1 columns, got shape {tuple(basis.shape)}")
-    u, s, _ = torch.linalg.svd(basis.double(), full_matrices=False)
-    rank = int((s > s.max() * 1e-6).sum())
-    if rank == 0:
-        raise ValueError("the basis is zero: it spans no subspace")
-    return u[:, :rank].to(basis.dtype)  # [d, rank]
-
-
 def _check_basis(basis: Tensor | None, d: int, site: Site) -> Tensor | None:
     if basis is None:
         return None
@@ -149,13 +140,6 @@ def _check_basis(basis: Tensor | None, d: int, site: Site) -> Tensor | None:
     if not torch.allclose(gram, torch.eye(basis.shape[1], dtype=basis.dtype, device=basis.device), atol=1e-4):
         raise ValueError("basis columns must be orthonormal; pass it through methods.orthonormal(basis) first")
     return basis
-
-
-def patch_subspace(base: Tensor, source: Tensor, basis: Tensor | None) -> Tensor:
-    """``base`` [..., d] with its component in span(basis [d, k]) replaced by ``source``'s."""
-    if basis is None:
-        return source
-    return base + ((source - base) @ basis) @ basis.T
 
 
 def _patch_hook(site: Site, source_vectors: Tensor, basis: Tensor | None):
@@ -242,16 +226,20 @@ def _pairs(algorithm: Algorithm, variable: str, n: int, seed: int) -> tuple[Batc
 def interchange_accuracy(model: Transformer, algorithm: Algorithm, variable: str, site: Site,
                          basis: Tensor | None = None, n: int = 256, seed: int = 0,
                          method: str | None = None) -> IIAResult:
-    """IIA of ``variable`` at ``site`` through ``basis`` (None: the whole vector) on ``n`` fresh pairs."""
-    base, source, expected = _pairs(algorithm, variable, n, seed)
-    device = model.device
-    with subspace_interchange(model, source.tokens.to(device), site, basis):
-        logits = model(base.tokens.to(device))
-    hits = _scored_accuracy(logits, expected.to(device))
-    base_answer = torch.where(expected != IGNORE, base.targets, IGNORE).to(device)
-    moved = (base_answer != expected.to(device)).any(-1)  # pairs where the intervention should change the output
+    """IIA of ``variable`` at ``site`` through ``basis`` (None: the whole vector) on ``n`` fresh pairs.
+
+    IIA as ``toylab.interventions.interchange_accuracy`` defines it (scored positions whose
+    arg-max is the algorithm's counterfactual output); ``unchanged`` adds, from the same
+    run, how often the output stayed the base answer where it should have moved.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    accuracy, base, expected, logits = _iia(
+        model, algorithm, variable, lambda source: subspace_interchange(model, source, site, basis), n, seed)
+    base_answer = torch.where(expected != IGNORE, base.targets.to(expected.device), IGNORE)
+    moved = (base_answer != expected).any(-1)  # pairs where the intervention should change the output
     stayed = _scored_accuracy(logits, base_answer)[moved].mean().item() if moved.any() else 0.0
-    return IIAResult(variable, site, hits.mean().item(), stayed, n, None if basis is None else basis.shape[1],
+    return IIAResult(variable, site, accuracy, stayed, n, None if basis is None else basis.shape[1],
                      method or ("full" if basis is None else "subspace"))
 
 

@@ -34,11 +34,11 @@ import torch.nn.functional as F
 from einops import einsum
 from torch import Tensor
 
+from toylab import components as comp
 from toylab.hooks import UnknownNameError
 from toylab.models import Transformer
 from toylab.models.layernorm import LayerNorm
 from toylab.tasks.base import IGNORE, Batch, CounterfactualPair
-from toylab import components as comp
 
 
 def _stages(model: Transformer) -> list[str]:

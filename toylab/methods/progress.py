@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +50,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from toylab import checkpoint as ckpt
+from toylab.methods.check import Check
 from toylab.methods.fourier import (
     _all_logits,
     _check_freqs,
@@ -59,15 +58,13 @@ from toylab.methods.fourier import (
     _check_split,
     _split_pairs,
     _sum_projection,
+    embedding_fourier_norms,
     embedding_frequency_norms,
     fourier_basis,
 )
-from toylab.methods.fourier import key_frequencies as measure_key_frequencies
-from toylab.methods.check import Check
 from toylab.models import Transformer
-from toylab.snapshots import MANIFEST, Snapshots, load_snapshots, snapshot_steps
+from toylab.snapshots import load_snapshots, snapshot_steps
 from toylab.tasks import ModularAddition, Task
-
 
 FORMAT = "toylab-progress/1"
 PROGRESS_FILE = "progress.json"
@@ -107,20 +104,6 @@ def gini(x: Tensor | Sequence[float]) -> Tensor | float:
     return g.item() if g.ndim == 0 else g
 
 
-def embedding_fourier_norms(model: Transformer, task: Task) -> Tensor:
-    """Norm of W_E along each Fourier basis direction. [basis] float64
-
-    The rows of W_E for the number tokens 0 .. p-1 (a function of x with values in
-    d_model) are expanded in the Fourier basis over x (``fourier_basis``); entry i is the
-    norm (over d_model) of the coefficient of basis row i: const, cos 1, sin 1, ...
-    """
-    task = _check_model_task(model, task)
-    basis, _ = fourier_basis(task.p, torch.float64)  # [basis, x]
-    with torch.no_grad():
-        w_e = model.embed.W_E[: task.p].detach().to("cpu", torch.float64)  # [x, d_model]
-    return (basis @ w_e).norm(dim=-1)  # [basis]
-
-
 def fourier_gini(model: Transformer, task: Task) -> float:
     """Gini sparsity of the embedding in the Fourier basis (Nanda et al. 2023, Fig. 7).
 
@@ -130,7 +113,8 @@ def fourier_gini(model: Transformer, task: Task) -> float:
     G = 0.03 - 0.05 for modadd-tiny and modadd-113 at init); a grokked one concentrates on
     the cos/sin of a few key frequencies (the shipped modadd-tiny 0.47, modadd-113 0.41).
     """
-    return float(gini(embedding_fourier_norms(model, task)))
+    task = _check_model_task(model, task)
+    return float(gini(embedding_fourier_norms(model, task.p)))
 
 
 def weight_norm(model: Transformer) -> float:
@@ -475,7 +459,6 @@ __all__ = [
     "Phase",
     "Phases",
     "ProgressMeasures",
-    "embedding_fourier_norms",
     "fourier_gini",
     "gini",
     "progress_measures",

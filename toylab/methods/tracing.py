@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from toylab.models import Transformer
-from toylab.tasks import IGNORE, Batch
+from toylab.tasks import IGNORE, Batch, normalised
 
 TRACE_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
 CORRUPTIONS = ("noise", "resample")
@@ -67,10 +67,10 @@ class TracingResult:
         """Fraction of the answer's probability restored, [layer, pos]: 1 fully, 0 not at all."""
         if kind not in self.p_restored:
             raise KeyError(f"no trace of {kind!r}; traced: {list(self.kinds)}")
-        gap = self.p_clean - self.p_corrupted
-        if abs(gap) < 1e-9:
-            raise ValueError("the corruption did not change the answer's probability: nothing to restore")
-        return (self.p_restored[kind] - self.p_corrupted) / gap
+        try:
+            return normalised(self.p_restored[kind], self.p_clean, self.p_corrupted)
+        except ValueError:
+            raise ValueError("the corruption did not change the answer's probability: nothing to restore") from None
 
     def peak(self, kind: str) -> tuple[int, int]:
         """(layer, pos) of the state whose restoration brings back the most."""

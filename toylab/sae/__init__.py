@@ -7,8 +7,21 @@
 """
 
 from toylab.sae.data import SyntheticFeatures, model_activations
-from toylab.sae.metrics import SAEScores, cosine_matrix, linear_sum_assignment, mmcs, score_sae
-from toylab.sae.sae import SAE, SAEConfig, TrainHistory, resample_dead_latents, train_sae
+from toylab.sae.metrics import (
+    SAEScores,
+    cosine_matrix,
+    linear_sum_assignment,
+    matched_cosine,
+    mmcs,
+    score_sae,
+)
+from toylab.sae.sae import (
+    SAE,
+    SAEConfig,
+    TrainHistory,
+    resample_dead_latents,
+    train_sae,
+)
 from toylab.sae.saelens import SAELensFormatError, load_saelens, save_saelens
 
 __all__ = [
@@ -20,6 +33,7 @@ __all__ = [
     "TrainHistory",
     "cosine_matrix",
     "linear_sum_assignment",
+    "matched_cosine",
     "load_saelens",
     "mmcs",
     "model_activations",

@@ -103,9 +103,26 @@ def cosine_matrix(features: Tensor, decoder: Tensor) -> Tensor:
     return f @ d.T
 
 
-def mmcs(features: Tensor, decoder: Tensor) -> float:
-    """Mean over true features of the max cosine with any decoder atom."""
-    return cosine_matrix(features, decoder).max(dim=1).values.mean().item()
+def mmcs(features: Tensor, directions: Tensor, signed: bool = True) -> float:
+    """Mean max cosine similarity: the mean over true features [feature, d] of the largest
+    cosine with any of ``directions`` [n, d] (Sharkey et al. 2022).
+
+    The one definition toylab uses. ``signed=True`` for an SAE's decoder atoms: a latent
+    fires in one direction only, so an atom pointing against its feature does not represent
+    it. ``signed=False`` (|cosine|) for directions whose sign means nothing, such as a
+    probe's or a method's feature directions scored by ``toylab.validate``.
+    """
+    cos = cosine_matrix(features, directions)  # [feature, n]
+    return (cos if signed else cos.abs()).max(dim=1).values.mean().item()
+
+
+def matched_cosine(features: Tensor, directions: Tensor, signed: bool = True) -> float:
+    """Mean cosine of a one-to-one (Hungarian) matching of features to directions, an
+    unmatched feature counting 0; ``signed`` as in ``mmcs``."""
+    cos = cosine_matrix(features, directions)  # [feature, n]
+    cos = cos if signed else cos.abs()
+    rows, cols = linear_sum_assignment(cos, maximize=True)
+    return float(cos[rows, cols].sum().item()) / features.shape[0]
 
 
 def correlation_matrix(a: Tensor, b: Tensor) -> Tensor:

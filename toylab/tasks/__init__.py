@@ -12,6 +12,7 @@ from toylab.tasks.base import (
     accuracy,
     logit_diff,
     loss,
+    normalised,
 )
 from toylab.tasks.brackets import Brackets
 from toylab.tasks.factual_recall import FactualRecall
@@ -46,5 +47,6 @@ __all__ = [
     "accuracy",
     "logit_diff",
     "loss",
+    "normalised",
     "task_from_dict",
 ]

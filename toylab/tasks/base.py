@@ -130,6 +130,25 @@ def logit_diff(logits: Tensor, pair: CounterfactualPair, per_example: bool = Fal
     return diff.sum() / mask.sum().clamp(min=1)
 
 
+def normalised(metric: Tensor | float, clean: float, corrupted: float) -> Tensor | float:
+    """``(metric - corrupted) / (clean - corrupted)``: where a run's metric lies between the
+    corrupted run (0) and the clean run (1).
+
+    The one normalisation of patching, ablation and faithfulness scores (MIB's normalised
+    metric, with m(full model) and m(everything ablated) as the two ends). Raises
+    ValueError where the two ends coincide: then no score is defined.
+    """
+    if abs(clean - corrupted) < NORMALISABLE_GAP:
+        raise ValueError(f"the metric is {clean:.3g} on the clean run and {corrupted:.3g} on the corrupted "
+                         "one: with no difference to recover, the normalised score is undefined; use pairs "
+                         "whose answers differ")
+    return (metric - corrupted) / (clean - corrupted)
+
+
+# Below this gap between the clean and the corrupted metric, normalised scores are noise.
+NORMALISABLE_GAP = 1e-6
+
+
 def check_count(name: str, n: Any) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"{name} must be a positive int, got {n!r}")

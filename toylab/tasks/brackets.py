@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from toylab.tasks.algorithm import Algorithm
 from toylab.tasks.base import (
     IGNORE,
     Batch,
@@ -31,7 +32,6 @@ from toylab.tasks.base import (
     check_count,
     seeded_generator,
 )
-from toylab.tasks.algorithm import Algorithm
 
 BOS, OPEN, CLOSE = 0, 1, 2
 UNBALANCED, BALANCED = 0, 1  # output classes

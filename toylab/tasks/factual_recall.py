@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from toylab.tasks.algorithm import Algorithm
 from toylab.tasks.base import (
     IGNORE,
     Batch,
@@ -36,7 +37,6 @@ from toylab.tasks.base import (
     check_count,
     seeded_generator,
 )
-from toylab.tasks.algorithm import Algorithm
 
 BOS, EQUALS = 0, 1
 REL_POS, SUBJ_POS, ANSWER_POS = 1, 2, 3

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from toylab.tasks.algorithm import Algorithm
 from toylab.tasks.base import (
     IGNORE,
     Batch,
@@ -25,7 +26,6 @@ from toylab.tasks.base import (
     check_count,
     seeded_generator,
 )
-from toylab.tasks.algorithm import Algorithm
 
 BOS = 0
 

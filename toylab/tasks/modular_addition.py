@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from toylab.tasks.algorithm import Algorithm
 from toylab.tasks.base import (
     IGNORE,
     Batch,
@@ -25,7 +26,6 @@ from toylab.tasks.base import (
     seeded_generator,
     step_generator,
 )
-from toylab.tasks.algorithm import Algorithm
 
 MAX_P = 10_000  # every one of the p^2 pairs is materialised, so p must stay modest
 SPLITS = ("train", "test", "all")

@@ -32,18 +32,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
+from toylab import components as comp
+from toylab.interventions import (
+    Faithfulness,
+    edges_without,
+    interchange_accuracy,
+    interchanged,
+)
 from toylab.methods.check import Check
 from toylab.methods.detectors import head_scores
 from toylab.methods.fourier import check_key_frequencies
 from toylab.models import Transformer
-from toylab.tasks import Task, logit_diff
-from toylab import components as comp
-from toylab.interventions import ablated_logits, edges_without, interchanged
+from toylab.tasks import Task
 from toylab.tasks.algorithm import Algorithm
-from toylab.components import Edge
-from toylab.truth.truth import Truth
+from toylab.truth.truth import CausalVariable, Truth
 
 THRESHOLDS = {
     "faithfulness": 0.9,  # f(circuit) at least
@@ -122,20 +124,12 @@ def certify(
     """
     truth.check_fits(model.cfg)
     pair = task.counterfactual(n_pairs, seed)
-    clean, corrupted = pair.clean.tokens.to(model.device), pair.corrupted.tokens.to(model.device)
     neurons = truth.neurons()
-    all_edges = set(comp.edges(model.cfg))
-
-    def m(keep: set[Edge], keep_neurons: dict[int, list[int]] | None = None) -> float:
-        return logit_diff(ablated_logits(model, clean, corrupted, keep, keep_neurons), pair).item()
-
-    full, empty = m(all_edges), m(set())
-    if abs(full - empty) < 1e-6:
-        raise ValueError(f"{truth.model}: the model's answer does not depend on the counterfactual change "
-                         f"(m(full) = m(empty) = {full:.3g}); nothing can be certified")
-
-    def f(keep: set[Edge], keep_neurons: dict[int, list[int]] | None = None) -> float:
-        return (m(keep, keep_neurons) - empty) / (full - empty)
+    try:
+        f = Faithfulness(model, pair)
+    except ValueError as err:
+        raise ValueError(f"{truth.model}: nothing can be certified: {err}") from None
+    full, empty = f.full, f.empty
 
     circuit = set(truth.edges)
     faithfulness = f(circuit, neurons)
@@ -199,23 +193,15 @@ def _role_checks(model: Transformer, task: Task, truth: Truth, seed: int) -> lis
     return checks
 
 
-@torch.no_grad()
-def interchange_accuracy(model: Transformer, algorithm: Algorithm, variable: str, components: list[str],
-                         positions: str, n: int = CERTIFICATE_PAIRS, seed: int = CERTIFICATE_SEED) -> float:
-    """IIA: how often patching ``components`` from source into base gives the algorithm's answer."""
-    algorithm.check_variable(variable)
-    base, source = algorithm.sample_pairs(n, torch.Generator().manual_seed(seed))
-    expected = algorithm.intervene(base, source, variable).to(model.device)  # [batch, pos]
-    with interchanged(model, source.tokens.to(model.device), components, positions):
-        logits = model(base.tokens.to(model.device))
-    scored = expected >= 0
-    if not scored.any():
-        raise ValueError(f"the algorithm defines no output under an intervention on {variable!r}")
-    return (logits.argmax(-1)[scored] == expected[scored]).float().mean().item()
-
-
 def _variable_checks(model: Transformer, algorithm: Algorithm, truth: Truth, n: int, seed: int) -> list[Check]:
     return [Check(f"interchange accuracy of {v.name} at {'+'.join(v.components)}",
-                  interchange_accuracy(model, algorithm, v.name, list(v.components), v.positions, n, seed),
-                  ">=", THRESHOLDS["iia"])
+                  variable_accuracy(model, algorithm, v, n, seed), ">=", THRESHOLDS["iia"])
             for v in truth.variables]
+
+
+def variable_accuracy(model: Transformer, algorithm: Algorithm, variable: CausalVariable,
+                      n: int = CERTIFICATE_PAIRS, seed: int = CERTIFICATE_SEED) -> float:
+    """IIA of a declared causal variable, patching its components whole at its positions."""
+    return interchange_accuracy(
+        model, algorithm, variable.name,
+        lambda source: interchanged(model, source, variable.components, variable.positions), n, seed)[0]

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import torch
 
-from toylab.models import Transformer
-from toylab.tasks import Task, logit_diff
 from toylab import components as comp
-from toylab.interventions import ablated_logits
-from toylab.truth.certify import CERTIFICATE_PAIRS, CERTIFICATE_SEED, THRESHOLDS
 from toylab.components import Edge
+from toylab.interventions import Faithfulness
+from toylab.models import Transformer
+from toylab.tasks import Task
+from toylab.truth.certify import CERTIFICATE_PAIRS, CERTIFICATE_SEED, THRESHOLDS
 
 
 def edges_among(cfg, nodes) -> set[Edge]:
@@ -45,14 +45,8 @@ def identify_edges(
 ) -> set[Edge]:
     """A faithful circuit whose every edge matters by ``margin`` (see the module docstring)."""
     pair = task.counterfactual(n_pairs, seed)
-    clean, corrupted = pair.clean.tokens, pair.corrupted.tokens
     all_edges = set(comp.edges(model.cfg))
-    full = logit_diff(ablated_logits(model, clean, corrupted, all_edges), pair).item()
-    empty = logit_diff(ablated_logits(model, clean, corrupted, set()), pair).item()
-
-    def f(keep: set[Edge]) -> float:
-        return (logit_diff(ablated_logits(model, clean, corrupted, keep), pair).item() - empty) / (full - empty)
-
+    f = Faithfulness(model, pair)
     kept = set(all_edges if candidates is None else candidates)
     while True:
         now = f(kept)

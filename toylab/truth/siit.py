@@ -25,13 +25,13 @@ from typing import Any
 
 import torch
 
-from toylab.models import Transformer
-from toylab.tasks import Batch, loss
-from toylab.tasks.base import step_generator
-from toylab.train import Objective
 from toylab import components as comp
 from toylab.interventions import interchanged
+from toylab.models import Transformer
+from toylab.tasks import Batch, loss
 from toylab.tasks.algorithm import Algorithm
+from toylab.tasks.base import step_generator
+from toylab.train import Objective
 from toylab.truth.truth import Truth
 
 

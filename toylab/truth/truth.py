@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from toylab import checkpoint as ckpt
-from toylab.models import TransformerConfig
 from toylab import components as comp
 from toylab.components import Edge
+from toylab.models import TransformerConfig
 
 PROVENANCES = ("constructed", "enforced", "certified")
 TRUTH_FILE = "truth.json"

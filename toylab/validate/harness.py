@@ -44,6 +44,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,18 +53,22 @@ import torch
 from torch import Tensor
 
 from toylab import checkpoint as ckpt
-from toylab.methods.interchange import orthonormal, patch_subspace
-from toylab.sae.metrics import cosine_matrix, linear_sum_assignment
 from toylab import components as comp
-from toylab.interventions import position_mask
-from toylab.truth.certify import interchange_accuracy
+from toylab.interventions import (
+    interchange_accuracy,
+    orthonormal,
+    patch_subspace,
+    position_mask,
+)
+from toylab.sae.metrics import matched_cosine, mmcs
+from toylab.truth.certify import variable_accuracy
 from toylab.validate import metrics as mt
 from toylab.validate.protocol import (
     KINDS,
     Circuit,
     EdgeScores,
-    Featuriser,
     FeatureDirections,
+    Featuriser,
     MethodOutputError,
     NodeScores,
     Problem,
@@ -379,26 +384,24 @@ def _featuriser(result: Featuriser, subject: Subject, n_pairs: int) -> dict[str,
     if subject.algorithm is None or result.variable not in declared:
         raise MethodOutputError(f"{subject.label} declares no causal variable {result.variable!r} "
                                 f"(declared: {sorted(declared)}); a featuriser names one of them")
-    algorithm = subject.algorithm
-    base, source = algorithm.sample_pairs(n_pairs, torch.Generator().manual_seed(SCORING_SEED))
-    expected = algorithm.intervene(base, source, result.variable)  # [batch, pos]
     model = subject.model
     basis = orthonormal(result.basis.T.to(model.device))  # [d, k]
-    with torch.no_grad():
-        _, cache = model.run_with_cache(source.tokens.to(model.device), names=[result.hook])
-    src = cache[result.hook]  # [batch, pos, d]
-    where = position_mask(result.positions, src.shape[1]).to(model.device).view(1, -1, 1)
 
-    def swap(x: Tensor, hook) -> Tensor:  # x: [batch, pos, d]
-        return torch.where(where, patch_subspace(x, src, basis), x)
+    @contextmanager
+    def swapped(source_tokens: Tensor):
+        with torch.no_grad():
+            _, cache = model.run_with_cache(source_tokens, names=[result.hook])
+        src = cache[result.hook]  # [batch, pos, d]
+        where = position_mask(result.positions, src.shape[1]).to(model.device).view(1, -1, 1)
 
-    with torch.no_grad(), model.hooks([(result.hook, swap)]):
-        logits = model(base.tokens.to(model.device))
-    scored = expected >= 0
-    iia = (logits.argmax(-1).cpu()[scored] == expected[scored]).float().mean().item()
-    v = declared[result.variable]
-    reference = interchange_accuracy(model, algorithm, v.name, list(v.components), v.positions, n_pairs,
-                                     SCORING_SEED)
+        def swap(x: Tensor, hook) -> Tensor:  # x: [batch, pos, d]
+            return torch.where(where, patch_subspace(x, src, basis), x)
+
+        with model.hooks([(result.hook, swap)]):
+            yield
+
+    iia = interchange_accuracy(model, subject.algorithm, result.variable, swapped, n_pairs, SCORING_SEED)[0]
+    reference = variable_accuracy(model, subject.algorithm, declared[result.variable], n_pairs, SCORING_SEED)
     return {"iia": iia, "iia_truth": reference, "subspace_dims": float(basis.shape[1])}
 
 
@@ -409,10 +412,8 @@ def _directions(result: FeatureDirections, subject: Subject) -> dict[str, float]
         raise MethodOutputError(f"{subject.label} declares no feature directions at {result.hook!r}"
                                 + (f"; it declares some at {hooks}" if hooks else "; it declares none"))
     features = torch.tensor([f.vector for f in true], dtype=torch.float32)  # [feature, d]
-    cos = cosine_matrix(features, result.directions)  # [feature, direction]
-    rows, cols = linear_sum_assignment(cos.abs(), maximize=True)
-    matched = cos.abs()[rows, cols].sum().item() / len(true)
-    return {"mmcs": cos.abs().max(dim=1).values.mean().item(), "matched_cosine": matched}
+    return {"mmcs": mmcs(features, result.directions, signed=False),
+            "matched_cosine": matched_cosine(features, result.directions, signed=False)}
 
 
 # ---- loading a method by name -------------------------------------------------------------

@@ -43,11 +43,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from toylab.models import Transformer
-from toylab.tasks import CounterfactualPair, logit_diff
 from toylab import components as comp
-from toylab.interventions import ablated_logits, edges_without, expand_to_qkv
+from toylab import interventions
 from toylab.components import Edge
+from toylab.interventions import edges_without, expand_to_qkv
 
 SIZES = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -166,30 +165,17 @@ def _area(x: Sequence[float], y: Sequence[float]) -> float:
     return _trapezoid(y, x) / (x[-1] - x[0])
 
 
-class Faithfulness:
-    """f(C) for circuits of one model on one batch of counterfactual pairs (cached ends)."""
-
-    def __init__(self, model: Transformer, pair: CounterfactualPair):
-        self.model, self.pair = model, pair
-        self.clean = pair.clean.tokens.to(model.device)
-        self.corrupted = pair.corrupted.tokens.to(model.device)
-        self.full = self._m(set(comp.edges(model.cfg)))
-        self.empty = self._m(set())
-        if abs(self.full - self.empty) < 1e-6:
-            raise ValueError("the model's answer does not depend on the counterfactual change; f is undefined")
-
-    def _m(self, keep: set[Edge]) -> float:
-        return logit_diff(ablated_logits(self.model, self.clean, self.corrupted, keep), self.pair).item()
+class Faithfulness(interventions.Faithfulness):
+    """f(C) (``toylab.interventions.Faithfulness``) of circuits as a method returns them."""
 
     def of_edges(self, edges: Collection[Edge]) -> float:
         """f of a circuit given as edges (either granularity); pos_embed's edges always stay."""
-        keep = expand_to_qkv(edges) | {e for e in comp.edges(self.model.cfg) if e.sender == "pos_embed"}
-        return (self._m(keep) - self.empty) / (self.full - self.empty)
+        return self(expand_to_qkv(edges) | {e for e in comp.edges(self.model.cfg) if e.sender == "pos_embed"})
 
     def of_nodes(self, nodes: Collection[str]) -> float:
         """f of a circuit given as nodes: every edge leaving a node outside it is ablated."""
         removed = [n for n in comp.senders(self.model.cfg) if n not in set(nodes) and n != "pos_embed"]
-        return (self._m(edges_without(self.model.cfg, removed)) - self.empty) / (self.full - self.empty)
+        return self(edges_without(self.model.cfg, removed))
 
     def curve(self, ranking: Sequence, level: str, sizes: Sequence[float] = SIZES) -> FaithfulnessCurve:
         """f of the top round(size * N) of ``ranking`` (best first) at each size."""

@@ -43,11 +43,11 @@ from typing import Any, Callable, Union
 import torch
 from torch import Tensor
 
+from toylab import components as comp
+from toylab.components import Edge
 from toylab.hooks import UnknownNameError
 from toylab.models import Transformer
 from toylab.tasks import Batch, CounterfactualPair, Task, logit_diff
-from toylab import components as comp
-from toylab.components import Edge
 
 GRANULARITIES = ("qkv", "head")
 

@@ -162,7 +162,12 @@ def _build(rec: Recipe, seed: int, out: Path, card: dict[str, Any]) -> TrainResu
 
 
 # Grokking runs need the names above (toylab.zoo.grokking imports them from here).
-from toylab.zoo.grokking import grokking_run, load_shipped_progress, progress_dir, ship_progress  # noqa: E402
+from toylab.zoo.grokking import (  # noqa: E402
+    grokking_run,
+    load_shipped_progress,
+    progress_dir,
+    ship_progress,
+)
 
 __all__ = ["RECIPES", "Recipe", "ZooModel", "grokking_run", "load", "load_shipped_progress", "names", "progress_dir",
            "recipe", "runs_dir", "ship_progress", "shipped_path", "train_recipe"]
