@@ -22,7 +22,7 @@ from toylab.validate.protocol import Circuit, EdgeScores, NodeScores, Problem, n
 
 # Measured with the defaults (data seed 0, n=64): every method 1.000 on all three seeds
 # but EAP (1.000, 0.990, 0.994: its linear estimate of the K-composition edge is small).
-MIN_AUROC = {"truth": 1.0, "activation-patching": 1.0, "eap": 0.97, "eap-ig": 0.99, "acdc": 0.99,
+MIN_AUROC = {"truth": 1.0, "resample-ablation": 1.0, "eap": 0.97, "eap-ig": 0.99, "acdc": 0.99,
              "attention-heuristic": 0.99}
 
 
@@ -125,7 +125,7 @@ def test_eap_is_exact_where_the_model_is_linear(siit):
         assert scores[edge] == pytest.approx(measured, abs=1e-4), str(edge)
 
 
-def test_attention_heuristic_is_fooled_by_the_decoys_and_patching_is_not(constructed):
+def test_attention_heuristic_is_fooled_by_the_decoys_and_resample_ablation_is_not(constructed):
     heuristic = B.attention_heuristic(constructed).scores
     for decoy, head in (("L0H0", "L0H1"), ("L1H0", "L1H1")):
         assert heuristic[head] > 0.9
@@ -135,10 +135,10 @@ def test_attention_heuristic_is_fooled_by_the_decoys_and_patching_is_not(constru
     assert auroc(heuristic, positives, heads) == pytest.approx(0.5, abs=0.1)
     assert node_auroc(B.attention_heuristic(constructed), constructed) <= 0.7
 
-    patching = B.activation_patching(constructed)
-    assert node_auroc(patching, constructed) == 1.0
-    assert patching.scores["L0H0"] < 0.01 and patching.scores["L1H0"] < 0.01  # nobody reads them
-    assert patching.scores["L1H1"] == pytest.approx(1.0, abs=0.01)
+    ablation = B.resample_ablation(constructed)
+    assert node_auroc(ablation, constructed) == 1.0
+    assert ablation.scores["L0H0"] < 0.01 and ablation.scores["L1H0"] < 0.01  # nobody reads them
+    assert ablation.scores["L1H1"] == pytest.approx(1.0, abs=0.01)
 
 
 @pytest.mark.parametrize("name", sorted(B.BASELINES))
@@ -157,7 +157,7 @@ def test_no_baseline_mutates_the_model_or_leaves_hooks(constructed, name):
 
 def test_the_registry_describes_every_baseline():
     assert set(B.BASELINES) == set(B.DESCRIPTIONS)
-    assert {"random", "truth", "activation-patching", "eap", "eap-ig", "acdc", "attention-heuristic"} <= set(B.BASELINES)
+    assert {"random", "truth", "resample-ablation", "eap", "eap-ig", "acdc", "attention-heuristic"} <= set(B.BASELINES)
     assert all(isinstance(d, str) and d for d in B.DESCRIPTIONS.values())
 
 
@@ -168,7 +168,7 @@ def test_bad_options_raise_clear_errors(constructed):
         B.acdc(constructed, threshold=-0.1)
     with pytest.raises(ValueError, match="threshold must be a number"):
         B.acdc_circuit(constructed, threshold=float("nan"))
-    for method in (B.activation_patching, B.eap, B.eap_ig, B.acdc, B.attention_heuristic):
+    for method in (B.resample_ablation, B.eap, B.eap_ig, B.acdc, B.attention_heuristic):
         with pytest.raises(ValueError, match="n must be a positive int"):
             method(constructed, n=0)
     with pytest.raises(ValueError, match="steps must be a positive int"):

@@ -1,6 +1,8 @@
 """Interpretability methods: plain functions from (model, data, options) to a result dataclass."""
 
 from toylab.methods.ablation import ABLATIONS, AblationScores, ablate, ablation_scores
+from toylab.methods.acdc import ACDCResult, acdc
+from toylab.methods.attribution import EdgeAttribution, eap, eap_ig
 from toylab.methods.circuits import (
     COMPOSITIONS,
     CompositionScores,
@@ -102,6 +104,11 @@ __all__ = [
     "AblationScores",
     "ablate",
     "ablation_scores",
+    "ACDCResult",
+    "acdc",
+    "EdgeAttribution",
+    "eap",
+    "eap_ig",
     "COMPOSITIONS",
     "CompositionScores",
     "composition_scores",

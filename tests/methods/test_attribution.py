@@ -1,0 +1,143 @@
+"""EAP and EAP-IG called on (model, pair): exact where the model is linear in the edge, the
+identities their definitions imply, and clean hands (no weight, gradient or hook left behind)."""
+
+import math
+
+import pytest
+import torch
+
+from toylab import components as comp
+from toylab import zoo
+from toylab.components import Edge
+from toylab.interventions import ablated_logits
+from toylab.methods import EdgeAttribution, ablation_scores, eap, eap_ig
+from toylab.tasks import logit_diff
+from toylab.tasks.base import Batch, CounterfactualPair
+
+
+@pytest.fixture(scope="module")
+def siit():
+    return zoo.load("induction-siit")  # attention-only, no LayerNorm
+
+
+@pytest.fixture(scope="module")
+def pair(siit):
+    return siit.task.counterfactual(64, seed=0)
+
+
+@pytest.fixture(scope="module")
+def result(siit, pair):
+    return eap(siit.model, pair)
+
+
+def _linear_edges(cfg) -> list[Edge]:
+    """Edges an attention-only model without LayerNorm is linear in: into the logits, and into
+    a last-layer head's value (its pattern does not read v)."""
+    last = cfg.n_layers - 1
+    return [e for e in comp.edges(cfg) if e.sender != "pos_embed"
+            and (e.receiver == comp.OUTPUT or (e.kind == "v" and comp.parse(e.receiver)[1] == last))]
+
+
+def test_eap_equals_measured_edge_ablation_where_the_model_is_linear(siit, pair, result):
+    model = siit.model
+    assert model.cfg.attn_only and model.cfg.normalization_type is None
+    every = set(comp.edges(model.cfg))
+
+    def m(keep):
+        return float(logit_diff(ablated_logits(model, pair.clean.tokens, pair.corrupted.tokens, keep), pair))
+
+    m_clean, m_corr = m(every), m(set())
+    assert result.clean_metric == pytest.approx(m_clean, abs=1e-4)
+    assert result.corrupted_metric == pytest.approx(m_corr, abs=1e-4)
+    for edge in _linear_edges(model.cfg):
+        measured = (m_clean - m(every - {edge})) / (m_clean - m_corr)  # signed, as the scores
+        assert result[edge] == pytest.approx(measured, abs=1e-4), str(edge)
+    # The circuit's output edge carries almost all of the effect, with the right sign.
+    assert result[("L1H1", comp.OUTPUT, "resid")] > 0.9
+
+
+def test_node_scores_are_first_order_resample_ablation(siit, pair, result):
+    """A last-layer head feeds only the logits: ablating its output is linear, so the sum of its
+    outgoing edges' scores is the measured resample-ablation effect."""
+    ablation = ablation_scores(siit.model, pair, method="resample")
+    nodes = result.nodes()
+    gap = result.clean_metric - result.corrupted_metric
+    last = siit.model.cfg.n_layers - 1
+    heads = [c for c in ablation.components if comp.parse(c)[1] == last]
+    assert heads
+    for head in heads:
+        assert nodes[head] == pytest.approx(ablation[head] / gap, abs=1e-4), head
+    # Earlier, attention is not linear in its keys: EAP underestimates the K-composition head.
+    assert nodes["L0H2"] < 0.2 < ablation["L0H2"] / gap
+
+
+def test_eap_ig_with_one_step_is_eap_on_the_swapped_pair(siit, pair):
+    """steps=1 takes the gradient at the corrupted end of the path only, which is plain EAP with
+    clean and corrupted swapped (the metric and the sender difference both change sign)."""
+    ig = eap_ig(siit.model, pair, steps=1)
+    swapped = eap(siit.model, CounterfactualPair(pair.corrupted, pair.clean, "swapped"))
+    assert ig.scores.keys() == swapped.scores.keys()
+    for edge, value in ig.scores.items():
+        assert value == pytest.approx(swapped.scores[edge], abs=1e-6), str(edge)
+    assert ig.clean_metric == pytest.approx(-swapped.corrupted_metric, abs=1e-5)
+
+
+def test_eap_ig_equals_eap_where_the_gradient_is_constant(siit, pair, result):
+    """Without a final LayerNorm the gradient at the logits' input does not depend on the
+    input, so integrating it along the path changes nothing for the edges into the logits."""
+    ig = eap_ig(siit.model, pair, steps=3)
+    assert ig.method == "eap-ig" and result.method == "eap"
+    into_logits = [e for e in ig.scores if e.receiver == comp.OUTPUT]
+    assert into_logits
+    for edge in into_logits:
+        assert ig[edge] == pytest.approx(result[edge], abs=1e-4), str(edge)
+    assert ig.clean_metric == pytest.approx(result.clean_metric, abs=1e-4)
+
+
+def test_result_api(siit, result):
+    cfg = siit.model.cfg
+    assert isinstance(result, EdgeAttribution)
+    assert set(result.scores) == {e for e in comp.edges(cfg) if e.sender != "pos_embed"}
+    assert result[("L1H1", "logits", "resid")] == result[Edge("L1H1", "logits", "resid")]
+    top = result.top(4, absolute=True)
+    assert [abs(v) for _, v in top] == sorted((abs(v) for v in result.scores.values()), reverse=True)[:4]
+    assert result.top(1)[0] == max(result.scores.items(), key=lambda kv: kv[1])
+    promoted = result.promoted()
+    assert all(e.kind in ("head", "resid") for e in promoted)
+    edge = Edge("L0H2", "L1H1", "head")
+    assert promoted[edge] == pytest.approx(sum(result[("L0H2", "L1H1", k)] for k in comp.QKV))
+    assert set(result.nodes()) == {s for s in comp.senders(cfg) if s != "pos_embed"}
+    with pytest.raises(KeyError, match="unknown scored edge"):
+        result[("L1H1", "L0H0", "q")]  # not an edge: L1H1 is downstream of L0H0
+
+
+def test_a_custom_metric_changes_the_unit_not_the_scores(siit, pair, result):
+    doubled = eap(siit.model, pair, metric=lambda logits: 2 * logit_diff(logits, pair))
+    assert doubled.clean_metric == pytest.approx(2 * result.clean_metric)
+    for edge, value in result.scores.items():
+        assert doubled[edge] == pytest.approx(value, abs=1e-5)
+
+
+@pytest.mark.parametrize("name", ["induction-siit", "brackets-siit"])
+def test_methods_do_not_mutate_the_model_or_leave_hooks(name):
+    zm = zoo.load(name)
+    model = zm.model
+    pair = zm.task.counterfactual(16, seed=1)
+    training = model.training
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for result in (eap(model, pair), eap_ig(model, pair, steps=2)):
+        assert all(math.isfinite(v) for v in result.scores.values())
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None for p in model.parameters())  # gradients never land on the weights
+    assert not model.has_hooks()
+    assert model.training == training
+
+
+def test_bad_inputs_raise_clear_errors(siit, pair):
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        eap_ig(siit.model, pair, steps=0)
+    same = CounterfactualPair(pair.clean, Batch(pair.clean.tokens, pair.corrupted.targets), "nothing changed")
+    with pytest.raises(ValueError, match="nothing to attribute"):
+        eap(siit.model, same)
+    assert not siit.model.has_hooks()
