@@ -2,14 +2,17 @@
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
-APPS = Path(__file__).resolve().parent
-if str(APPS) not in sys.path:  # `streamlit run` adds the script's folder; AppTest does not
-    sys.path.insert(0, str(APPS))
+from toylab import zoo
+from toylab.viz import TRUTH_COLOR
 
-import lab_common  # noqa: E402
+# Pages `import lab_common` from this folder: `streamlit run` puts it on sys.path, AppTest does not.
+APPS = Path(__file__).resolve().parent
+if str(APPS) not in sys.path:
+    sys.path.insert(0, str(APPS))
 
 # One line per lesson page (path relative to this folder, title): the navigation, the
 # landing page's list and the tests all read this list. No page icons: the current page's
@@ -27,6 +30,23 @@ LESSONS = [
 ]
 
 
+def zoo_table() -> list[dict[str, Any]]:
+    """One row per zoo recipe, from the recipes alone (no model is loaded)."""
+    rows = []
+    for name in zoo.names():
+        rec = zoo.recipe(name)
+        cfg = rec.model
+        rows.append({
+            "name": name,
+            "truth provenance": rec.provenance or "-",
+            "seeds": ", ".join(map(str, rec.seeds)),
+            "model": f"{cfg.n_layers}L x {cfg.n_heads}H, d_model {cfg.d_model}"
+                     + (", attn only" if cfg.attn_only else f", d_mlp {cfg.d_mlp}"),
+            "task": repr(rec.task),
+        })
+    return rows
+
+
 def home() -> None:
     st.title("toylab: the lab")
     st.markdown(
@@ -37,7 +57,7 @@ def home() -> None:
         "check what it finds against a circuit that is *known*."
     )
     st.subheader("The zoo")
-    st.dataframe(lab_common.zoo_table(), hide_index=True, width="stretch")
+    st.dataframe(zoo_table(), hide_index=True, width="stretch")
     st.caption(
         "Truth provenance: **constructed** (weights set by hand), **enforced** (trained with "
         "SIIT so the circuit sits in components chosen before training) or **certified** "
@@ -48,7 +68,7 @@ def home() -> None:
         "Each page goes with a lesson in `lessons/` and runs the same toylab functions live. "
         "Pick a model and seed at the top of a page; everything is computed on your machine, "
         "nothing is downloaded. Where a plot shows ground truth, it is outlined like this "
-        f"<span style='border:2px solid {lab_common.TRUTH_COLOR};padding:0 4px'>ground truth</span>.",
+        f"<span style='border:2px solid {TRUTH_COLOR};padding:0 4px'>ground truth</span>.",
         unsafe_allow_html=True,
     )
     for page in LESSON_PAGES:

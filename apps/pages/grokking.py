@@ -1,10 +1,51 @@
 """Lesson 6, Grokking: train a modular-addition model live, and scrub through the shipped run."""
 
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
 import lab_common as lab
 import numpy as np
 import streamlit as st
 
-from toylab import viz, zoo
+from toylab import methods, viz, zoo
+from toylab.lessons import lesson_fixtures
+from toylab.tasks import ModularAddition
+from toylab.train import Callback, train
+
+LIVE_PRIMES = (53, 59, 61)  # small enough to grok in seconds with modadd-tiny's recipe
+
+
+@st.cache_data(show_spinner="Loading the shipped run's progress measures...")
+def shipped_progress(name: str) -> methods.ProgressMeasures:
+    """The progress measures shipped with zoo model ``name`` (``progress.json``)."""
+    return zoo.load_shipped_progress(name)
+
+
+def live_run(p: int, seed: int, on_step: Callable[[int, int], None]) -> dict[str, Any]:
+    """Train modadd-tiny's recipe on Z_p from ``seed`` until it generalises, calling
+    ``on_step(step, total)`` as it goes; then measure what it learned. Not cached: the
+    page keeps the result in the session."""
+    rec = zoo.recipe("modadd-tiny")
+    task = ModularAddition(p=p, train_frac=rec.task.train_frac, split_seed=rec.task.split_seed)
+    model_cfg = dataclasses.replace(rec.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out)
+    train_cfg = dataclasses.replace(rec.train, seed=seed)
+
+    class Report(Callback):
+        def on_step_end(self, run: Any) -> None:
+            if run.step % 10 == 0:
+                on_step(run.step, train_cfg.steps)
+
+    start = time.perf_counter()
+    result = train(model_cfg, task, train_cfg, callbacks=[Report()], progress=False)
+    seconds = time.perf_counter() - start
+    freqs = methods.key_frequencies(result.model, task)
+    losses = methods.frequency_losses(result.model, task, freqs) if freqs else None
+    return {"history": result.history, "steps": result.steps, "seconds": seconds, "key_frequencies": freqs,
+            "spectrum": methods.embedding_frequency_norms(result.model, task.p).numpy(),
+            "losses": dataclasses.asdict(losses) if losses else None, "metrics": result.metrics}
+
 
 st.title("6 Grokking modular addition")
 st.caption(
@@ -14,8 +55,8 @@ st.caption(
 )
 
 # ---- the shipped run ---------------------------------------------------------------------
-NAME = "modadd-113"
-measures = lab.shipped_progress(NAME)
+NAME = lesson_fixtures("grokking").PROGRESS_MODEL  # "modadd-113": the run lesson 6 reads
+measures = shipped_progress(NAME)
 truth_freqs = zoo.recipe(NAME).truth.claims["key_frequencies"]
 st.header(f"The shipped run of {NAME}")
 step_col, truth_col = st.columns([4, 1])
@@ -47,12 +88,12 @@ st.header("Train one yourself")
 st.caption("modadd-tiny's recipe (1 layer, 2 heads, d_model 64) on a small prime, until test accuracy reaches "
            "99.9%. Each prime and seed groks on its own frequencies.")
 p_col, seed_col, go_col = st.columns([1, 1, 1])
-p = p_col.selectbox("Prime p", lab.LIVE_PRIMES, key="grok_p")
+p = p_col.selectbox("Prime p", LIVE_PRIMES, key="grok_p")
 seed = int(seed_col.number_input("Seed", 0, 1000, 0, key="grok_seed"))
 run_key = f"grok_run_{p}_{seed}"
 if go_col.button("Train", key="grok_train"):
     bar = st.progress(0.0, text="training...")
-    st.session_state[run_key] = lab.live_run(
+    st.session_state[run_key] = live_run(
         p, seed, lambda s, total: bar.progress(min(s / total, 1.0), text=f"step {s}"))
     bar.empty()
 run = st.session_state.get(run_key)

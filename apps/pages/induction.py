@@ -1,10 +1,77 @@
 """Lesson 2, Induction heads: attention patterns and head detectors against the ground truth."""
 
-import lab_common as lab
-import streamlit as st
+from collections.abc import Sequence
 
-from toylab import viz
-from toylab.methods.detectors import DETECTORS
+import lab_common as lab
+import numpy as np
+import streamlit as st
+import torch
+
+from toylab import methods, viz
+from toylab.methods.detectors import DETECTORS, head_scores, target_positions
+
+N_SCORE_PROMPTS = 64  # prompts the detector scores average over
+
+
+def parse_tokens(name: str, seed: int, text: str) -> list[int]:
+    """Token ids from names separated by spaces or commas ("BOS t3 t7 t3"); raises ValueError."""
+    vocab = lab.zoo_model(name, seed).task.token_names
+    index = {token: i for i, token in enumerate(vocab)}
+    words = text.replace(",", " ").split()
+    unknown = [w for w in words if w not in index]
+    if unknown:
+        raise ValueError(f"unknown tokens {unknown[:5]}; this task's tokens are {vocab[0]}, {vocab[1]}, ..., {vocab[-1]}")
+    n_ctx = lab.zoo_model(name, seed).model.cfg.n_ctx
+    if not 1 <= len(words) <= n_ctx:
+        raise ValueError(f"type between 1 and {n_ctx} tokens, got {len(words)}")
+    return [index[w] for w in words]
+
+
+@st.cache_data(show_spinner=False)
+def attention_patterns(name: str, seed: int, tokens: tuple[int, ...]) -> np.ndarray:
+    """Attention of every head on one prompt: [layer, head, query_pos, key_pos]."""
+    model = lab.zoo_model(name, seed).model
+    hooks = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
+    with lab.FORWARD_LOCK, torch.no_grad():
+        _, cache = model.run_with_cache(torch.tensor([tokens]), names=hooks)
+    return torch.stack([cache[h][0] for h in hooks]).numpy()
+
+
+@st.cache_data(show_spinner=False)
+def detector_scores(name: str, seed: int, sample_seed: int) -> dict[str, np.ndarray]:
+    """Each detector's score per head, [layer, head], over ``N_SCORE_PROMPTS`` sampled prompts."""
+    zm = lab.zoo_model(name, seed)
+    tokens = zm.task.sample(N_SCORE_PROMPTS, seed=sample_seed).tokens
+    with lab.FORWARD_LOCK:
+        return {d: head_scores(zm.model, tokens, d).scores.numpy() for d in DETECTORS}
+
+
+def detector_targets(tokens: Sequence[int], detector: str) -> list[tuple[int, int]]:
+    """(query, key) cells where a head of the ``detector`` type attends on this prompt."""
+    keys = target_positions(torch.tensor([list(tokens)]), detector)[0].tolist()
+    return [(q, k) for q, k in enumerate(keys) if k >= 0]
+
+
+@st.cache_data(show_spinner=False)
+def ov_circuit(name: str, seed: int, layer: int, head: int) -> tuple[np.ndarray, float]:
+    """The head's full OV circuit [d_vocab, d_vocab_out] and its copying score."""
+    ov = methods.ov_circuit(lab.zoo_model(name, seed).model, layer, head)
+    return ov.numpy(), methods.copying_score(ov)
+
+
+@st.cache_data(show_spinner=False)
+def pos_qk_circuit(name: str, seed: int, layer: int, head: int) -> np.ndarray:
+    """The head's positional QK circuit [query_pos, key_pos], NaN (not -inf) where it cannot attend."""
+    scores = methods.pos_qk_circuit(lab.zoo_model(name, seed).model, layer, head).numpy()
+    return np.where(np.isneginf(scores), np.nan, scores)
+
+
+@st.cache_data(show_spinner=False)
+def composition(name: str, seed: int, kind: str) -> tuple[np.ndarray, float]:
+    """Composition scores [sender_layer, sender_head, receiver_layer, receiver_head] and the random baseline."""
+    result = methods.composition_scores(lab.zoo_model(name, seed).model, kind)
+    return result.scores.numpy(), result.baseline
+
 
 st.title("2 Induction heads")
 st.caption(
@@ -29,7 +96,7 @@ with prompt_col:
         example = " ".join(lab.str_tokens(name, seed, lab.sample(name, seed, 0)[0][0].tolist()))
         text = st.text_input("Tokens, separated by spaces", value=example, key="ind_tokens")
         try:
-            tokens = tuple(lab.parse_tokens(name, seed, text))
+            tokens = tuple(parse_tokens(name, seed, text))
         except ValueError as err:
             st.error(str(err))
             st.stop()
@@ -39,13 +106,13 @@ show_truth = truth_col.toggle("Show ground truth", value=True, key="ind_truth")
 
 head_id = f"L{layer}H{head}"
 str_toks = lab.str_tokens(name, seed, tokens)
-patterns = lab.attention_patterns(name, seed, tokens)  # [layer, head, query_pos, key_pos]
+patterns = attention_patterns(name, seed, tokens)  # [layer, head, query_pos, key_pos]
 
 pattern_col, scores_col = st.columns([3, 2])
 with pattern_col:
     st.subheader(f"Attention of {head_id}")
     role = roles.get(head_id)
-    cells = lab.detector_targets(tokens, role) if show_truth and role else []
+    cells = detector_targets(tokens, role) if show_truth and role else []
     lab.show(viz.attention_pattern, patterns[layer, head], str_toks, title=f"{head_id} on this prompt",
              highlight=cells)
     if not show_truth:
@@ -58,8 +125,8 @@ with pattern_col:
 
 with scores_col:
     st.subheader("Head detectors")
-    scores = lab.detector_scores(name, seed, 0)
-    st.caption(f"Mean attention on each detector's target key, over {lab.N_SCORE_PROMPTS} sampled prompts. "
+    scores = detector_scores(name, seed, 0)
+    st.caption(f"Mean attention on each detector's target key, over {N_SCORE_PROMPTS} sampled prompts. "
                "A high score says where a head looks, not that the model uses it.")
     for detector in DETECTORS:
         truth_heads = {h for h, r in roles.items() if r == detector} if show_truth else set()
@@ -71,7 +138,7 @@ with scores_col:
 # ---- QK and OV circuits, composition scores (from the weights alone) ----------------------
 st.subheader(f"What {head_id}'s weights compute: OV and QK circuits")
 vocab = zm.task.token_names
-ov, copying = lab.ov_circuit(name, seed, layer, head)  # [d_vocab, d_vocab_out]
+ov, copying = ov_circuit(name, seed, layer, head)  # [d_vocab, d_vocab_out]
 n_show = min(16, ov.shape[0], ov.shape[1])
 out_names = vocab if ov.shape[1] == len(vocab) else [str(i) for i in range(ov.shape[1])]
 ov_col, ov_text = st.columns([3, 2])
@@ -85,7 +152,7 @@ ov_text.caption(f"{head_id}'s full OV circuit `W_E W_OV W_U` [{ov.shape[0]} x {o
                 f"{min(ov.shape)} tokens): a copying head has a bright diagonal.")
 qk_col, qk_text = st.columns([3, 2])
 with qk_col:
-    pos_qk = lab.pos_qk_circuit(name, seed, layer, head)  # [query_pos, key_pos], NaN where masked
+    pos_qk = pos_qk_circuit(name, seed, layer, head)  # [query_pos, key_pos], NaN where masked
     positions = [str(p) for p in range(pos_qk.shape[0])]
     lab.show(viz.heatmap, pos_qk, positions, positions, title=f"{head_id} positional QK circuit",
              xlabel="key position", ylabel="query position", cbar_label="attention score")
@@ -99,7 +166,7 @@ COMPOSITION = {"k": "K-composition: the receiver's key reads the sender",
                "v": "V-composition: the receiver's value reads the sender"}
 kind = st.radio("Composition", list(COMPOSITION), format_func=lambda k: f"{k.upper()}-composition",
                 horizontal=True, key="ind_comp")
-comp_scores, baseline = lab.composition(name, seed, kind)  # [s_layer, s_head, r_layer, r_head]
+comp_scores, baseline = composition(name, seed, kind)  # [s_layer, s_head, r_layer, r_head]
 senders = [(lay, h) for lay in range(cfg.n_layers - 1) for h in range(cfg.n_heads)]
 receivers = [(lay, h) for lay in range(1, cfg.n_layers) for h in range(cfg.n_heads)]
 grid = [[comp_scores[s_l, s_h, r_l, r_h] for s_l, s_h in senders] for r_l, r_h in receivers]

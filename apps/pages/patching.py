@@ -1,12 +1,74 @@
 """Lesson 3, Activation and path patching: what each component does on a counterfactual pair."""
 
+import time
+from typing import Any
+
 import lab_common as lab
 import numpy as np
 import streamlit as st
 
-from toylab import viz
+from toylab import methods, viz
 from toylab.methods.patching import DIRECTIONS
 from toylab import components as comp
+
+
+def patch_targets(name: str, seed: int) -> list[str]:
+    """The ``PATCH_TARGETS`` worth offering for this model: ``mlp_out`` needs an MLP (the
+    function refuses it otherwise) and ``resid_mid`` is left out of attention-only models,
+    where it is the same stream as ``resid_post``."""
+    attn_only = lab.zoo_model(name, seed).model.cfg.attn_only
+    return [t for t in methods.PATCH_TARGETS if not (attn_only and t in ("mlp_out", "resid_mid"))]
+
+
+def path_receivers(name: str, seed: int) -> list[str]:
+    """Components path patching can take as receivers: those with at least one head upstream."""
+    cfg = lab.zoo_model(name, seed).model.cfg
+    first_heads = comp.layer_of(comp.head_id(0, 0))
+    return [r for r in comp.receivers(cfg) if comp.layer_of(r) > first_heads]
+
+
+@st.cache_data(show_spinner=False)
+def pair_example(name: str, seed: int, n: int, pair_seed: int) -> dict[str, Any]:
+    """What the counterfactual pairs change, and the first pair as token strings."""
+    zm = lab.zoo_model(name, seed)
+    pair = zm.task.counterfactual(n, seed=pair_seed)
+    return {"description": pair.description,
+            "clean": zm.task.to_str_tokens(pair.clean.tokens[0]),
+            "corrupted": zm.task.to_str_tokens(pair.corrupted.tokens[0])}
+
+
+def _patching_summary(result: methods.PatchingResult, seconds: float, top: int) -> dict[str, Any]:
+    return {"scores": result.scores.numpy(), "axes": result.axes, "seconds": seconds,
+            "clean": float(result.clean_metric), "corrupted": float(result.corrupted_metric),
+            "top": result.top(top) if len(result.axes) else []}
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def activation_patching(name: str, seed: int, n: int, pair_seed: int, target: str,
+                        direction: str = "denoise", top: int = 5) -> dict[str, Any]:
+    """``methods.activation_patching`` on ``n`` counterfactual pairs: scores, axes, metrics,
+    top entries and the seconds the sweep took (not counting making the pairs)."""
+    zm = lab.zoo_model(name, seed)
+    pair = zm.task.counterfactual(n, seed=pair_seed)
+    with lab.FORWARD_LOCK:
+        start = time.perf_counter()
+        result = methods.activation_patching(zm.model, pair, target, direction=direction)
+        seconds = time.perf_counter() - start
+    return _patching_summary(result, seconds, top)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def path_patching(name: str, seed: int, n: int, pair_seed: int, receivers: tuple[str, ...],
+                  receiver_input: str, direction: str = "denoise", top: int = 5) -> dict[str, Any]:
+    """``methods.path_patching`` from every upstream head into ``receivers`` through ``receiver_input``."""
+    zm = lab.zoo_model(name, seed)
+    pair = zm.task.counterfactual(n, seed=pair_seed)
+    with lab.FORWARD_LOCK:
+        start = time.perf_counter()
+        result = methods.path_patching(zm.model, pair, list(receivers), receiver_input, direction=direction)
+        seconds = time.perf_counter() - start
+    return _patching_summary(result, seconds, top)
+
 
 st.title("3 Activation and path patching")
 st.caption(
@@ -33,7 +95,7 @@ direction = dir_col.radio("Direction", DIRECTIONS, horizontal=True, key="patch_d
 show_truth = truth_col.toggle("Show ground truth", value=True, key="patch_truth")
 n_pairs, pair_seed = int(n_pairs), int(pair_seed)
 
-example = lab.pair_example(name, seed, n_pairs, pair_seed)
+example = pair_example(name, seed, n_pairs, pair_seed)
 st.markdown(f"**The pairs:** {example['description']}.")
 st.caption("First pair, clean: `" + " ".join(example["clean"]) + "`  \ncorrupted: `"
            + " ".join(example["corrupted"]) + "`")
@@ -60,7 +122,7 @@ def score_grid(scores: np.ndarray, title: str, highlight: set[tuple[int, int]]) 
 
 # ---- activation patching --------------------------------------------------------------------
 st.header("Activation patching")
-targets = lab.patch_targets(name, seed)
+targets = patch_targets(name, seed)
 if st.session_state.get("patch_target") not in targets:
     st.session_state.pop("patch_target", None)  # e.g. mlp_out on a model without MLPs
 TARGET_HELP = {
@@ -79,7 +141,7 @@ TARGET_HELP = {
 target_col, layer_col = st.columns([3, 1])
 target = target_col.selectbox("Patch", targets, index=targets.index("head") if "head" in targets else 0,
                               format_func=lambda t: f"{t}: {TARGET_HELP[t]}", key="patch_target")
-result = lab.activation_patching(name, seed, n_pairs, pair_seed, target, direction)
+result = activation_patching(name, seed, n_pairs, pair_seed, target, direction)
 scores, axes = result["scores"], result["axes"]
 
 clean_m, corrupt_m, time_m = st.columns(3)
@@ -122,7 +184,7 @@ with top_col:
 
 # ---- path patching ------------------------------------------------------------------------------
 st.header("Path patching")
-receiver_options = lab.path_receivers(name, seed)
+receiver_options = path_receivers(name, seed)
 head_edges = [e for e in (zm.truth.edges if zm.truth else ()) if comp.parse(e.sender)[0] == "head"
               and e.receiver in receiver_options]
 default_receivers = [head_edges[0].receiver] if head_edges else [comp.OUTPUT]
@@ -146,7 +208,7 @@ if not receivers:
 elif any(is_head) and not all(is_head):
     st.warning("Pick heads only (read through q, k or v) or MLPs and logits only (read the residual stream).")
 else:
-    path = lab.path_patching(name, seed, n_pairs, pair_seed, tuple(receivers), receiver_input, direction)
+    path = path_patching(name, seed, n_pairs, pair_seed, tuple(receivers), receiver_input, direction)
     earliest = min(comp.layer_of(r) for r in receivers)  # senders: the heads of layers before it
     senders = path["scores"][:cfg.n_layers if earliest == float("inf") else int(np.ceil(earliest))]
     truth_senders = {e.sender for e in head_edges if e.receiver in receivers and e.kind == receiver_input}

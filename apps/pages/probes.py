@@ -1,9 +1,96 @@
 """Lesson 8, Probes and factual recall: where information lives, and whether the model uses it."""
 
+from typing import Any
+
 import lab_common as lab
 import streamlit as st
+import torch
 
 from toylab import methods, viz
+from toylab.lessons import lesson_fixtures
+
+FIXTURES = lesson_fixtures("probes")  # lesson 8's probe sites and probe training, shared with the lesson
+
+
+def variable_values(name: str, seed: int, variable: str, tokens: torch.Tensor) -> torch.Tensor:
+    """The algorithm's value of ``variable`` on each prompt ([batch])."""
+    return lab.zoo_model(name, seed).algorithm.value(tokens, variable)
+
+
+@st.cache_data(show_spinner="Training probes at every site...", max_entries=64)
+def probe_grid(name: str, seed: int, variable: str, n: int, sample_seed: int) -> dict[str, Any]:
+    """Probe accuracy, control accuracy and selectivity at each of lesson 8's probe hooks x position, [hook, pos]."""
+    zm = lab.zoo_model(name, seed)
+    tokens = zm.task.sample(n, seed=sample_seed).tokens
+    hooks = [h for h in FIXTURES.PROBE_HOOKS if h in zm.model.hook_names()]
+    labels = variable_values(name, seed, variable, tokens)
+    with lab.FORWARD_LOCK:
+        grid = methods.probe_grid(zm.model, tokens, labels, hooks, config=FIXTURES.PROBE_CONFIG,
+                                  types=zm.task.variables(tokens)["fact"])
+    return {"hooks": hooks, "accuracy": grid.accuracy.numpy(), "selectivity": grid.selectivity.numpy(),
+            "control": grid.control_accuracy.numpy(), "majority": grid.majority}
+
+
+def probe_truth_cell(name: str, seed: int, variable: str) -> tuple[str, int] | None:
+    """(hook, pos) in the probe grid right after the component the truth declares ``variable`` in."""
+    zm = lab.zoo_model(name, seed)
+    if zm.truth is None or variable not in {v.name for v in zm.truth.variables}:
+        return None
+    site = methods.variable_site(zm.truth, variable, zm.task.n_ctx)
+    layer = int(site.hook.split(".")[1])
+    return (f"blocks.{layer}.hook_resid_post" if "mlp" in site.hook else f"blocks.{layer}.hook_resid_mid"), site.pos
+
+
+def iia_sites(name: str, seed: int, variable: str) -> list[tuple[str, int, int | None, str]]:
+    """Sites to score for ``variable``: (hook, pos, head, role) with role "truth" or "decoy"."""
+    zm = lab.zoo_model(name, seed)
+    positions = zm.task.positions
+    site = methods.variable_site(zm.truth, variable, zm.task.n_ctx)
+    hook, pos = probe_truth_cell(name, seed, variable)
+    rows = [(site.hook, site.pos, site.head, "truth"), (hook, pos, None, "truth")]
+    for decoy in (("blocks.1.hook_resid_post", positions["subject"]), ("blocks.0.hook_resid_post", positions["answer"]),
+                  ("blocks.0.hook_resid_post", positions["relation"])):
+        if decoy != (hook, pos):
+            rows.append((*decoy, None, "decoy"))
+    return rows
+
+
+@st.cache_data(show_spinner="Measuring interchange-intervention accuracy...", max_entries=64)
+def iia_table(name: str, seed: int, variable: str, k: int, n: int, sample_seed: int) -> list[dict[str, Any]]:
+    """Per site: probe accuracy, IIA of the whole vector, of the probe's directions and of a k-dim DAS subspace."""
+    zm = lab.zoo_model(name, seed)
+    tokens = zm.task.sample(n, seed=sample_seed).tokens
+    labels = variable_values(name, seed, variable, tokens)
+    rows = []
+    with lab.FORWARD_LOCK:
+        for hook, pos, head, role in iia_sites(name, seed, variable):
+            site = methods.Site(hook, pos, head)
+            probe = methods.train_probe(zm.model, tokens, labels, site, FIXTURES.PROBE_CONFIG)
+            full = methods.interchange_accuracy(zm.model, zm.algorithm, variable, site, seed=sample_seed)
+            through = methods.interchange_accuracy(zm.model, zm.algorithm, variable, site,
+                                                   methods.probe_subspace(probe.probe), seed=sample_seed)
+            d = methods.activations(zm.model, tokens[:1], site).shape[-1]
+            learned = methods.das(zm.model, zm.algorithm, variable, site,
+                                  methods.DASConfig(k=min(k, d), steps=150, n_train=384, seed=sample_seed))
+            rows.append({"site": str(site), "ground truth": role == "truth", "probe accuracy": probe.accuracy,
+                         "IIA whole vector": full.accuracy, "IIA probe directions": through.accuracy,
+                         f"IIA DAS (k={min(k, d)})": learned.test_iia})
+    return rows
+
+
+@st.cache_data(show_spinner="Tracing...", max_entries=64)
+def causal_trace(name: str, seed: int, n: int, sample_seed: int, corruption: str) -> dict[str, Any]:
+    """Causal tracing of the subject: restored fraction per kind, [layer, pos], and the two probabilities."""
+    zm = lab.zoo_model(name, seed)
+    batch = zm.task.sample(n, seed=sample_seed)
+    source = zm.algorithm.sample_pairs(n, torch.Generator().manual_seed(sample_seed))[1].tokens
+    with lab.FORWARD_LOCK:
+        result = methods.causal_trace(zm.model, batch, [zm.task.positions["subject"]],
+                                      config=methods.TracingConfig(corruption=corruption, seed=sample_seed),
+                                      source_tokens=source)
+    return {"scores": {kind: result.scores(kind).numpy() for kind in result.kinds}, "p_clean": result.p_clean,
+            "p_corrupted": result.p_corrupted, "peaks": {kind: result.peak(kind) for kind in result.kinds}}
+
 
 st.title("8 Probes and factual recall")
 st.caption(
@@ -31,7 +118,7 @@ st.header("Causal tracing")
 corruption = st.radio("Corrupt the subject by", ["noise", "resample"], horizontal=True, key="probe_corruption",
                       help="noise: Gaussian noise of 3 x the embedding's std on the subject's embedding (ROME); "
                            "resample: another subject's embedding.")
-trace = lab.causal_trace(name, seed, n, sample_seed, corruption)
+trace = causal_trace(name, seed, n, sample_seed, corruption)
 clean_m, corrupt_m, peak_m = st.columns(3)
 clean_m.metric("p(answer), clean", f"{trace['p_clean']:.3f}")
 corrupt_m.metric("p(answer), subject corrupted", f"{trace['p_corrupted']:.3f}")
@@ -53,8 +140,8 @@ st.header("Probes: where can a variable be read?")
 variables = [v.name for v in zm.truth.variables]
 variable = st.selectbox("Variable", variables, index=variables.index("attribute"), key="probe_variable",
                         help="A causal variable of the truth; its value on each prompt is the probe's label.")
-grid = lab.probe_grid(name, seed, variable, n, sample_seed)
-cell = lab.probe_truth_cell(name, seed, variable)
+grid = probe_grid(name, seed, variable, n, sample_seed)
+cell = probe_truth_cell(name, seed, variable)
 cells = ((grid["hooks"].index(cell[0]), cell[1]),) if show_truth and cell and cell[0] in grid["hooks"] else ()
 lab.show(viz.probe_map, grid["accuracy"], grid["selectivity"], grid["hooks"], labels,
          title=f"probing for {variable} (majority class {grid['majority']:.2f})", highlight=cells)
@@ -68,7 +155,7 @@ st.header("Intervening: where is it used?")
 k = int(st.slider("DAS subspace dimension k", min_value=1, max_value=8, value=8 if variable != "relation" else 4,
                   key="probe_k", help="Distributed alignment search learns a k-dim subspace whose interchange "
                                       "gives the algorithm's counterfactual answer; IIA is on held-out pairs."))
-rows = lab.iia_table(name, seed, variable, k, n, sample_seed)
+rows = iia_table(name, seed, variable, k, n, sample_seed)
 table = [{key: (round(value, 3) if isinstance(value, float) else value) for key, value in row.items()
           if show_truth or key != "ground truth"} for row in rows]
 table_col, bar_col = st.columns([3, 2])

@@ -1,10 +1,55 @@
 """Lesson 5, Sparse autoencoders: train one on data whose features are known and see which it found."""
 
+from collections.abc import Callable
+from typing import Any
+
 import lab_common as lab
 import numpy as np
 import streamlit as st
+import torch
 
 from toylab import viz
+from toylab.lessons import lesson_fixtures
+from toylab.sae import SAE, SAEConfig, cosine_matrix, score_sae
+from toylab.sae import train_sae as sae_train
+
+SAE_DATA = {
+    "synthetic dictionary (128 features in 32 dims)": "synthetic",
+    "toy model: 20 features in 10 dims": "toy-20-10",
+    "toy model: 5 features in 2 dims (a pentagon)": "toy-5-2",
+}
+
+
+def sae_source(data: str, seed: int) -> tuple[Callable[[int, torch.Generator], tuple], torch.Tensor]:
+    """A sampler ``(n, generator) -> (activations, true coefficients)`` and the true features
+    [feature, d_in], from lesson 5's fixtures: its dictionary, or its toy model at another size."""
+    fixtures = lesson_fixtures("sae")
+    if data == "synthetic":
+        synthetic = fixtures.dictionary(seed)
+        return synthetic.sample, synthetic.features
+    n_features, n_hidden = {"toy-20-10": (20, 10), "toy-5-2": (5, 2)}[data]
+    toy = fixtures.toy_model(n_features, n_hidden, steps=3000, seed=seed)
+    return fixtures.activation_sampler(toy), fixtures.feature_directions(toy).clone()
+
+
+@st.cache_data(show_spinner="Training the SAE...", max_entries=64)
+def train_sae(data: str, architecture: str, d_sae: int, sparsity: float, steps: int, seed: int) -> dict[str, Any]:
+    """An SAE trained on ``data`` (a value of ``SAE_DATA``) and scored against the true features
+    on fresh samples. ``sparsity`` is k for topk, the L1 coefficient for relu and the L0
+    coefficient for jumprelu."""
+    sample, features = sae_source(data, seed)
+    extra = {"topk": {"k": int(sparsity)}, "relu": {"l1_coefficient": sparsity},
+             "jumprelu": {"l0_coefficient": sparsity}}[architecture]
+    sae = SAE(SAEConfig(d_in=features.shape[1], d_sae=d_sae, architecture=architecture, seed=seed, **extra))
+    history = sae_train(sae, sample, steps=steps, batch_size=256, lr=3e-3, seed=seed, resample_every=500)
+    x, c = sample(8192, torch.Generator().manual_seed(10_000 + seed))
+    scores = score_sae(sae, features, x, c)
+    return {"scores": {k: v for k, v in vars(scores).items() if isinstance(v, float)},
+            "matched": np.array(scores.matched_latent), "f1": np.array(scores.f1_per_feature),
+            "cos": cosine_matrix(features, sae.W_dec.detach()).numpy(), "features": features.numpy(),
+            "W_dec": sae.W_dec.detach().numpy(), "true_l0": float((c > 0).sum(-1).float().mean()),
+            "seconds": history.seconds}
+
 
 st.title("5 Sparse autoencoders")
 st.caption(
@@ -14,8 +59,8 @@ st.caption(
 )
 
 data_col, arch_col, width_col = st.columns([2, 1, 1])
-data_name = data_col.selectbox("Activations", list(lab.SAE_DATA), key="sae_data")
-data = lab.SAE_DATA[data_name]
+data_name = data_col.selectbox("Activations", list(SAE_DATA), key="sae_data")
+data = SAE_DATA[data_name]
 architecture = arch_col.selectbox("Architecture", ["topk", "relu", "jumprelu"], key="sae_arch")
 n_true = {"synthetic": 128, "toy-20-10": 20, "toy-5-2": 5}[data]
 ratio = width_col.select_slider("Latents per true feature", [1, 2, 4], 2, key="sae_ratio")
@@ -32,7 +77,7 @@ steps = steps_col.select_slider("Steps", [250, 500, 1000, 2000, 3000], 1000, key
 seed = seed_col.number_input("Seed", 0, 1000, 0, key="sae_seed")
 show_truth = truth_col.toggle("Show ground truth", value=True, key="sae_truth")
 
-result = lab.train_sae(data, architecture, ratio * n_true, float(sparsity), int(steps), int(seed))
+result = train_sae(data, architecture, ratio * n_true, float(sparsity), int(steps), int(seed))
 scores = result["scores"]
 
 metric_cols = st.columns(5)

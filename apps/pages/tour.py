@@ -2,9 +2,29 @@
 
 import lab_common as lab
 import streamlit as st
+import torch
 
 from toylab import viz
+from toylab.checkpoint import read_json
 from toylab.tasks.base import IGNORE
+
+
+@st.cache_data(show_spinner=False)
+def hook_shapes(name: str, seed: int, sample_seed: int, n: int = 2) -> list[dict[str, str]]:
+    """Every hook of the model with the shape it records on ``n`` sampled prompts."""
+    zm = lab.zoo_model(name, seed)
+    tokens = zm.task.sample(n, seed=sample_seed).tokens
+    with lab.FORWARD_LOCK, torch.no_grad():
+        _, cache = zm.model.run_with_cache(tokens)
+    return [{"hook": hook, "shape": str(list(act.shape))} for hook, act in cache.items()]
+
+
+@st.cache_data(show_spinner=False)
+def training_history(name: str, seed: int) -> list[dict[str, float]]:
+    """The run's evaluations (``history.json``); empty for a constructed model."""
+    path = lab.zoo_model(name, seed).path / "history.json"
+    return read_json(path, "training history") if path.exists() else []
+
 
 st.title("1 Tour of the lab")
 st.caption("Everything a zoo model comes with: its card, its task, its hooks and its ground-truth circuit.")
@@ -37,7 +57,7 @@ with config_col:
     st.dataframe([{"field": k, "value": str(v)} for k, v in cfg.to_dict().items()], hide_index=True)
 with train_col:
     st.markdown("**Training**")
-    history = lab.training_history(name, seed)
+    history = training_history(name, seed)
     if history:
         lab.show(viz.training_curves, history, f"{name} (seed {seed}), {card.get('train_time_s')} s")
     else:
@@ -61,7 +81,7 @@ st.caption("`task.sample(n, seed)` gives `tokens` and `targets`, both [batch, po
 st.header("Hooks", anchor="hooks")
 st.caption("`model.run_with_cache(tokens)` on two prompts: every hook fires, so every one is cached. "
            "Names and shapes follow TransformerLens.")
-st.dataframe(lab.hook_shapes(name, seed, int(sample_seed)), hide_index=True, height=300)
+st.dataframe(hook_shapes(name, seed, int(sample_seed)), hide_index=True, height=300)
 
 # ---- ground truth -----------------------------------------------------------------------
 st.header("Ground truth", anchor="truth")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from toylab import methods
-from toylab.lessons.checks._common import call, expect_close, head_set, zoo_model
+from toylab.lessons.checking import call, expect_close, head_set, zoo_model
 from toylab.lessons.exercise import Wrong, exercise
 from toylab.tasks import loss
 from toylab.components import head_id

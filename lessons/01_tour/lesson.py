@@ -13,9 +13,10 @@
 # 3. **hooks** and the **activation cache**, to read and change what the model computes;
 # 4. the **truth** of a model, and how to check a claim against it.
 #
-# Run the file top to bottom (`python lessons/01_tour.py`) or open it as a notebook (VS Code,
-# Jupyter with Jupytext). Exercises are marked; `check(...)` tells you whether you got them
-# right and gives a hint when you did not.
+# Run the file top to bottom (`python lessons/01_tour/lesson.py`) or open it as a notebook
+# (VS Code, Jupyter with Jupytext). Exercises are marked; `check(...)` tells you whether you
+# got them right and gives a hint when you did not. The checks live beside this file, in
+# `checks.py`, and the reference solutions in `solutions.py`.
 
 # %%
 import torch

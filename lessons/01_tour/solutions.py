@@ -1,4 +1,4 @@
-# Reference solutions for lessons/01_tour.py: each cell replaces the exercise cell with the same header.
+# Reference solutions for lesson.py, beside this file: each cell replaces the exercise cell with the same header.
 
 # %% exercise="tour.resid_after_layer0"
 def resid_after_layer0(cache):

@@ -1,4 +1,4 @@
-# Reference solutions for lessons/02_induction_heads.py: each cell replaces the exercise cell with the same header.
+# Reference solutions for lesson.py, beside this file: each cell replaces the exercise cell with the same header.
 
 # %% exercise="induction.previous_token_score"
 def previous_token_score(pattern):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from toylab import methods
-from toylab.lessons.checks._common import call, first_difference, head_set, number, zoo_model
+from toylab.lessons.checking import call, first_difference, head_set, number, zoo_model
 from toylab.lessons.exercise import Wrong, exercise
 
 

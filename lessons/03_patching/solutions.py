@@ -1,4 +1,4 @@
-# Reference solutions for lessons/03_patching.py: each cell replaces the exercise cell with the same header.
+# Reference solutions for lesson.py, beside this file: each cell replaces the exercise cell with the same header.
 
 # %% exercise="patching.patch_resid_pre"
 def patch_resid_pre(model, pair, layer, pos):

@@ -8,22 +8,11 @@ from functools import lru_cache
 import torch
 
 from toylab import methods
-from toylab.lessons.checks._common import call, expect_close, number
+from toylab.lessons.checking import call, expect_close, number
 from toylab.lessons.exercise import Wrong, exercise, fast
-from toylab.models import SuperpositionConfig, ToyModel, train_toy_model
+from toylab.models import SuperpositionConfig, ToyModel
 
-# The lesson's sweep: 5 features of decaying importance in 2 dimensions, dense to sparse.
-DENSITIES = (1.0, 0.3, 0.1, 0.03, 0.01)
-IMPORTANCE_DECAY = 0.9
-
-
-def sweep_model(steps: int, seed: int = 1) -> ToyModel:
-    """The lesson's sweep trained from ``seed``: one instance per density in ``DENSITIES``."""
-    cfg = SuperpositionConfig(n_instances=len(DENSITIES), n_features=5, n_hidden=2)
-    model = ToyModel(cfg, feature_probability=torch.tensor(DENSITIES)[:, None],
-                     importance=(IMPORTANCE_DECAY ** torch.arange(5.0))[None, :], seed=seed)
-    train_toy_model(model, steps=steps, batch_size=1024, lr=1e-2, lr_schedule="cosine", seed=seed)
-    return model
+from .fixtures import DENSITIES, sweep_model
 
 
 @exercise("superposition.loss", "The importance-weighted loss", "implement", "easy", 5,
@@ -61,7 +50,8 @@ def _dimensionality(fn) -> str:
 @lru_cache(maxsize=1)
 def _measured_counts() -> tuple[int, ...]:
     """Features each instance of the sweep passes through, by feeding each one alone."""
-    gain = methods.reconstruction(sweep_model(steps=1000 if fast() else 3000))
+    model, _ = sweep_model()  # the lesson's sweep, retrained here from the same seed
+    gain = methods.reconstruction(model)
     return tuple(int(n) for n in (gain > 0.5).sum(-1))
 
 

@@ -16,21 +16,22 @@
 #
 # `toylab.models.ToyModel` keeps an `n_instances` axis: every instance is an independent copy
 # with its own density and importance, so a whole sweep trains as one model in one run.
+# The sweep is this lesson's fixture (`fixtures.py`, beside this file), shared with the
+# checker and the lab's page: 5 features of importance `0.9**i` in 2 dimensions, one instance
+# per density in `DENSITIES`, built as `ToyModel(cfg, feature_probability=[instance, 1],
+# importance=[1, feature])` and trained with `toylab.models.train_toy_model`.
 
 # %%
 import torch
 
 from toylab import methods, viz
 from toylab.lessons import check, fast
-from toylab.models import SuperpositionConfig, ToyModel, train_toy_model
+from toylab.models import SuperpositionConfig, ToyModel
 
-STEPS = 1000 if fast() else 3000
-DENSITIES = (1.0, 0.3, 0.1, 0.03, 0.01)  # dense to sparse, one instance each
+from fixtures import DENSITIES, lesson_steps, sweep_model, train
 
-cfg = SuperpositionConfig(n_instances=len(DENSITIES), n_features=5, n_hidden=2)
-model = ToyModel(cfg, feature_probability=torch.tensor(DENSITIES)[:, None],
-                 importance=(0.9 ** torch.arange(5.0))[None, :], seed=1)  # [1, feature]: the same for every instance
-history = train_toy_model(model, steps=STEPS, batch_size=1024, lr=1e-2, lr_schedule="cosine", seed=1)
+STEPS = lesson_steps()  # fewer in fast mode, as the tests run it
+model, history = sweep_model(STEPS, seed=1)
 print("final loss per instance:", history.loss[-1])
 
 # %% [markdown]
@@ -174,7 +175,7 @@ pairs = ToyModel(SuperpositionConfig(n_instances=2, n_features=4, n_hidden=2, n_
 anti = ToyModel(SuperpositionConfig(n_instances=2, n_features=4, n_hidden=2, n_anticorrelated_pairs=2),
                 feature_probability=0.2, seed=0)
 for m in (pairs, anti):
-    train_toy_model(m, steps=STEPS, batch_size=1024, lr=1e-2, lr_schedule="cosine", seed=0)
+    train(m, STEPS, seed=0)  # the same recipe as the sweep's (fixtures.py)
     unit = m.W[0] / m.W[0].norm(dim=0)
     print("cosine of each pair:", round(float(unit[:, 0] @ unit[:, 1]), 2), round(float(unit[:, 2] @ unit[:, 3]), 2))
 

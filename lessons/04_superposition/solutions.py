@@ -1,4 +1,4 @@
-# Reference solutions for lessons/04_superposition.py: each cell replaces the exercise cell with the same header.
+# Reference solutions for lesson.py, beside this file: each cell replaces the exercise cell with the same header.
 
 # %% exercise="superposition.loss"
 def loss_per_instance(out, batch, importance):

@@ -8,23 +8,12 @@ from functools import lru_cache
 
 import torch
 
-from toylab.lessons.checks._common import call, expect_close, number
-from toylab.lessons.exercise import Wrong, exercise, fast
-from toylab.models import SuperpositionConfig, ToyModel, train_toy_model
-from toylab.sae import SAE, SAEConfig, SyntheticFeatures, cosine_matrix, mmcs, score_sae
+from toylab.lessons.checking import call, expect_close, number
+from toylab.lessons.exercise import Wrong, exercise
+from toylab.models import ToyModel
+from toylab.sae import SAE, SAEConfig, cosine_matrix, mmcs, score_sae
 
-
-def lesson_data() -> SyntheticFeatures:
-    """The lesson's dictionary: 128 features in 32 dimensions, each on 3% of the time."""
-    return SyntheticFeatures(d_in=32, n_features=128, feature_probability=0.03, seed=0)
-
-
-def toy_model() -> ToyModel:
-    """The lesson's toy model: 20 sparse features squeezed into 10 dimensions."""
-    model = ToyModel(SuperpositionConfig(n_instances=1, n_features=20, n_hidden=10),
-                     feature_probability=0.03, importance=1.0, seed=0)
-    train_toy_model(model, steps=1500 if fast() else 3000, batch_size=1024, lr=1e-2, lr_schedule="cosine", seed=0)
-    return model
+from .fixtures import dictionary, feature_directions, toy_model
 
 
 @exercise("sae.topk_encode", "TopK encoding", "implement", "easy", 10,
@@ -50,7 +39,7 @@ def _topk_encode(fn) -> str:
           hint="normalise the rows of both, take the [feature, latent] cosine matrix, the max over "
                "latents for each feature, and the mean over features")
 def _mmcs(fn) -> str:
-    data = lesson_data()
+    data = dictionary()
     g = torch.Generator().manual_seed(8)
     for what, decoder in (("random atoms", torch.randn(200, 32, generator=g)),
                           ("scaled true features", 3.0 * data.features[:64]),
@@ -72,7 +61,7 @@ def _mmcs(fn) -> str:
 def _recover(sae) -> str:
     if not isinstance(sae, SAE):
         raise Wrong(f"pass the trained toylab.sae.SAE itself, got {type(sae).__name__}")
-    data = lesson_data()
+    data = dictionary()
     if sae.cfg.d_in != data.d_in:
         raise Wrong(f"the SAE reads d_in={sae.cfg.d_in}; the lesson's activations have d_in={data.d_in}")
     x, c = data.sample(8192, torch.Generator().manual_seed(12345))  # fresh samples, never seen in training
@@ -93,6 +82,7 @@ def _recover(sae) -> str:
 
 @lru_cache(maxsize=1)
 def _toy_model() -> ToyModel:
+    """The lesson's toy model, trained once per process."""
     return toy_model()
 
 
@@ -129,7 +119,7 @@ def _toy_features(answer) -> str:
                         f"({float(fired[i].max()):.2f}), not latent {j} ({float(fired[i, j]):.2f})")
     if len(set(latents)) != n_features:
         raise Wrong("two features share a latent: the SAE merged them")
-    cos = cosine_matrix(model.W[0].detach().T, sae.W_dec.detach())  # [feature, d_sae]
+    cos = cosine_matrix(feature_directions(model), sae.W_dec.detach())  # [feature, d_sae]
     matched = cos[torch.arange(n_features), torch.tensor(latents)]
     return (f"each of the {n_features} features, fed alone, fires its own latent; decoder cosines with the "
             f"true directions: min {float(matched.min()):.3f}, mean {float(matched.mean()):.3f}")

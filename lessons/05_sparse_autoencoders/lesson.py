@@ -14,17 +14,19 @@
 #
 # The data: `toylab.sae.SyntheticFeatures` draws each activation as a sparse, non-negative
 # sum of 128 known unit directions in 32 dimensions (`data.features`, [feature, d_in]); each
-# feature is on 3% of the time.
+# feature is on 3% of the time. It is this lesson's fixture (`fixtures.py`, beside this file),
+# shared with the checker and the lab's page.
 
 # %%
 import torch
 
 from toylab import methods, viz
 from toylab.lessons import check, fast
-from toylab.models import SuperpositionConfig, ToyModel, train_toy_model
-from toylab.sae import SAE, SAEConfig, SyntheticFeatures, cosine_matrix, score_sae, train_sae
+from toylab.sae import SAE, SAEConfig, cosine_matrix, score_sae, train_sae
 
-data = SyntheticFeatures(d_in=32, n_features=128, feature_probability=0.03, seed=0)
+from fixtures import activation_sampler, dictionary, feature_directions, toy_model
+
+data = dictionary()  # SyntheticFeatures(d_in=32, n_features=128, feature_probability=0.03, seed=0)
 x, c = data.sample(8192, torch.Generator().manual_seed(1))  # activations [batch, d_in], coefficients [batch, feature]
 print("true features per sample (the data's L0):", float((c > 0).sum(-1).float().mean()))
 
@@ -115,21 +117,17 @@ check("sae.recover", sae)
 # Now activations that a model made. Take a toy model from lesson 4 with 20 sparse features
 # in 10 hidden dimensions: every feature is superposed. The true feature directions in the
 # hidden space are the columns of its `W`, and `model.hidden(features)` gives its
-# activations. Train an SAE on those and ask which latent carries which feature.
+# activations. Train an SAE on those and ask which latent carries which feature. (The toy
+# model and its sampler are fixtures too: the checker and the lab's page use the same.)
 
 # %%
-toy = ToyModel(SuperpositionConfig(n_instances=1, n_features=20, n_hidden=10), feature_probability=0.03, seed=0)
-train_toy_model(toy, steps=1500 if fast() else 3000, batch_size=1024, lr=1e-2, lr_schedule="cosine", seed=0)
+toy = toy_model()  # 20 features, each on 3% of the time, in 10 dimensions, trained as in lesson 4
 print(methods.feature_status(toy).names(0))
 
-
-def toy_activations(n, generator):
-    """(hidden activations [n, 10], true coefficients [n, 20]) of the toy model."""
-    features = toy.generate_batch(n, generator)  # [n, instance=1, feature]
-    return toy.hidden(features)[:, 0].detach(), features[:, 0]
-
-
-true_directions = toy.W[0].detach().T  # [feature, hidden]
+# toy_activations(n, generator) -> (hidden activations [n, 10], true coefficients [n, 20]):
+# features = toy.generate_batch(n, generator), then toy.hidden(features), of instance 0
+toy_activations = activation_sampler(toy)
+true_directions = feature_directions(toy)  # [feature, hidden]: the columns of toy.W[0]
 
 # %% [markdown]
 # ### Exercise 5.4: which latent carries each feature? (answer, medium, about 15 min)

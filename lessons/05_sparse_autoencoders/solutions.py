@@ -1,4 +1,4 @@
-# Reference solutions for lessons/05_sparse_autoencoders.py: each cell replaces the exercise cell with the same header.
+# Reference solutions for lesson.py, beside this file: each cell replaces the exercise cell with the same header.
 
 # %% exercise="sae.topk_encode"
 def topk_encode(x, W_enc, b_enc, b_dec, k):

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from toylab import methods, zoo
-from toylab.lessons.checks._common import call, expect_close, number, zoo_model
+from toylab.lessons.checking import call, expect_close, number, zoo_model
 from toylab.lessons.exercise import Wrong, exercise
 from toylab.methods.fourier import (
     RESTRICTED_SLACK,
@@ -22,8 +22,7 @@ from toylab.methods.fourier import (
 )
 from toylab.methods.progress import _half_down_step
 
-MODEL = "modadd-113"  # the lesson's model
-PROGRESS_MODEL = "modadd-113"  # the run whose shipped progress measures lesson section 8 reads
+from .fixtures import MODEL, PROGRESS_MODEL
 
 
 # ---- 6.1 the Fourier basis ----------------------------------------------------------

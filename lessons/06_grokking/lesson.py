@@ -26,9 +26,10 @@ import toylab
 from toylab import methods, viz
 from toylab.lessons import check
 
+from fixtures import MODEL, PROGRESS_MODEL  # "modadd-113", shared with the checker and the lab (fixtures.py)
+
 torch.set_grad_enabled(False)
 
-MODEL = "modadd-113"
 zm = toylab.zoo.load(MODEL)
 model, task = zm.model, zm.task
 p = task.p
@@ -279,7 +280,6 @@ for c_ in methods.check_key_frequencies(model, task, zm.truth.claims["key_freque
 # embedding in the Fourier basis, and the total squared weight norm.
 
 # %%
-PROGRESS_MODEL = "modadd-113"
 measures = toylab.zoo.load_shipped_progress(PROGRESS_MODEL)
 print(f"{PROGRESS_MODEL}: {len(measures)} checkpoints, steps {measures.steps[0]} .. {measures.steps[-1]}, "
       f"key frequencies {list(measures.key_frequencies)}")

@@ -1,4 +1,4 @@
-# Reference solutions for lessons/06_grokking.py: each cell replaces the exercise cell with the same header.
+# Reference solutions for lesson.py, beside this file: each cell replaces the exercise cell with the same header.
 
 # %% exercise="grokking.fourier_basis"
 def fourier_basis(p):

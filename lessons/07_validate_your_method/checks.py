@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from toylab import methods
-from toylab.lessons.checks._common import call, head_set, number
+from toylab.lessons.checking import call, head_set, number
 from toylab.lessons.exercise import Wrong, exercise
 from toylab import components as comp
 from toylab.validate import (
@@ -23,11 +23,12 @@ from toylab.validate import (
 )
 from toylab.validate.baselines import BASELINES
 
+from .fixtures import INDUCTION_MODELS
+
 # Models the node-score implementation is compared on: hand-built, enforced (another seed than the
 # lesson's), and one with MLPs, so that embed, heads and MLPs are all exercised.
 IMPLEMENT_MODELS = (("induction-constructed", 0), ("induction-siit", 1), ("brackets-siit", 2))
 CHECK_DATA_SEED = 11  # the checker's pairs: problem.pair(64) draws them, for the learner and the reference
-INDUCTION_MODELS = ("induction-constructed", "induction-siit", "induction-2l", "induction-tiny")
 DECOY_MODEL = "induction-constructed"
 EDGE_MODEL = "induction-siit"
 EDGE_BAR = 0.95

@@ -29,6 +29,8 @@ from toylab import methods, validate, viz
 from toylab.lessons import check, fast
 from toylab.validate import baselines
 
+from fixtures import INDUCTION_MODELS  # shared with the checker (fixtures.py)
+
 torch.set_grad_enabled(False)
 N_PAIRS = 32 if fast() else 128  # scoring pairs per model (the harness's default is 128)
 SEEDS = [0] if fast() else None  # fast mode scores one seed of each model; None means every shipped seed
@@ -115,7 +117,7 @@ for entry in report.errors:
 #   truth it found, and the share of what it found that belongs. Only a known circuit
 #   gives you these.
 #
-# Your method is the library's `activation-patching` baseline. Now the others: `random`
+# Your method is the library's `resample-ablation` baseline. Now the others: `random`
 # (the floor), `eap` (edge attribution patching, a gradient approximation of edge
 # ablation) and `attention-heuristic`, which scores each head by how strongly it attends
 # like a previous-token, duplicate-token or induction head.
@@ -138,7 +140,7 @@ viz.faithfulness_curves(reports)
 # %% [markdown]
 # ### Exercise 7.2: where does the heuristic fail? (answer, easy, about 10 min)
 #
-# Score the attention heuristic on all four induction models of the zoo
+# Score the attention heuristic on all four induction models of the zoo, `INDUCTION_MODELS`
 # (`induction-constructed`, `induction-siit`, `induction-2l`, `induction-tiny`). On which
 # one is its node AUROC lowest, and what is it there? Answer with a pair
 # `(model name, node AUROC)`. (On some models every candidate node belongs to the truth, so

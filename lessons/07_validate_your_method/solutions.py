@@ -1,4 +1,4 @@
-# Reference solutions for lessons/07_validate_your_method.py: each cell replaces the exercise cell with the same header.
+# Reference solutions for lesson.py, beside this file: each cell replaces the exercise cell with the same header.
 
 # %% exercise="validate.resample_scores"
 def node_output_hook(node):
@@ -34,8 +34,7 @@ def resample_node_scores(problem):
 
 
 # %% exercise="validate.heuristic_failure"
-INDUCTION = ["induction-constructed", "induction-siit", "induction-2l", "induction-tiny"]
-heuristic = validate.score(baselines.BASELINES["attention-heuristic"], names=INDUCTION, seeds=SEEDS,
+heuristic = validate.score(baselines.BASELINES["attention-heuristic"], names=list(INDUCTION_MODELS), seeds=SEEDS,
                            n_pairs=N_PAIRS, label="attention-heuristic")
 print(heuristic.table(("node_auroc", "cpr", "faithfulness")))
 node_auroc = {model: stats["node_auroc"][0] for model, stats in heuristic.summary().items()

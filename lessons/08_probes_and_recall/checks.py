@@ -7,10 +7,11 @@ from typing import Any
 import torch
 
 from toylab import methods
-from toylab.lessons.checks._common import call, number, zoo_model
+from toylab.lessons.checking import call, number, zoo_model
 from toylab.lessons.exercise import Wrong, exercise
 
-MODEL = "factual-recall"
+from .fixtures import MODEL, candidate_sites
+
 IIA_USED = 0.9  # a site uses the attribute if swapping it from the source moves the answer this often
 
 
@@ -85,13 +86,6 @@ def _site_name(site: Any) -> str:
     if isinstance(site, str):
         return site
     raise Wrong(f"give sites as methods.Site(...) or their str(), e.g. 'blocks.0.hook_resid_post[2]'; got {site!r}")
-
-
-def candidate_sites() -> list[methods.Site]:
-    """The sites of exercise 8.4: the attribute can be decoded at every one of them."""
-    return [methods.Site("blocks.0.hook_mlp_out", 2), methods.Site("blocks.0.hook_resid_post", 2),
-            methods.Site("blocks.1.hook_resid_mid", 2), methods.Site("blocks.1.hook_resid_post", 2),
-            methods.Site("blocks.1.hook_resid_post", 3)]
 
 
 @exercise("probes.used_sites", "Decoded, but is it used?", "answer", "medium", 10,

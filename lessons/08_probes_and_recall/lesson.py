@@ -24,10 +24,12 @@ from toylab import methods, viz
 from toylab.lessons import check, fast
 from toylab.methods import Site
 
+from fixtures import MODEL, PROBE_CONFIG, PROBE_HOOKS, candidate_sites  # shared with the checker and the lab
+
 torch.set_grad_enabled(False)
 N = 256 if fast() else 1024
 
-zm = toylab.zoo.load("factual-recall")
+zm = toylab.zoo.load(MODEL)  # "factual-recall"
 model, task, algorithm = zm.model, zm.task, zm.algorithm
 print(zm.truth.summary())
 batch = task.sample(N, seed=0)
@@ -121,9 +123,9 @@ check("probes.control_labels", control_labels)
 
 # %%
 values = task.variables(batch.tokens)
-hooks = ["hook_embed", "blocks.0.hook_resid_mid", "blocks.0.hook_resid_post", "blocks.1.hook_resid_mid",
-         "blocks.1.hook_resid_post"]
-config = methods.ProbeConfig(steps=100, lr=0.1)
+hooks = list(PROBE_HOOKS)  # the residual stream after each component, and the embedding
+config = PROBE_CONFIG  # methods.ProbeConfig(steps=100, lr=0.1)
+print(hooks)
 grid = methods.probe_grid(model, batch.tokens, values["attribute"], hooks, config=config, types=values["fact"])
 print(f"attribute: majority-class accuracy {grid.majority:.2f}")
 viz.probe_map(grid.accuracy, grid.selectivity, hooks, labels, title="probing for the attribute",
@@ -183,8 +185,8 @@ print(f"relation at {mid}: whole vector IIA {whole.accuracy:.2f}, 4-dim DAS IIA 
 # prompt gives the source's attribute on at least 90% of pairs.
 
 # %%
-candidates = [Site("blocks.0.hook_mlp_out", 2), Site("blocks.0.hook_resid_post", 2), Site("blocks.1.hook_resid_mid", 2),
-              Site("blocks.1.hook_resid_post", 2), Site("blocks.1.hook_resid_post", 3)]
+candidates = candidate_sites()
+print([str(site) for site in candidates])
 
 # %% exercise="probes.used_sites"
 used_sites = set()

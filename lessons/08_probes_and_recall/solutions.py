@@ -1,4 +1,4 @@
-# Reference solutions for lessons/08_probes_and_recall.py: each cell replaces the exercise cell with the same header.
+# Reference solutions for lesson.py, beside this file: each cell replaces the exercise cell with the same header.
 
 # %% exercise="probes.trace_mlp"
 def restored_probability(model, batch, noise, layer, pos):

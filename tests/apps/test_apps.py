@@ -47,6 +47,24 @@ def test_home_lists_the_zoo_with_provenance_and_links_every_lesson(lessons):
     assert links == [title for _, title in lessons]
 
 
+def test_lab_common_holds_only_what_several_pages_share(lessons):
+    """A computation one page shows is defined in that page; lab_common keeps what pages share."""
+    import ast
+    import re
+
+    source = (APPS / "lab_common.py").read_text()
+    shared = [name for node in ast.parse(source).body
+              for name in ([node.name] if isinstance(node, ast.FunctionDef) else
+                           [t.id for t in node.targets if isinstance(t, ast.Name)] if isinstance(node, ast.Assign)
+                           else [])
+              if not name.startswith("_")]
+    pages = {path: (APPS / path).read_text() for path, _ in lessons} | {"Home.py": HOME.read_text()}
+    for name in shared:
+        users = [path for path, text in pages.items() if re.search(rf"\blab(_common)?\.{name}\b", text)]
+        inside = len(re.findall(rf"\b{name}\b", source)) > 1  # lab_common's own shared helpers use it
+        assert len(users) + inside >= 2, f"lab_common.{name} is used only by {users or 'no page'}: move it there"
+
+
 def test_every_lesson_page_renders(lesson):
     path, title = lesson
     assert (APPS / path).is_file()
@@ -191,14 +209,12 @@ def test_composition_outlines_the_truths_edges_of_the_kind():
 
 def composition_figure(at: AppTest, kind: str):
     """The composition heatmap the page draws, rebuilt from the same inputs (to count its outlines)."""
-    import lab_common as lab  # importable once Home.py ran
-
-    from toylab import viz
+    from toylab import methods, viz
 
     name = at.selectbox(key="ind_model").value
     seed = at.selectbox(key="ind_seed").value
     zm = zoo.load(name, seed=int(seed))
-    scores, _ = lab.composition(name, int(seed), kind)
+    scores = methods.composition_scores(zm.model, kind).scores.numpy()
     n = zm.model.cfg.n_heads
     grid = scores[0, :, 1, :].T  # [receiver head, sender head]
     cells = {(int(e.receiver[3:]), int(e.sender[3:])) for e in zm.truth.edges
@@ -245,9 +261,7 @@ def test_patching_target_changes_the_heatmap_and_its_caption():
 
 
 def test_patching_truth_toggle_outlines_the_truths_heads():
-    import lab_common as lab
-
-    from toylab import viz
+    from toylab import methods, viz
 
     at = open_page(PATCHING)
     shown = image_urls(at)
@@ -256,9 +270,10 @@ def test_patching_truth_toggle_outlines_the_truths_heads():
     assert hidden[0] != shown[0] and hidden[1] != shown[1]
     assert any("Ground truth hidden" in c for c in texts(at.caption))
     # The same figure the page draws for induction-siit's head patching, with and without truth.
-    result = lab.activation_patching("induction-siit", 0, 32, 0, "head", "denoise")
+    zm = zoo.load("induction-siit", seed=0)
+    result = methods.activation_patching(zm.model, zm.task.counterfactual(32, seed=0), "head", direction="denoise")
     rows, heads = ["L0", "L1"], ["H0", "H1", "H2", "H3"]
-    outlined = viz.heatmap(result["scores"], rows, heads, highlight={(0, 2), (1, 1)})
+    outlined = viz.heatmap(result.scores.numpy(), rows, heads, highlight={(0, 2), (1, 1)})
     assert len(viz.truth_outlines(outlined)) == 2
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from toylab.lessons import ExerciseFailed, Wrong, check, exercise, get
+from toylab.lessons import ExerciseFailed, Wrong, check, exercise, get, lesson_fixtures, load
 
 
 @pytest.fixture(autouse=True)
@@ -207,9 +207,8 @@ def key_frequency_mistakes():
     """The certified set with one left out, with the largest non-key embedding frequency added, and
     the five largest embedding frequencies (read from the zoo, never hard-coded: models get retrained)."""
     from toylab import methods, zoo
-    from toylab.lessons.checks.grokking import MODEL
 
-    zm = zoo.load(MODEL)
+    zm = zoo.load(lesson_fixtures("grokking").MODEL)
     truth = sorted(zm.truth.claims["key_frequencies"])
     by_norm = [int(i) + 1 for i in methods.embedding_frequency_norms(zm.model, zm.task.p).argsort(descending=True)]
     decoy = next(w for w in by_norm if w not in truth)
@@ -219,10 +218,10 @@ def key_frequency_mistakes():
 def halfway_mistakes():
     """Swapped, and train loss for test loss (from the shipped run, if it ships yet)."""
     from toylab import zoo
-    from toylab.lessons.checks.grokking import PROGRESS_MODEL, _halfway
 
-    m = zoo.load_shipped_progress(PROGRESS_MODEL)
-    r, t, tr = (_halfway(m, f"{k}_loss")[0] for k in ("restricted", "test", "train"))
+    checks = load("grokking")
+    m = zoo.load_shipped_progress(lesson_fixtures("grokking").PROGRESS_MODEL)
+    r, t, tr = (checks._halfway(m, f"{k}_loss")[0] for k in ("restricted", "test", "train"))
     return [{"restricted": t, "test": r}, {"restricted": r, "test": tr}, {"restricted": 1}, [r, t]]
 
 
@@ -273,31 +272,25 @@ def used_sites_mistakes():
 
 
 def resample_scores_signed(problem):  # forgot the absolute value
-    from toylab.lessons.checks.validate import reference_node_scores
-
+    reference_node_scores = load("validate").reference_node_scores
     pair = problem.pair(64)
     base = float(problem.metric(problem.model(pair.clean.tokens), pair))
     return {n: -v for n, v in reference_node_scores(problem).items()} if base > 0 else reference_node_scores(problem)
 
 
 def resample_scores_unnormalised(problem):  # forgot to divide by |m_clean - m_corrupted|
-    from toylab.lessons.checks.validate import _gap, reference_node_scores
-
-    gap = _gap(problem)
-    return {n: v * gap for n, v in reference_node_scores(problem).items()}
+    checks = load("validate")
+    gap = checks._gap(problem)
+    return {n: v * gap for n, v in checks.reference_node_scores(problem).items()}
 
 
 def resample_scores_heads_only(problem):  # embed and MLPs left out
-    from toylab.lessons.checks.validate import reference_node_scores
-
-    return {n: v for n, v in reference_node_scores(problem).items() if n.startswith("L")}
+    return {n: v for n, v in load("validate").reference_node_scores(problem).items() if n.startswith("L")}
 
 
 def resample_scores_mutating(problem):  # right scores, but zeroes a weight on the way
-    from toylab.lessons.checks.validate import reference_node_scores
-
     problem.model.unembed.W_U.data[0, 0] = 0.0
-    return reference_node_scores(problem)
+    return load("validate").reference_node_scores(problem)
 
 
 def edge_scores_peeking(problem):  # the ceiling: reads the answer key
@@ -370,34 +363,28 @@ def test_wrong_answers_are_rejected_with_a_message_and_a_hint(ex_id, answer, cap
 
 
 def test_every_exercise_has_wrong_answers_under_test():
-    from toylab.lessons import EXERCISES
+    from toylab.lessons import exercises
 
-    get("tour.head_output")  # loads the registry
-    assert set(EXERCISES) == set(WRONG)
+    assert set(exercises()) == set(WRONG)
 
 
 def test_an_sae_that_reconstructs_well_but_misses_the_features_is_rejected():
     """A ReLU SAE with L1 that trains briefly explains the data yet fails the truth-based bar."""
-    from toylab.lessons.checks.sae import lesson_data
     from toylab.sae import SAE, SAEConfig, train_sae
 
     with torch.enable_grad():
         sae = SAE(SAEConfig(d_in=32, d_sae=256, architecture="relu", l1_coefficient=3e-3))
-        train_sae(sae, lesson_data().sample, steps=200, batch_size=256, seed=0)
+        train_sae(sae, lesson_fixtures("sae").dictionary().sample, steps=200, batch_size=256, seed=0)
     feedback = check("sae.recover", sae)
     assert not feedback.passed and "L0" in feedback.message
 
 
 def test_a_latent_map_that_cosines_could_support_is_checked_by_feeding_features():
     """Right SAE, latents of two features swapped: the checker names the latent that fires."""
-    from toylab.lessons.checks.sae import _toy_model
     from toylab.sae import SAE, SAEConfig, score_sae, train_sae
 
-    model = _toy_model()
-
-    def activations(n, g):
-        f = model.generate_batch(n, g)
-        return model.hidden(f)[:, 0].detach(), f[:, 0]
+    model = load("sae")._toy_model()  # the checker's own, trained once
+    activations = lesson_fixtures("sae").activation_sampler(model)
 
     with torch.enable_grad():
         sae = SAE(SAEConfig(d_in=10, d_sae=40, architecture="topk", k=2))
@@ -441,12 +428,13 @@ def test_unknown_exercise_names_the_nearest():
 def test_exercise_registration_validates():
     with pytest.raises(ValueError, match="difficulty"):
         exercise("x.y", "t", "implement", "trivial", 1, "h")(lambda a: "ok")
+    get("tour.head_output")  # the tour's checks are loaded
     with pytest.raises(ValueError, match="registered twice"):
         exercise("tour.head_output", "t", "implement", "easy", 1, "h")(lambda a: "ok")
 
 
 def test_close_comparison_explains_the_mismatch():
-    from toylab.lessons.checks._common import expect_close
+    from toylab.lessons.checking import expect_close
 
     with pytest.raises(Wrong, match="shape"):
         expect_close(torch.zeros(2, 3), torch.zeros(3, 2), "x")

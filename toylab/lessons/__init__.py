@@ -3,8 +3,11 @@
     from toylab.lessons import check, fast
     check("tour.resid_after_layer0", resid_after_layer0)   # prints a verdict and a hint
 
-Lesson files live in ``lessons/`` at the top of the repository; reference solutions in
-``lessons/solutions/``. ``toylab lessons`` lists them with every exercise.
+Each lesson is a folder in ``lessons/`` at the top of the repository: ``lesson.py`` (what a
+learner runs), ``solutions.py``, ``checks.py`` (the checkers, loaded on first use) and, where
+the lesson has any, ``fixtures.py`` (what the lesson, its checkers and its page in the lab
+share). ``toylab lessons`` lists them with every exercise. This package holds only the
+exercise framework (``exercise``, ``checking``) and the runner.
 """
 
 from toylab.lessons.exercise import (
@@ -15,25 +18,40 @@ from toylab.lessons.exercise import (
     Wrong,
     check,
     exercise,
+    exercises,
     fast,
     get,
 )
-from toylab.lessons.runner import LessonRun, cells, find, lessons, run_lesson, solved_source
+from toylab.lessons.runner import (
+    Lesson,
+    LessonRun,
+    cells,
+    find,
+    lesson_fixtures,
+    lessons,
+    load,
+    run_lesson,
+    solved_source,
+)
 
 __all__ = [
     "EXERCISES",
     "Exercise",
     "ExerciseFailed",
     "Feedback",
+    "Lesson",
     "LessonRun",
     "Wrong",
     "cells",
     "check",
     "exercise",
+    "exercises",
     "find",
     "fast",
     "get",
+    "lesson_fixtures",
     "lessons",
+    "load",
     "run_lesson",
     "solved_source",
 ]

@@ -1,4 +1,9 @@
-"""What the checkers share: cached zoo models and comparisons that explain a mismatch."""
+"""What every lesson's checkers share: cached zoo models, and comparisons that say what is wrong.
+
+A lesson's checkers (``lessons/NN_name/checks.py``) import these::
+
+    from toylab.lessons.checking import call, expect_close, zoo_model
+"""
 
 from __future__ import annotations
 

@@ -12,6 +12,10 @@ In a lesson::
 
 ``check`` prints its verdict and returns a ``Feedback``. With ``TOYLAB_LESSONS_STRICT=1`` a
 failed check raises, which is how the tests run every lesson with the reference solutions.
+
+The checkers live beside their lesson, in ``lessons/NN_name/checks.py``, and register
+themselves with ``@exercise`` when loaded. ``get`` loads them on first use of a prefix:
+``check("tour.x", ...)`` loads the checks of the lesson whose exercises are ``tour.*``.
 """
 
 from __future__ import annotations
@@ -100,8 +104,11 @@ def exercise(id: str, title: str, kind: str, difficulty: str, minutes: int, hint
 
 
 def get(exercise_id: str) -> Exercise:
-    _load_all()
+    """The exercise ``exercise_id``, its lesson's checks loaded if they were not yet."""
     if exercise_id not in EXERCISES:
+        _load(exercise_id.split(".", 1)[0])
+    if exercise_id not in EXERCISES:
+        _load(None)  # for the nearest names
         nearest = difflib.get_close_matches(exercise_id, list(EXERCISES), n=3, cutoff=0.3)
         raise KeyError(f"unknown exercise {exercise_id!r}; nearest: {nearest or sorted(EXERCISES)}")
     return EXERCISES[exercise_id]
@@ -142,7 +149,15 @@ def fast() -> bool:
     return os.environ.get("TOYLAB_FAST") == "1"
 
 
-def _load_all() -> None:
-    # Exercise modules register themselves on import; import them lazily so that
-    # ``import toylab`` stays cheap.
-    from toylab.lessons import checks  # noqa: F401
+def exercises() -> dict[str, Exercise]:
+    """Every lesson's exercises, by id (loads every lesson's checks)."""
+    _load(None)
+    return dict(EXERCISES)
+
+
+def _load(prefix: str | None) -> None:
+    # A lesson's checks register themselves when loaded; they are loaded by path, lazily, so
+    # that importing toylab never runs a file from lessons/.
+    from toylab.lessons.runner import load_checks
+
+    load_checks(prefix)

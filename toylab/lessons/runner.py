@@ -1,27 +1,43 @@
-"""Lesson files: percent-cell Python that runs as a script and opens as a notebook.
+"""Lessons: one folder each under ``lessons/``, found, loaded and run from here.
 
-A lesson is ``lessons/NN_name.py``; cells start with ``# %%`` (code) or ``# %% [markdown]``
-(prose), the format of Jupytext, VS Code and PyCharm. An exercise cell carries its id as cell
-metadata, ``# %% exercise="induction.previous_token_score"``; the reference solution is the
-cell with the same header in ``lessons/solutions/NN_name.py``. ``solved_source`` splices the
-solutions in, and ``run_lesson`` runs a lesson in a fresh interpreter and reports every
-check it made.
+A lesson is a folder ``lessons/NN_name/`` holding
+
+- ``lesson.py``: percent-cell Python that runs as a script (``python lessons/01_tour/lesson.py``)
+  and opens as a notebook. Cells start with ``# %%`` (code) or ``# %% [markdown]`` (prose), the
+  format of Jupytext, VS Code and PyCharm. An exercise cell carries its id as cell metadata,
+  ``# %% exercise="induction.previous_token_score"``;
+- ``solutions.py``: the reference solution of each exercise, the cell with the same header;
+- ``checks.py``: the ``@exercise`` checkers of its exercises (ids ``prefix.name``, one prefix per
+  lesson: ``tour``, ``induction``, ...);
+- ``fixtures.py``, where the lesson has any: what the lesson, its checkers and its page in the
+  lab all use (a toy model, a sweep, model names), defined once. The lesson imports it as
+  ``from fixtures import ...`` (its own folder is on ``sys.path`` when it runs); the checkers as
+  ``from .fixtures import ...``; the lab as ``lesson_fixtures("superposition")``.
+
+Nothing here imports a lesson's files when ``toylab`` or ``toylab.lessons`` is imported:
+``load`` reads them by path, on first use (``check("tour.x", ...)`` loads the tour's checks).
+``solved_source`` splices the solutions in, and ``run_lesson`` runs a lesson in a fresh
+interpreter and reports every check it made.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import types
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
-from toylab.lessons.exercise import Feedback
+from toylab.lessons.exercise import EXERCISES, Feedback
 
 LESSONS_DIR = Path(__file__).resolve().parents[2] / "lessons"
+PACKAGE = "toylab_lessons"  # lessons load as toylab_lessons.<prefix>.checks / .fixtures
 _HEADER = re.compile(r"^# %%(?P<rest>.*)$")
 _EXERCISE = re.compile(r'exercise="(?P<id>[\w.]+)"')
 
@@ -59,48 +75,168 @@ def cells(source: str) -> list[Cell]:
     return out
 
 
-def lessons() -> list[Path]:
-    """The lesson files, in order."""
+@dataclass(frozen=True)
+class Lesson:
+    """One lesson's folder, ``lessons/NN_name/``, and the files in it."""
+
+    folder: Path
+
+    @property
+    def name(self) -> str:  # "01_tour"
+        return self.folder.name
+
+    @property
+    def number(self) -> str:  # "01"
+        return self.name.split("_", 1)[0]
+
+    @property
+    def path(self) -> Path:
+        """The lesson itself, the file a learner runs."""
+        return self.folder / "lesson.py"
+
+    @property
+    def solutions(self) -> Path:
+        return self.folder / "solutions.py"
+
+    @property
+    def checks(self) -> Path:
+        return self.folder / "checks.py"
+
+    @property
+    def fixtures(self) -> Path:
+        return self.folder / "fixtures.py"
+
+    def read_text(self) -> str:
+        return self.path.read_text()
+
+    @cached_property
+    def exercises(self) -> tuple[str, ...]:
+        """The exercise ids, in the order the lesson's cells give them."""
+        return tuple(c.exercise for c in cells(self.read_text()) if c.exercise)
+
+    @cached_property
+    def prefix(self) -> str:
+        """What this lesson's exercise ids start with ("tour" for "tour.head_output")."""
+        prefixes = {ex.split(".", 1)[0] for ex in self.exercises}
+        if len(prefixes) > 1:
+            raise ValueError(f"{self.path}: exercise ids with several prefixes {sorted(prefixes)}; one per lesson")
+        return prefixes.pop() if prefixes else self.name.split("_", 1)[-1]
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+def lessons() -> list[Lesson]:
+    """The lessons, in order."""
     if not LESSONS_DIR.is_dir():
         raise FileNotFoundError(
             f"no lessons folder at {LESSONS_DIR}; lessons ship with a source checkout "
             "(git clone, then pip install -e .)"
         )
-    return sorted(LESSONS_DIR.glob("[0-9][0-9]_*.py"))
+    return [Lesson(p) for p in sorted(LESSONS_DIR.glob("[0-9][0-9]_*")) if (p / "lesson.py").is_file()]
 
 
-def find(name: str) -> Path:
-    """A lesson by file name, stem or number: '02', '02_induction_heads' or the path."""
+def find(name: str | Path | Lesson) -> Lesson:
+    """A lesson by number, folder name, exercise prefix or path: '02', '02_induction_heads',
+    'induction', 'lessons/02_induction_heads' or 'lessons/02_induction_heads/lesson.py'."""
+    if isinstance(name, Lesson):
+        return name
     path = Path(name)
-    if path.is_file():
-        return path
-    matches = [p for p in lessons() if p.stem == name or p.stem.startswith(f"{name}_") or p.name == name]
+    if path.is_file() and path.name == "lesson.py":
+        path = path.parent
+    if path.is_dir() and (path / "lesson.py").is_file():
+        return Lesson(path.resolve())
+    text = str(name)
+    matches = [le for le in lessons() if text in (le.name, le.number) or le.name.startswith(f"{text}_")]
+    if not matches:
+        matches = [le for le in lessons() if le.prefix == text]
     if len(matches) != 1:
-        raise FileNotFoundError(f"no single lesson matches {name!r}; lessons: {[p.stem for p in lessons()]}")
+        raise FileNotFoundError(f"no single lesson matches {text!r}; lessons: {[le.name for le in lessons()]}")
     return matches[0]
 
 
-def solution_path(lesson: Path) -> Path:
-    return lesson.parent / "solutions" / lesson.name
+def solution_path(lesson: str | Path | Lesson) -> Path:
+    return find(lesson).solutions
 
 
-def solved_source(lesson: str | Path) -> str:
+def solved_source(lesson: str | Path | Lesson) -> str:
     """The lesson with each exercise cell replaced by its reference solution."""
-    lesson = find(str(lesson))
-    solutions = {c.exercise: c for c in cells(solution_path(lesson).read_text()) if c.exercise}
+    lesson = find(lesson)
+    solutions = {c.exercise: c for c in cells(lesson.solutions.read_text()) if c.exercise}
     out = []
     for cell in cells(lesson.read_text()):
         if cell.exercise:
             if cell.exercise not in solutions:
-                raise KeyError(f"{solution_path(lesson)} has no solution cell for exercise {cell.exercise!r}")
+                raise KeyError(f"{lesson.solutions} has no solution cell for exercise {cell.exercise!r}")
             cell = solutions[cell.exercise]
         out.append(cell.render())
     return "".join(out)
 
 
+# ---- loading a lesson's checks and fixtures by path ------------------------------------------
+
+
+def _package(lesson: Lesson) -> str:
+    """Register the lesson's folder as the package ``toylab_lessons.<prefix>`` (no file is run)."""
+    if PACKAGE not in sys.modules:
+        root = types.ModuleType(PACKAGE, "The lessons' checks and fixtures, loaded by toylab.lessons.load.")
+        root.__path__ = []  # a package, whose children are registered here one by one
+        sys.modules[PACKAGE] = root
+    name = f"{PACKAGE}.{lesson.prefix}"
+    if name not in sys.modules:
+        package = types.ModuleType(name, f"lessons/{lesson.name}")
+        package.__path__ = [str(lesson.folder)]  # so that `from .fixtures import x` finds the folder's file
+        sys.modules[name] = package
+    return name
+
+
+def load(lesson: str | Path | Lesson, part: str = "checks") -> types.ModuleType:
+    """The module ``lessons/NN_name/<part>.py`` ("checks" or "fixtures"), loaded once per process
+    as ``toylab_lessons.<prefix>.<part>``."""
+    lesson = find(lesson)
+    name = f"{_package(lesson)}.{part}"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = lesson.folder / f"{part}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"lesson {lesson.name} has no {part}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def lesson_fixtures(lesson: str | Path | Lesson) -> types.ModuleType:
+    """A lesson's ``fixtures.py`` (``lesson_fixtures("superposition")``): what its lesson, its
+    checkers and its page in the lab share."""
+    return load(lesson, "fixtures")
+
+
+def load_checks(prefix: str | None = None) -> None:
+    """Register the checkers of the lesson whose exercises start with ``prefix``; of every lesson
+    when ``prefix`` is None. A prefix no lesson has loads nothing."""
+    for lesson in lessons():
+        if prefix is None or lesson.prefix == prefix:
+            before = set(EXERCISES)
+            try:
+                load(lesson, "checks")
+            except BaseException:  # a checks file that failed half-way: forget what it registered
+                for key in set(EXERCISES) - before:
+                    del EXERCISES[key]
+                raise
+
+
+# ---- running a lesson --------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class LessonRun:
-    lesson: Path
+    lesson: Lesson
     returncode: int
     output: str  # stdout and stderr together
     checks: list[Feedback]
@@ -110,20 +246,23 @@ class LessonRun:
         return self.returncode == 0 and all(f.passed for f in self.checks)
 
 
-def run_lesson(lesson: str | Path, solutions: bool = True, fast: bool = True, strict: bool | None = None,
+def run_lesson(lesson: str | Path | Lesson, solutions: bool = True, fast: bool = True, strict: bool | None = None,
                timeout: float = 600) -> LessonRun:
     """Run a lesson top to bottom in a fresh interpreter (as a learner's ``python lesson.py``).
 
     ``solutions`` splices in the reference solutions; ``strict`` (default: with solutions)
     makes a failed check stop the lesson.
     """
-    lesson = find(str(lesson))
+    lesson = find(lesson)
     source = solved_source(lesson) if solutions else lesson.read_text()
     strict = solutions if strict is None else strict
     with tempfile.TemporaryDirectory() as tmp:
-        script, log = Path(tmp) / lesson.name, Path(tmp) / "checks.jsonl"
+        script, log = Path(tmp) / "lesson.py", Path(tmp) / "checks.jsonl"
         script.write_text(source)
-        env = dict(os.environ, TOYLAB_LESSONS_LOG=str(log), MPLBACKEND="Agg",
+        # The script runs from a copy, so put the lesson's folder on the path as running it in
+        # place would (its `from fixtures import ...`).
+        path = os.pathsep.join(p for p in (str(lesson.folder), os.environ.get("PYTHONPATH")) if p)
+        env = dict(os.environ, TOYLAB_LESSONS_LOG=str(log), MPLBACKEND="Agg", PYTHONPATH=path,
                    TOYLAB_FAST="1" if fast else "0", TOYLAB_LESSONS_STRICT="1" if strict else "0")
         proc = subprocess.run([sys.executable, str(script)], cwd=tmp, env=env, capture_output=True,
                               text=True, timeout=timeout)
