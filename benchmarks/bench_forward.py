@@ -6,18 +6,25 @@ Prints, for each shape, the time of
   - toylab's run_with_cache recording every hook;
   - one full-batch training step of the modadd-113 recipe (forward, backward, AdamW),
 and their ratios to the baseline, all measured in this run. Outputs are checked equal first.
+Then training's last-position forward (``toylab.models.fast.last_position_logits``, what
+``toylab.train.task_loss`` runs when only the last position is scored), against the full
+forward's last position, with and without the backward pass, on modadd-113 (one block, no
+LayerNorm: keys and values by vocabulary lookup) and on a two-layer LayerNorm model.
 
     python benchmarks/bench_forward.py
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
 import torch
+import torch.nn.functional as F
 
 from toylab.models import Transformer, TransformerConfig
+from toylab.models.fast import last_position_logits
 from toylab.tasks import loss
 from toylab.zoo import load, recipe
 
@@ -82,6 +89,27 @@ def bench_train_step() -> None:
           f" x {steps} steps (the shipped run) = {t * steps:.0f} s to grok")
 
 
+def bench_last_position(label: str, cfg: TransformerConfig) -> None:
+    rec = recipe("modadd-113")
+    model = Transformer(cfg, seed=0)
+    batch = rec.task.train_batch(0, 0, None)
+    tokens, targets = batch.tokens, batch.targets[:, -1]
+    torch.testing.assert_close(last_position_logits(model, tokens), model(tokens)[:, -1], atol=1e-5, rtol=1e-5)
+
+    def backward(logits_fn) -> None:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(logits_fn(), targets).backward()
+
+    with torch.no_grad():
+        full = best_time(lambda: model(tokens)[:, -1])
+        fast = best_time(lambda: last_position_logits(model, tokens))
+    full_bw = best_time(lambda: backward(lambda: model(tokens)[:, -1]), repeats=5, inner=3)
+    fast_bw = best_time(lambda: backward(lambda: last_position_logits(model, tokens)), repeats=5, inner=3)
+    print(f"{label:<42} forward: full {full * 1e3:6.2f} ms | last_position {fast * 1e3:6.2f} ms"
+          f" ({full / fast:4.2f}x) || + backward: full {full_bw * 1e3:6.2f} ms | last_position"
+          f" {fast_bw * 1e3:6.2f} ms ({full_bw / fast_bw:4.2f}x)")
+
+
 if __name__ == "__main__":
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     bench_shape("2L attn-only, d_model 64, 4 heads, 64 x 32",
@@ -90,3 +118,7 @@ if __name__ == "__main__":
                 TransformerConfig(n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512, d_vocab=114,
                                   d_vocab_out=113, n_ctx=3), 3831, 3)
     bench_train_step()
+    modadd = recipe("modadd-113").model
+    bench_last_position("last position, modadd-113 (3831 x 3)", modadd)
+    bench_last_position("last position, 2L LayerNorm gelu (3831 x 3)",
+                        dataclasses.replace(modadd, n_layers=2, normalization_type="LN", act_fn="gelu"))

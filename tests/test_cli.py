@@ -1,8 +1,10 @@
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 import torch
@@ -24,6 +26,41 @@ def test_info_rechecks_the_claims(capsys):
     assert main(["info", "modadd-tiny"]) == 0
     out = capsys.readouterr().out
     assert "[ok] test/accuracy >= 0.99" in out and "seed 0" in out
+    assert "cpu_capability AVX512, threads" in out  # what decides the bits, with the versions
+
+
+def test_train_says_whether_bitwise_reproduction_was_promised_here(tmp_path):
+    """The verdict `toylab train` prints, on the shipped model and altered copies of it."""
+    import copy
+    import json
+    from types import SimpleNamespace
+
+    from toylab import zoo
+    from toylab.cli import _reproduction_verdict
+
+    shipped = zoo.load("induction-tiny")
+    card = shipped.card
+
+    def verdict(model, **versions):
+        (tmp_path / "card.json").write_text(json.dumps({"versions": {**card["versions"], **versions}}))
+        result = SimpleNamespace(model=model, metrics=card["metrics"], steps=card["steps"])
+        return _reproduction_verdict(shipped.model, card, result, tmp_path)
+
+    assert verdict(shipped.model).startswith("bitwise identical to the shipped checkpoint, as promised on this "
+                                             "environment (torch 2.13.0+cpu, machine x86_64, cpu_capability AVX512")
+    other = verdict(shipped.model, cpu_capability="AVX2", cpu="AMD EPYC 7B13", platform="elsewhere")
+    assert other.startswith("bitwise identical to the shipped checkpoint, although bitwise reproduction is promised "
+                            "only where torch, machine, cpu_capability, threads match: shipped cpu_capability "
+                            "AVX512; here cpu_capability AVX2")  # the CPU's name and the platform do not count
+    moved = copy.deepcopy(shipped.model)
+    with torch.no_grad():
+        moved.blocks[0].attn.W_Q[0, 0, 0] += 2**-10  # exact: |W_Q| < 1
+        moved.blocks[0].attn.b_K[0, 0] += 0.05
+    assert verdict(moved, threads="2").startswith(
+        "weights differ from the shipped checkpoint by up to 0.000977 (the key biases, which change no output, "
+        "by 0.05), its metrics by up to 0 (steps 1100, shipped 1100); bitwise reproduction is promised only where "
+        "torch, machine, cpu_capability, threads match: shipped threads 1; here threads 2 (OMP_NUM_THREADS=1 sets")
+    assert "please report it" in verdict(moved)
 
 
 def test_unknown_name_is_a_clear_error(capsys):
@@ -48,6 +85,53 @@ def test_help_everywhere():
     for args in ([], ["list"], ["info"], ["train"], ["truth"]):
         result = subprocess.run(TOYLAB + args + ["--help"], capture_output=True, text=True)
         assert result.returncode == 0 and "usage: toylab" in result.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_lab_serves_on_a_fresh_machine_without_a_terminal(tmp_path):
+    """A fresh HOME (no ~/.streamlit) and closed stdin: no first-run prompt, the lab serves."""
+    port = _free_port()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "OMP_NUM_THREADS": "1"}
+    for name in list(env):
+        if name.startswith(("STREAMLIT_", "XDG_")):
+            del env[name]  # nothing of this machine's Streamlit or desktop settings
+    # Its own session, so that whatever happens nothing it started outlives the test.
+    proc = subprocess.Popen(TOYLAB + ["lab", "--no-browser", "--port", str(port)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
+                            start_new_session=True)
+    served = stopped = False
+    try:
+        deadline = time.monotonic() + 60
+        while not served and proc.poll() is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://localhost:{port}/", timeout=2) as response:
+                    served = response.status == 200 and b"<html" in response.read().lower()
+            except OSError:
+                time.sleep(0.25)
+    finally:
+        proc.terminate()  # toylab alone: it must stop Streamlit itself
+        try:
+            output, _ = proc.communicate(timeout=30)  # EOF once Streamlit, holding the pipe too, is gone
+            stopped = True
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            output, _ = proc.communicate()
+    assert served, f"the lab did not serve on port {port} within 60 s; its output:\n{output}"
+    assert "Email" not in output and f"http://localhost:{port}/" in output
+    assert stopped, "Streamlit outlived toylab lab after a SIGTERM"
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "-1", "http"])
+def test_lab_refuses_a_port_outside_1_to_65535(port, capsys):
+    assert main(["lab", "--port", port]) == 2  # argparse's errors too are one line and status 2, not an exit
+    assert f"a port is an integer from 1 to 65535, got '{port}'" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -48,8 +48,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno is not None and err.filename is None:
+            # a failed write or fsync (a full disk) names no file: name the one being written
+            raise type(err)(err.errno, err.strerror, str(path)) from err
         raise
 
 
@@ -97,8 +100,14 @@ def load_weights(path: str | Path, expected_sha256: str | None = None) -> dict[s
 
 
 def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """``model.load_state_dict`` with an error that names what does not fit."""
+    """``model.load_state_dict`` with an error that names what does not fit.
+
+    TransformerLens's own ``state_dict()`` also holds each attention layer's causal mask and
+    masking constant (``blocks.{l}.attn.mask``, ``.IGNORE``): buffers, not weights, which
+    toylab builds itself, so they are dropped rather than refused.
+    """
     own = model.state_dict()
+    state = {k: v for k, v in state.items() if k in own or not k.endswith((".attn.mask", ".attn.IGNORE"))}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
@@ -137,11 +146,17 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
     if not folder.is_dir():
         raise CheckpointError(f"no checkpoint folder at {folder}")
     card = read_json(folder / CARD_FILE, "model card") if (folder / CARD_FILE).exists() else {}
+    raw_config = read_json(folder / CONFIG_FILE, "model config")
     try:
-        cfg = TransformerConfig.from_dict(read_json(folder / CONFIG_FILE, "model config"))
+        cfg = TransformerConfig.from_dict(raw_config)  # toylab's form, or TransformerLens's
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"{folder / CONFIG_FILE} is not a valid toylab model config: {err}") from None
     state = load_weights(folder / WEIGHTS_FILE, card.get("weights_sha256"))
     model = Transformer(cfg)
+    if isinstance(raw_config, dict) and raw_config.get("normalization_type") == "LNPre":
+        # TransformerLens's LayerNorm without gain and bias (fold_ln moved them into the next
+        # layer) is toylab's LayerNorm with gain 1 and bias 0, as a fresh model has them.
+        fresh = {k: v for k, v in model.state_dict().items() if k.split(".")[-2].startswith("ln")}
+        state = {**fresh, **state}
     load_into(model, state, str(folder / WEIGHTS_FILE))
     return model.to(device).eval(), card

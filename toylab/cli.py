@@ -14,18 +14,275 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import errno
+import linecache
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
 from toylab import __version__, zoo
 from toylab.checkpoint import CheckpointError, load_model
 from toylab.train import TrainingInterrupted
+
+# ---- bad input -------------------------------------------------------------------------------
+# Every expected failure ends as one line, `toylab: error: WHAT (and what to do)`, with exit
+# status 2, before any work starts and with nothing written: argparse types check each value
+# (_seed, _port, _zoo_name, _out_folder, ...), the commands check what needs two values or the
+# disk (_check_output_folder, _check_port_free) and raise UsageError, and main() turns the
+# known family of expected exceptions into the line (_expected_failure). Anything else is a bug
+# and keeps its traceback.
+
+SEED_MAX = 2**32 - 1
+# A folder is toylab's own run if it holds one of RUN_MARKERS, or only names a run writes (say, the
+# config.json of a save that a full disk stopped): `train` and `progress` write only into such a
+# folder or an empty one, and `--fresh` deletes only such a folder.
+RUN_MARKERS = ("run.json", "card.json", "checkpoints", "snapshots", "progress.json")
+RUN_FILES = (*RUN_MARKERS, "config.json", "model.safetensors", "history.json", "truth.json")
+
+
+class UsageError(Exception):
+    """Input the user can fix: printed as one ``toylab: error: ...`` line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are toylab's line, ``toylab: error: WHAT (see `toylab CMD --help`)``."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _int_in(text: str, low: int, high: int | None, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        raise argparse.ArgumentTypeError(f"{what} is an integer {bounds}, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """argparse type of --seed: an integer from 0 to 2**32 - 1."""
+    return _int_in(text, 0, SEED_MAX, "a seed")
+
+
+def _every(text: str) -> int:
+    """argparse type of --every: a positive number of steps (at most the recipe's, checked by the command)."""
+    return _int_in(text, 1, None, "--every (snapshot every N steps)")
+
+
+def _port(text: str) -> int:
+    """argparse type of --port: an integer from 1 to 65535."""
+    return _int_in(text, 1, 65535, "a port")
+
+
+def _zoo_name(text: str) -> str:
+    """argparse type of a zoo name: unknown names are refused with the nearest ones."""
+    try:
+        zoo.recipe(text)
+    except KeyError as err:
+        raise argparse.ArgumentTypeError(f"{err.args[0]}; `toylab list` shows them") from None
+    return text
+
+
+def _grokking_name(text: str) -> str:
+    """argparse type of `toylab progress`'s name: a trained modular-addition recipe."""
+    from toylab.tasks import ModularAddition
+
+    _zoo_name(text)
+    grokking = [n for n in zoo.names()
+                if isinstance(zoo.recipe(n).task, ModularAddition) and zoo.recipe(n).build is None]
+    if text not in grokking:
+        raise argparse.ArgumentTypeError(f"{text} is not a trained modular-addition recipe; progress measures are "
+                                         f"for grokking runs: {grokking}")
+    return text
+
+
+def _model_ref(text: str) -> str:
+    """argparse type of NAME|DIR: a zoo name or an existing folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty name: give a zoo name (see `toylab list`) or a model folder")
+    if text in zoo.RECIPES or Path(text).is_dir():
+        return text
+    if os.path.lexists(text):
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a model folder: give a zoo name (see `toylab list`) "
+                                         "or a folder written by `toylab train`")
+    try:
+        zoo.recipe(text)
+    except KeyError as err:
+        raise argparse.ArgumentTypeError(f"{err.args[0]}; nor is there a folder {text}") from None
+    return text
+
+
+def _lesson(text: str):
+    """argparse type of a lesson: its number, folder or exercise prefix (-> the Lesson)."""
+    from toylab import lessons
+
+    try:
+        return lessons.find(text)
+    except FileNotFoundError as err:
+        raise argparse.ArgumentTypeError(f"{err}; `toylab lessons` lists them") from None
+
+
+def _baseline(text: str) -> str:
+    """argparse type of --method of `toylab leaderboard`: a built-in baseline."""
+    from toylab.validate.baselines import BASELINES
+
+    if text not in BASELINES:
+        nearest = difflib.get_close_matches(text, BASELINES, n=3, cutoff=0.3)
+        hint = f"did you mean {nearest}? " if nearest else ""
+        raise argparse.ArgumentTypeError(f"no built-in baseline named {text!r}; {hint}built-in: {sorted(BASELINES)}")
+    return text
+
+
+def _method_spec(text: str) -> str:
+    """argparse type of `toylab validate`'s METHOD: FILE.py:function (an existing file) or module:function."""
+    target, colon, attr = text.rpartition(":")
+    if not colon or not target or not attr.isidentifier():
+        raise argparse.ArgumentTypeError(f"method {text!r}: write FILE.py:function or module:function "
+                                         "(e.g. my_method.py:find)")
+    if target.endswith(".py"):
+        if Path(target).is_dir():
+            raise argparse.ArgumentTypeError(f"method file {target} is a folder; give the .py file that defines {attr}")
+        if not Path(target).is_file():
+            raise argparse.ArgumentTypeError(f"method file {target} not found (from {Path.cwd()})")
+    return text
+
+
+def _folder_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be, or be created as, a folder toylab writes into; None if it can."""
+    if os.path.lexists(path) and not path.is_dir():
+        return f"{path} exists and is not a folder" + (" (a broken link)" if path.is_symlink() else "")
+    existing = path.absolute()
+    while not os.path.lexists(existing) and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{path} cannot be created: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is read-only (no permission to write in it)"
+    return None
+
+
+def _out_folder(text: str) -> str:
+    """argparse type of --out when it is a folder: it is one, or can be created, and is writable."""
+    problem = _folder_problem(Path(text)) if text.strip() else "an empty path"  # Path("") would be "."
+    if problem:
+        raise argparse.ArgumentTypeError(f"{problem}; give --out a folder you can write")
+    return text
+
+
+def _out_file(text: str) -> str:
+    """argparse type of --out when it is a file: not a folder, in a folder that can be written."""
+    path = Path(text)
+    if not text.strip() or path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is {'a folder' if text.strip() else 'empty'}; give --out a "
+                                         "file path, e.g. leaderboard.md")
+    problem = _folder_problem(path.parent)
+    if problem:
+        raise argparse.ArgumentTypeError(f"cannot write {path}: {problem}")
+    return text
+
+
+def _check_output_folder(out: Path, *, explicit: bool, fresh: bool = False) -> None:
+    """Before a run writes into ``out``: a writable folder, and a toylab run or empty if it exists.
+
+    A default folder (``explicit`` false) lies under TOYLAB_HOME. ``fresh`` is about to delete it.
+    """
+    where = "give --out a folder you can write" if explicit else "set TOYLAB_HOME to a folder you can write, or use --out"
+    problem = _folder_problem(out)
+    if problem:
+        raise UsageError(f"{problem}; {where}")
+    if out.is_dir() and not any((out / m).exists() for m in RUN_MARKERS):
+        foreign = sorted(p.name for p in out.iterdir()
+                         if p.name not in RUN_FILES and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+        if foreign:
+            action = "delete it (--fresh)" if fresh else "write a run into it"
+            raise UsageError(f"{out} holds files that are not a toylab run ({', '.join(foreign[:5])}"
+                             f"{', ...' if len(foreign) > 5 else ''}): toylab will not {action}; give --out a new or "
+                             "empty folder")
+    if fresh and out.is_dir() and not os.access(out.parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--fresh cannot delete {out}: {out.parent} is read-only")
+
+
+def _check_port_free(port: int) -> None:
+    """Refuse a port that another server (another lab?) holds on localhost, before starting Streamlit."""
+    for family, kind, proto, _, address in socket.getaddrinfo("localhost", port, type=socket.SOCK_STREAM):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Streamlit (tornado) binds it
+            try:
+                probe.bind(address)
+            except OSError as err:
+                if err.errno == errno.EADDRINUSE:
+                    raise UsageError(f"port {port} on localhost is in use (a lab already running?); open "
+                                     f"http://localhost:{port}/ or choose another port with --port") from None
+                if err.errno in (errno.EACCES, errno.EPERM):
+                    raise UsageError(f"port {port} needs privileges here (ports below 1024 do); choose a port "
+                                     "from 1024 to 65535 with --port") from None
+                if err.errno != errno.EADDRNOTAVAIL:  # e.g. no IPv6 on this machine: that address is not used
+                    raise
+
+
+def _raised_by_toylab(err: BaseException) -> bool:
+    """Whether ``err`` came from a ``raise`` statement in toylab's own code: a message for the user.
+
+    A KeyError from a dict lookup, a ValueError from an unpacking or from torch, is a bug: the
+    innermost frame is then not a toylab ``raise``.
+    """
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = tb.tb_frame.f_code.co_filename
+    package = str(Path(__file__).resolve().parent)
+    if not os.path.realpath(filename).startswith(package + os.sep):
+        return False
+    return re.search(r"\braise\b", linecache.getline(filename, tb.tb_lineno)) is not None
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_OS_MESSAGES = {
+    errno.ENOSPC: "no space left on the device writing {path}: free some space or write elsewhere (--out, or "
+                  "TOYLAB_HOME for the default folders), then run the same command again; toylab writes each file "
+                  "whole or not at all",
+    errno.EDQUOT: "disk quota exceeded writing {path}: free some space or write elsewhere (--out, or TOYLAB_HOME), "
+                  "then run the same command again",
+    errno.EROFS: "{path} is on a read-only file system: write elsewhere (--out, or TOYLAB_HOME for the default "
+                 "folders)",
+    errno.EACCES: "permission denied: {path}; to write, choose a folder you can write (--out, or TOYLAB_HOME for "
+                  "the default folders)",
+    errno.EPERM: "operation not permitted on {path}; to write, choose a folder you can write (--out, or TOYLAB_HOME)",
+    errno.ENOENT: "no such file or folder: {path}",
+    errno.ENOTDIR: "{path}: part of this path is a file, not a folder",
+    errno.EEXIST: "{path} already exists and is not a folder; give --out a folder (new, empty or a toylab run)",
+    errno.EISDIR: "{path} is a folder where a file was expected",
+    errno.ENAMETOOLONG: "file name too long: {path}",
+}
+
+
+def _expected_failure(err: Exception) -> str | None:
+    """The one-line message of an expected failure; None for a bug (which keeps its traceback)."""
+    if isinstance(err, (UsageError, CheckpointError)):
+        message = str(err)
+    elif isinstance(err, OSError) and err.errno in _OS_MESSAGES:
+        path = err.filename if err.filename is not None else "a file"
+        message = _OS_MESSAGES[err.errno].format(path=path)
+    elif isinstance(err, (OSError, KeyError, ValueError)) and _raised_by_toylab(err) and err.args \
+            and isinstance(err.args[0], str) and " " in err.args[0]:
+        message = err.args[0]  # toylab's own message (KeyError's str() would quote it)
+    else:
+        return None
+    return re.sub(r"\s*\n\s*", " ", message).strip()
 
 
 def _fmt_metrics(metrics: dict[str, float]) -> str:
@@ -81,6 +338,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     rec = zoo.recipe(args.name)
     seed = rec.train.seed if args.seed is None else args.seed
     out = Path(args.out) if args.out else zoo.runs_dir() / args.name / f"seed-{seed}"
+    _check_output_folder(out, explicit=bool(args.out), fresh=args.fresh)
     if args.fresh and out.exists():
         shutil.rmtree(out)
     resuming = (out / "checkpoints" / "LATEST").exists()
@@ -93,22 +351,68 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"done: {result.steps} steps, {result.train_time_s:.1f} s of training; {_fmt_metrics(result.metrics)}")
     shipped = zoo.SHIPPED_DIR / args.name
     if seed == rec.train.seed and (shipped / "model.safetensors").exists() and shipped.resolve() != out.resolve():
-        reference, _ = load_model(shipped)
-        diffs = [(a - b).abs().max().item() for a, b in zip(reference.state_dict().values(), result.model.state_dict().values())]
-        if max(diffs) == 0:
-            print("reproduced the shipped checkpoint exactly (bitwise identical weights)")
-        else:
-            print(f"weights differ from the shipped checkpoint by up to {max(diffs):.3g} "
-                  f"(another machine or thread count: {torch.get_num_threads()} threads here)")
+        reference, shipped_card = load_model(shipped)
+        print(_reproduction_verdict(reference, shipped_card, result, out))
     return 0
 
 
+def _reproduction_verdict(reference: torch.nn.Module, shipped_card: dict, result, out: Path) -> str:
+    """Whether a retrained model is the shipped one bit for bit, and whether that was promised here."""
+    from toylab.checkpoint import CARD_FILE, read_json
+    from toylab.train import BITWISE_FIELDS, bitwise_environment
+
+    ours = result.model.state_dict()
+    diffs = {k: (w - ours[k]).abs().max().item() for k, w in reference.state_dict().items()}
+    diff = max(diffs.values())
+    if shipped_card.get("constructed"):  # no training: nothing depends on the machine's kernels
+        return ("built by hand like the shipped model: " + ("bitwise identical weights" if diff == 0 else
+                f"weights differ by up to {diff:.3g}; the construction should not depend on the machine"))
+    shipped_env = bitwise_environment(shipped_card.get("versions", {}))
+    here_env = bitwise_environment(read_json(out / CARD_FILE, "model card").get("versions", {}))
+    differing = [k for k in BITWISE_FIELDS if shipped_env[k] != here_env[k]]
+    where = ", ".join(f"{k} {here_env[k]}" for k in BITWISE_FIELDS)
+    if not differing:
+        if diff == 0:
+            return f"bitwise identical to the shipped checkpoint, as promised on this environment ({where})"
+        return (f"weights differ from the shipped checkpoint by up to {diff:.3g}, although this environment "
+                f"({where}) is the one that trained it: bitwise reproduction was promised here; please report it")
+    shipped_says = ", ".join(f"{k} {shipped_env[k]}" for k in differing)
+    here_says = ", ".join(f"{k} {here_env[k]}" for k in differing)
+    promise = (f"bitwise reproduction is promised only where {', '.join(BITWISE_FIELDS)} match: "
+               f"shipped {shipped_says}; here {here_says}")
+    if differing == ["threads"]:
+        promise += f" (OMP_NUM_THREADS={shipped_env['threads']} sets the thread count)"
+    if diff == 0:
+        return f"bitwise identical to the shipped checkpoint, although {promise}"
+    recorded = shipped_card.get("metrics", {})
+    metric_diff = max((abs(v - recorded[k]) for k, v in result.metrics.items() if k in recorded), default=None)
+    metrics = "" if metric_diff is None else f", its metrics by up to {metric_diff:.3g}"
+    # A key bias shifts every score of a query alike, which the softmax ignores: its gradient is
+    # rounding noise that AdamW scales up, so key biases differ most and matter least.
+    free = max((d for k, d in diffs.items() if k.endswith("attn.b_K")), default=0.0)
+    rest = max((d for k, d in diffs.items() if not k.endswith("attn.b_K")), default=0.0)
+    weights = f"{rest:.3g}" + (f" (the key biases, which change no output, by {free:.3g})" if free > rest else "")
+    return (f"weights differ from the shipped checkpoint by up to {weights}{metrics} (steps {result.steps}, "
+            f"shipped {shipped_card.get('steps')}); {promise}")
+
+
 def cmd_truth(args: argparse.Namespace) -> int:
+    if args.seed is not None and args.name not in zoo.RECIPES:
+        raise UsageError(f"--seed picks a shipped seed of a zoo model; {args.name} is a folder (its card says its seed)")
     zm = zoo.load(args.name, seed=args.seed) if args.name in zoo.RECIPES else zoo.load(args.name)
+    if args.record:  # before certifying, which takes a while: the truth is written beside the weights
+        problem = _folder_problem(zm.path)
+        if problem:
+            raise UsageError(f"--record writes {zm.path / 'truth.json'}, but {problem}")
     if zm.truth is None:
         print(f"{zm.name} (seed {zm.seed}) has no ground truth: a certified truth holds only for the seed "
               "it was identified on", file=sys.stderr)
         return 1
+    if args.record:
+        certificate = zoo.record_truth(zm.path, zm.model, zm.task, zm.truth, zm.algorithm)
+        print(f"recorded {zm.path / 'truth.json'}: optional edges declared, certificate "
+              f"{'PASSED' if certificate.passed else 'FAILED'} on held-out data seed {certificate.seed}")
+        zm = zoo.load(zm.path)
     print(zm.truth.summary())
     if args.recorded:
         recorded = zm.truth.certificate
@@ -119,7 +423,8 @@ def cmd_truth(args: argparse.Namespace) -> int:
               f"full {recorded['full']:.3f}, empty {recorded['empty']:.3f}")
         for check in recorded["checks"]:
             mark = "pass" if check["passed"] else "FAIL"
-            print(f"  {mark}  {check['name']}: {check['value']:.3f} (needs {check['op']} {check['threshold']:g})")
+            ci = "" if check.get("interval") is None else f" [{check['interval'][0]:.3f}, {check['interval'][1]:.3f}]"
+            print(f"  {mark}  {check['name']}: {check['value']:.3f}{ci} (needs {check['op']} {check['threshold']:g})")
         return 0 if recorded["passed"] else 1
     certificate = zm.certify()
     print(certificate.summary().replace("certificate of", "certificate (recomputed now) of", 1))
@@ -132,7 +437,11 @@ def cmd_progress(args: argparse.Namespace) -> int:
 
     rec = zoo.recipe(args.name)
     seed = rec.train.seed if args.seed is None else args.seed
+    if args.every is not None and args.every > rec.train.steps:
+        raise UsageError(f"--every {args.every} is more than the {rec.train.steps} steps of {args.name}: snapshot "
+                         f"every 1 to {rec.train.steps} steps (default {rec.train.steps} / 200, rounded up)")
     out = Path(args.out) if args.out else progress_dir(args.name, seed)
+    _check_output_folder(out, explicit=bool(args.out), fresh=args.fresh)
     print(f"grokking run of {args.name} (seed {seed}) with snapshots in {out}")
     try:
         measures = grokking_run(args.name, seed=seed, every=args.every, out=out, fresh=args.fresh,
@@ -153,40 +462,105 @@ APPS_DIR = Path(__file__).resolve().parents[1] / "apps"
 def cmd_lab(args: argparse.Namespace) -> int:
     home = APPS_DIR / "Home.py"
     if not home.exists():
-        print(f"toylab: error: the apps are not at {home}; the lab runs from a source checkout "
-              "(git clone, then pip install -e .)", file=sys.stderr)
-        return 2
-    # Localhost only and no usage statistics: the lab makes no network calls.
+        raise UsageError(f"the apps are not at {home}; the lab runs from a source checkout "
+                         "(git clone, then pip install -e .)")
+    _check_port_free(args.port)
+    # Localhost only and no usage statistics: the lab makes no network calls. Always headless:
+    # without it, Streamlit's first run on a machine (no ~/.streamlit yet) stops at its
+    # "Welcome to Streamlit! Email:" prompt, and with no terminal it exits. toylab opens the
+    # browser itself once the server answers.
     command = [sys.executable, "-m", "streamlit", "run", str(home), "--server.address", "localhost",
                "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
-               "--server.headless", "true" if args.no_browser else "false",
-               "--client.toolbarMode", "minimal"]
+               "--server.headless", "true", "--client.toolbarMode", "minimal"]
     # The lab's models are tiny: a torch thread pool costs more than it gives, and on a
     # loaded machine its spinning threads made a toy-model sweep 50 times slower. One
     # thread per forward; Streamlit's sessions still run side by side. The user's setting wins.
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    print(f"opening the lab at http://localhost:{args.port} (Ctrl-C stops it)")
+    url = f"http://localhost:{args.port}/"
+    print(f"starting the lab at {url} (Ctrl-C stops it)", flush=True)
+    import signal
+    import threading
+
+    proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+    # A plain `kill` (SIGTERM) of toylab stops Streamlit too, instead of orphaning it on the port.
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
     try:
-        return subprocess.call(command, env=env)
-    except KeyboardInterrupt:
+        if _wait_until_serving(url, proc, timeout_s=120):
+            print(f"the lab is open at {url}", flush=True)
+            if not args.no_browser:
+                _open_browser(url)
+        return proc.wait()
+    except KeyboardInterrupt:  # Ctrl-C (which reached Streamlit too) or SIGTERM: stop Streamlit
+        try:
+            proc.terminate()
+            proc.wait(timeout=10)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            proc.kill()
+            proc.wait()
         return 0
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _wait_until_serving(url: str, proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Poll ``url`` until it answers; False if the server exits or stays silent ``timeout_s``."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except urllib.error.HTTPError:
+            return True  # it answered, if not with 200: it is serving
+        except (OSError, ValueError):
+            time.sleep(0.25)
+    if proc.poll() is None:
+        print(f"toylab: the lab has not answered at {url} after {timeout_s:.0f} s; still waiting on it",
+              file=sys.stderr)
+    return False
+
+
+def _open_browser(url: str) -> None:
+    """Open ``url`` in a browser tab; without one (a server, no display) say where the lab is."""
+    import webbrowser
+
+    try:
+        opened = webbrowser.open(url, new=2)
+    except Exception:  # noqa: BLE001 - a browser that fails to start must not stop the lab
+        opened = False
+    if not opened:
+        print(f"no browser could be opened here; open {url} yourself", flush=True)
 
 
 def cmd_lessons(args: argparse.Namespace) -> int:
     from toylab import lessons
 
+    used = [flag for flag in ("solutions", "fast") if getattr(args, flag)]
+    if used and not args.run:
+        raise UsageError(f"--{' and --'.join(used)} only appl{'ies' if len(used) == 1 else 'y'} with --run: `toylab lessons LESSON --run "
+                         f"--{' --'.join(used)}`")
+    if args.run and args.lesson is None:
+        raise UsageError("--run needs a lesson to run: `toylab lessons 01 --run` (`toylab lessons` lists them)")
     if args.lesson is None:
-        for path in lessons.lessons():
-            ids = [c.exercise for c in lessons.cells(path.read_text()) if c.exercise]
-            print(f"{path.stem}: python {path}")
-            for ex_id in ids:
+        for lesson in lessons.lessons():
+            print(f"{lesson.name}: python {lesson.path}")
+            for ex_id in lesson.exercises:
                 print(f"    {ex_id:36s} {lessons.get(ex_id).card}")
         return 0
-    path = lessons.find(args.lesson)
+    lesson = args.lesson  # a Lesson: the argparse type found it
     if not args.run:
-        print(path)
+        print(lesson.path)
         return 0
-    run = lessons.run_lesson(path, solutions=args.solutions, fast=args.fast, strict=False)
+    run = lessons.run_lesson(lesson, solutions=args.solutions, fast=args.fast, strict=False)
     for feedback in run.checks:
         print(feedback)
     if run.returncode:
@@ -196,20 +570,26 @@ def cmd_lessons(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from toylab import validate
+    from toylab.validate.suite import subjects
 
+    label = args.method.rpartition(":")[2]
+    out = Path(args.out) if args.out else Path(f"validate-{label}")
+    problem = _folder_problem(out)
+    if problem:
+        raise UsageError(f"the report cannot be written: {problem}; give --out a folder you can write")
+    names = args.model or None
+    suite = subjects(names, args.seed)  # the models first: a bad folder or seed is refused before the method runs
     try:
         method = validate.load_method(args.method)
-    except (ImportError, AttributeError, FileNotFoundError, TypeError, SyntaxError) as err:
-        print(f"toylab: error: cannot load method {args.method!r}: {err}", file=sys.stderr)
-        return 2
-    label = args.method.rpartition(":")[2]
-    names = args.model or None
+    except Exception as err:  # the method file's own errors keep their traceback: they are in its code
+        if not (isinstance(err, (ImportError, SyntaxError)) or _raised_by_toylab(err)):
+            raise
+        raise UsageError(f"cannot load method {args.method!r}: {err}") from None
     print(f"scoring {label} on {', '.join(names) if names else 'every zoo model with a truth'}", file=sys.stderr)
-    report = validate.score(method, names=names, seeds=args.seed, label=label)
+    report = validate.score(method, label=label, suite=suite)
     print(report.table())
     for entry in report.errors:
         print(f"error on {entry.model} (seed {entry.seed}): {entry.error}", file=sys.stderr)
-    out = Path(args.out) if args.out else Path(f"validate-{label}")
     paths = report.write(out)
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
     return 1 if report.errors and len(report.errors) == len(report.entries) else 0
@@ -223,9 +603,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from toylab.validate.baselines import BASELINES
     from toylab.validate.leaderboard import leaderboard
 
-    unknown = [m for m in args.method or () if m not in BASELINES]
-    if unknown:
-        raise ValueError(f"unknown baselines {unknown}; built-in: {sorted(BASELINES)}")
+    if args.print and args.out:
+        raise UsageError("--print writes nothing, --out names where to write: give one of them")
+    out = Path(args.out) if args.out else LEADERBOARD
+    if not args.print:  # before scoring, which takes minutes
+        problem = _folder_problem(out.parent)
+        if problem:
+            raise UsageError(f"cannot write {out}: {problem}; give --out a file in a folder you can write")
     methods = {m: BASELINES[m] for m in (args.method or BASELINES)}
     board = leaderboard(methods, names=args.model or None, seeds=args.seed,
                         progress=lambda label: print(f"scoring {label} ...", file=sys.stderr, flush=True))
@@ -233,7 +617,6 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.print:
         print(text)
         return 0
-    out = Path(args.out) if args.out else LEADERBOARD
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, text.encode())
     print(f"wrote {out}", file=sys.stderr)
@@ -241,7 +624,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="toylab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="toylab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"toylab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -250,51 +633,57 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="show a model's card and re-check its claims",
                        description="Show a zoo model's card (or a run folder's) and re-measure its claims on the weights.")
-    p.add_argument("name", help="a zoo name (see `toylab list`) or a run folder written by `toylab train`")
+    p.add_argument("name", type=_model_ref,
+                   help="a zoo name (see `toylab list`) or a run folder written by `toylab train`")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("train", help="reproduce a zoo model from its seed",
                        description="Train a zoo recipe from scratch. Interrupt with Ctrl-C at any time: "
                        "running the same command again resumes where it stopped.")
-    p.add_argument("name", help="a zoo name (see `toylab list`)")
-    p.add_argument("--seed", type=int, default=None, help="seed for init and data (default: the recipe's, which reproduces the shipped model)")
-    p.add_argument("--out", default=None, help="output folder (default: $TOYLAB_HOME/runs/NAME/seed-S, TOYLAB_HOME defaulting to ~/.cache/toylab)")
-    p.add_argument("--fresh", action="store_true", help="delete the output folder first instead of resuming")
+    p.add_argument("name", type=_zoo_name, help="a zoo name (see `toylab list`)")
+    p.add_argument("--seed", type=_seed, default=None, help="seed for init and data, 0 to 2**32-1 (default: the recipe's, which reproduces the shipped model)")
+    p.add_argument("--out", type=_out_folder, default=None, help="output folder, new, empty or a toylab run (default: $TOYLAB_HOME/runs/NAME/seed-S, TOYLAB_HOME defaulting to ~/.cache/toylab)")
+    p.add_argument("--fresh", action="store_true", help="delete the output folder (a toylab run) first instead of resuming")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("truth", help="show a model's ground-truth circuit and certificate",
                        description="Print a zoo model's ground truth (circuit, roles, variables, claims, "
                        "provenance) and its certificate, recomputed from the weights by interventions.")
-    p.add_argument("name", help="a zoo name (see `toylab list`) or a run folder written by `toylab train`")
-    p.add_argument("--seed", type=int, default=None, help="which shipped seed (default: the recipe's own)")
+    p.add_argument("name", type=_model_ref,
+                   help="a zoo name (see `toylab list`) or a run folder written by `toylab train`")
+    p.add_argument("--seed", type=_seed, default=None, help="which shipped seed of a zoo name (default: the recipe's own)")
     p.add_argument("--recorded", action="store_true", help="print the certificate recorded at training time "
                    "instead of recomputing it")
+    p.add_argument("--record", action="store_true", help="declare the truth's optional edges, certify it on "
+                   "held-out pairs and write truth.json beside the weights (how the shipped truths are recorded)")
     p.set_defaults(func=cmd_truth)
 
     p = sub.add_parser("progress", help="progress measures and phases of a grokking run",
                        description="Retrain a modular-addition recipe with weight snapshots along the run (into "
                        "the cache; resumes if interrupted) and measure train/test, restricted and excluded loss, "
                        "the embedding's Fourier Gini and the weight norm at each snapshot; print the phases.")
-    p.add_argument("name", help="a modular-addition zoo name, e.g. modadd-113")
-    p.add_argument("--seed", type=int, default=None, help="seed for init and data (default: the recipe's)")
-    p.add_argument("--every", type=int, default=None, help="snapshot every N steps (default: the recipe's steps / 200)")
-    p.add_argument("--out", default=None, help="output folder (default: $TOYLAB_HOME/runs/NAME/progress-seed-S)")
-    p.add_argument("--fresh", action="store_true", help="delete the output folder first instead of reusing it")
+    p.add_argument("name", type=_grokking_name, help="a modular-addition zoo name, e.g. modadd-113")
+    p.add_argument("--seed", type=_seed, default=None, help="seed for init and data, 0 to 2**32-1 (default: the recipe's)")
+    p.add_argument("--every", type=_every, default=None,
+                   help="snapshot every N steps, 1 to the recipe's steps (default: the recipe's steps / 200)")
+    p.add_argument("--out", type=_out_folder, default=None, help="output folder (default: $TOYLAB_HOME/runs/NAME/progress-seed-S)")
+    p.add_argument("--fresh", action="store_true", help="delete the output folder (a toylab run) first instead of reusing it")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_progress)
 
     p = sub.add_parser("lab", help="open the lab (Streamlit app) in the browser",
                        description="Start the lab's Streamlit app on localhost: a landing page and a live "
                        "page per lesson. It binds to localhost and sends no usage statistics.")
-    p.add_argument("--port", type=int, default=8501, help="port on localhost (default 8501)")
+    p.add_argument("--port", type=_port, default=8501, help="a free port on localhost, 1-65535 (default 8501)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     p.set_defaults(func=cmd_lab)
 
     p = sub.add_parser("lessons", help="list the lessons and their exercises, or check one",
                        description="List the lessons and their exercises (difficulty, time). With a lesson and "
                        "--run, run it top to bottom and report every exercise check.")
-    p.add_argument("lesson", nargs="?", default=None, help="a lesson number or name, e.g. 01 or 01_tour")
+    p.add_argument("lesson", nargs="?", default=None, type=_lesson,
+                   help="a lesson's number, folder or exercise prefix, e.g. 01, 01_tour or tour")
     p.add_argument("--run", action="store_true", help="run the lesson and report its checks")
     p.add_argument("--solutions", action="store_true", help="with --run: splice in the reference solutions")
     p.add_argument("--fast", action="store_true", help="with --run: small batches, as the tests run it")
@@ -304,31 +693,39 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run METHOD (FILE.py:function or module:function) on every zoo model with a "
                                    "truth (or those named with --model), print a table, and write report.md, "
                                    "report.json, roc.png and faithfulness.png.")
-    p.add_argument("method", help="FILE.py:function or package.module:function")
-    p.add_argument("--model", action="append", metavar="NAME|DIR",
+    p.add_argument("method", type=_method_spec,
+                   help="FILE.py:function or package.module:function. Loading FILE.py runs it, as `python FILE.py` "
+                        "would (checked first, without running it, to define the function; a lesson file is refused)")
+    p.add_argument("--model", action="append", metavar="NAME|DIR", type=_model_ref,
                    help="a zoo model or a folder (config.json, model.safetensors, truth.json, task.json); repeatable")
-    p.add_argument("--seed", type=int, nargs="+", help="only these training seeds of each zoo model")
-    p.add_argument("--out", help="report folder (default: validate-FUNCTION)")
+    p.add_argument("--seed", type=_seed, nargs="+", help="only these training seeds of each zoo model")
+    p.add_argument("--out", type=_out_folder, help="report folder (default: validate-FUNCTION)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("leaderboard", help="score the built-in baselines and write docs/leaderboard.md",
                        description="Score every built-in baseline on every known circuit and write the "
                                    "leaderboard document.")
-    p.add_argument("--method", action="append", help="only this baseline (repeatable)")
-    p.add_argument("--model", action="append", metavar="NAME|DIR", help="only this model (repeatable)")
-    p.add_argument("--seed", type=int, nargs="+", help="only these training seeds")
-    p.add_argument("--out", help=f"where to write (default: {LEADERBOARD.relative_to(LEADERBOARD.parents[1])})")
+    p.add_argument("--method", action="append", type=_baseline, help="only this baseline (repeatable)")
+    p.add_argument("--model", action="append", metavar="NAME|DIR", type=_model_ref, help="only this model (repeatable)")
+    p.add_argument("--seed", type=_seed, nargs="+", help="only these training seeds")
+    p.add_argument("--out", type=_out_file, help=f"where to write (default: {LEADERBOARD.relative_to(LEADERBOARD.parents[1])})")
     p.add_argument("--print", action="store_true", help="print the document instead of writing it")
     p.set_defaults(func=cmd_leaderboard)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; an expected failure is one `toylab: error:` line and status 2 (see _expected_failure)."""
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
-    except (KeyError, ValueError, CheckpointError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    except KeyboardInterrupt:
+        print("toylab: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        message = _expected_failure(err)
+        if message is None:
+            raise  # a bug: its traceback is what to report
         print(f"toylab: error: {message}", file=sys.stderr)
         return 2
 

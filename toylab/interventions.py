@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -33,7 +34,7 @@ from toylab import components as comp
 from toylab.components import Edge
 from toylab.models import Transformer
 from toylab.tasks.algorithm import Algorithm
-from toylab.tasks.base import IGNORE, Batch, CounterfactualPair, logit_diff, normalised
+from toylab.tasks.base import IGNORE, Batch, CounterfactualPair, logit_diff_mask, logit_diff_terms, normalised
 
 
 def expand_to_qkv(edges: Iterable[Edge | tuple[str, str, str]]) -> set[Edge]:
@@ -153,6 +154,36 @@ def ablated_logits(
         return model(clean_tokens)
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """A figure measured on a sample of pairs, with its bootstrap replicates.
+
+    Arithmetic with floats and other estimates of the same resamples acts on the value and
+    on every replicate alike (paired), so a difference of two figures measured on the same
+    pairs gets the narrow interval of a paired comparison.
+    """
+
+    value: float
+    replicates: Tensor  # [replicate]: the figure on pairs resampled with replacement
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        """The percentile bootstrap interval holding ``level`` of the replicates."""
+        tail = (1 - level) / 2
+        low, high = torch.quantile(self.replicates.double(), torch.tensor([tail, 1 - tail], dtype=torch.float64))
+        return float(low), float(high)
+
+    def __sub__(self, other: Estimate | float) -> Estimate:
+        if isinstance(other, Estimate):
+            return Estimate(self.value - other.value, self.replicates - other.replicates)
+        return Estimate(self.value - other, self.replicates - other)
+
+    def __rsub__(self, other: float) -> Estimate:
+        return Estimate(other - self.value, other - self.replicates)
+
+    def __abs__(self) -> Estimate:
+        return Estimate(abs(self.value), self.replicates.abs())
+
+
 class Faithfulness:
     """The normalised metric of circuits, on one batch of counterfactual pairs:
 
@@ -163,22 +194,45 @@ class Faithfulness:
     clean activations, every other edge resample-ablated from the corrupted run
     (``ablated``). So f(every edge) = 1 and f(no edge) = 0. The two ends are measured
     once, when it is made; ``f(keep)`` measures one more run.
+
+    ``estimate(keep)`` gives f with ``replicates`` bootstrap resamples of the pairs (drawn
+    once, from ``seed``, and shared by every circuit, so differences are paired). The
+    logit difference averages over the same scored positions in every run, so f is a ratio
+    of per-pair sums and each replicate recomputes it exactly on its resample.
     """
 
-    def __init__(self, model: Transformer, pair: CounterfactualPair):
+    def __init__(self, model: Transformer, pair: CounterfactualPair, replicates: int = 1000, seed: int = 0):
         self.model, self.pair = model, pair
         self.clean = pair.clean.tokens.to(model.device)
         self.corrupted = pair.corrupted.tokens.to(model.device)
-        self.full = self.m(set(comp.edges(model.cfg)))
-        self.empty = self.m(set())
+        batch = self.clean.shape[0]
+        generator = torch.Generator().manual_seed(seed)
+        self._rows = torch.randint(batch, (replicates, batch), generator=generator)  # [replicate, batch]
+        self._n_scored = logit_diff_mask(pair).sum().clamp(min=1).item()
+        self._full = self._pair_sums(set(comp.edges(model.cfg)))  # [batch]
+        self._empty = self._pair_sums(set())  # [batch]
+        self.full = self._full.sum().item() / self._n_scored
+        self.empty = self._empty.sum().item() / self._n_scored
         normalised(self.full, self.full, self.empty)  # raises now where f is undefined
+
+    def _pair_sums(self, keep: Iterable[Edge], keep_neurons: Mapping[int, Sequence[int]] | None = None) -> Tensor:
+        """Per pair, the sum of its logit differences over its scored positions: [batch] float64."""
+        logits = ablated_logits(self.model, self.clean, self.corrupted, keep, keep_neurons)
+        return logit_diff_terms(logits, self.pair).sum(-1).double().cpu()
 
     def m(self, keep: Iterable[Edge], keep_neurons: Mapping[int, Sequence[int]] | None = None) -> float:
         """The raw metric of the run with only ``keep`` intact."""
-        return logit_diff(ablated_logits(self.model, self.clean, self.corrupted, keep, keep_neurons), self.pair).item()
+        return self._pair_sums(keep, keep_neurons).sum().item() / self._n_scored
 
     def __call__(self, keep: Iterable[Edge], keep_neurons: Mapping[int, Sequence[int]] | None = None) -> float:
         return normalised(self.m(keep, keep_neurons), self.full, self.empty)
+
+    def estimate(self, keep: Iterable[Edge], keep_neurons: Mapping[int, Sequence[int]] | None = None) -> Estimate:
+        """f(keep) with its bootstrap replicates."""
+        sums = self._pair_sums(keep, keep_neurons)  # [batch]
+        value = normalised(sums.sum().item(), self._full.sum().item(), self._empty.sum().item())
+        kept, full, empty = (x[self._rows].sum(-1) for x in (sums, self._full, self._empty))  # [replicate]
+        return Estimate(value, (kept - empty) / (full - empty))
 
 
 def position_mask(positions: str, n_pos: int) -> Tensor:

@@ -173,21 +173,66 @@ class TrainResult:
 
 @torch.no_grad()
 def evaluate(model: Transformer, task: Task) -> dict[str, float]:
-    """The task's metrics on each of its evaluation sets, as ``{"test/accuracy": ...}``."""
+    """The task's metrics on each of its evaluation sets, as ``{"test/accuracy": ...}``.
+
+    Where a set scores the last position only and no hook is attached, its logits come from
+    the hook-free last-position forward (``task_loss`` says why that is safe).
+    """
     metrics: dict[str, float] = {}
     for split, batch in task.eval_batches().items():
         batch = batch.to(model.device)
-        for name, value in task.metrics(model(batch.tokens), batch).items():
+        if can_use_last_position(model, batch.scored):  # the metrics read the last position only
+            logits = last_position_logits(model, batch.tokens)[:, None]  # [batch, 1, d_vocab_out]
+            batch = Batch(batch.tokens[:, -1:], batch.targets[:, -1:])
+        else:
+            logits = model(batch.tokens)
+        for name, value in task.metrics(logits, batch).items():
             metrics[f"{split}/{name}"] = value
     return metrics
 
 
 def versions() -> dict[str, str]:
-    """What a bitwise reproduction depends on: software versions, CPU and thread count."""
+    """The environment a run was trained in: software versions, machine, CPU and thread count.
+
+    ``bitwise_environment`` picks from these the fields that decide the bits.
+    """
     from toylab import __version__
 
     return {"toylab": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "cpu": _cpu_model(), "threads": str(torch.get_num_threads())}
+            "platform": platform.platform(), "machine": platform.machine(), "cpu": _cpu_model(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": str(torch.get_num_threads())}
+
+
+# The fields of ``versions()`` that decide the bits of a training run; a run reproduces a card
+# bitwise only where all of them match. In:
+#   torch           each release may change a kernel's arithmetic or order of summation.
+#   machine         the instruction set torch was compiled for (x86_64, arm64, ...): another
+#                   compiler target contracts and vectorises float operations differently.
+#   cpu_capability  the kernels ATen dispatches at run time (AVX512, AVX2, DEFAULT; an
+#                   ATEN_CPU_CAPABILITY variable lowers it): vector widths change the order
+#                   of every reduction. Measured: induction-tiny retrained with AVX2 kernels
+#                   where the zoo was built with AVX512 ones differs by 2.6e-6 in its weights,
+#                   key biases aside (tests/zoo/test_zoo.py states the tolerances elsewhere).
+#   threads         parallel reductions split their work by the thread count (in models
+#                   bigger than induction-tiny, whose bits are the same on 1 and 2 threads).
+# Out:
+#   platform        the OS kernel touches no arithmetic. The C library's libm could, but
+#                   torch's vectorised kernels compute exp, log and tanh themselves (SLEEF),
+#                   so a libm that rounds differently would have to reach a scalar path;
+#                   were that so, tests/zoo would fail its bitwise check on that platform.
+#   cpu             the model name ("AMD EPYC") names neither the instruction set nor the
+#                   kernels torch picks: two "AMD EPYC" machines ran AVX512 and AVX2 kernels.
+#   python          the training loop's own Python arithmetic (the learning-rate warm-up,
+#                   batch seeds hashed by SHA-256) is IEEE double and hashlib on every version.
+#   toylab          the shipped zoo is part of the package, so the code that retrains a zoo
+#                   model is the code that shipped it; a change to training that changes
+#                   the bits must retrain the zoo (tests/zoo checks it on the build environment).
+BITWISE_FIELDS = ("torch", "machine", "cpu_capability", "threads")
+
+
+def bitwise_environment(versions: dict[str, str]) -> dict[str, str | None]:
+    """The part of a ``versions()`` record that decides the bits (None where a field is missing)."""
+    return {name: versions.get(name) for name in BITWISE_FIELDS}
 
 
 def _cpu_model() -> str:

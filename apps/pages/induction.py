@@ -8,6 +8,7 @@ import streamlit as st
 import torch
 
 from toylab import methods, viz
+from toylab.methods.circuits import copying_score
 from toylab.methods.detectors import DETECTORS, head_scores, target_positions
 
 N_SCORE_PROMPTS = 64  # prompts the detector scores average over
@@ -56,7 +57,7 @@ def detector_targets(tokens: Sequence[int], detector: str) -> list[tuple[int, in
 def ov_circuit(name: str, seed: int, layer: int, head: int) -> tuple[np.ndarray, float]:
     """The head's full OV circuit [d_vocab, d_vocab_out] and its copying score."""
     ov = methods.ov_circuit(lab.zoo_model(name, seed).model, layer, head)
-    return ov.numpy(), methods.copying_score(ov)
+    return ov.numpy(), copying_score(ov)
 
 
 @st.cache_data(show_spinner=False)

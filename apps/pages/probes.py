@@ -8,6 +8,7 @@ import torch
 
 from toylab import methods, viz
 from toylab.lessons import lesson_fixtures
+from toylab.methods.interchange import activations
 
 FIXTURES = lesson_fixtures("probes")  # lesson 8's probe sites and probe training, shared with the lesson
 
@@ -69,7 +70,7 @@ def iia_table(name: str, seed: int, variable: str, k: int, n: int, sample_seed: 
             full = methods.interchange_accuracy(zm.model, zm.algorithm, variable, site, seed=sample_seed)
             through = methods.interchange_accuracy(zm.model, zm.algorithm, variable, site,
                                                    methods.probe_subspace(probe.probe), seed=sample_seed)
-            d = methods.activations(zm.model, tokens[:1], site).shape[-1]
+            d = activations(zm.model, tokens[:1], site).shape[-1]
             learned = methods.das(zm.model, zm.algorithm, variable, site,
                                   methods.DASConfig(k=min(k, d), steps=150, n_train=384, seed=sample_seed))
             rows.append({"site": str(site), "ground truth": role == "truth", "probe accuracy": probe.accuracy,

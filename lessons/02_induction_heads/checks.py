@@ -7,6 +7,7 @@ import torch
 from toylab import methods
 from toylab.lessons.checking import call, expect_close, first_difference, head_set, number, zoo_model
 from toylab.lessons.exercise import Wrong, exercise
+from toylab.methods.circuits import ov_matrix, qk_matrix
 from toylab.truth import Edge
 from toylab.components import parse
 
@@ -104,7 +105,7 @@ def _k_composition(fn) -> str:
             got = number(call(fn, zm.model, sl, sh, rl, rh), f"{name} {sender} -> {receiver}")
             want = scores[sender, receiver]
             if abs(got - want) > 1e-4:
-                A, B = methods.ov_matrix(zm.model, sl, sh), methods.qk_matrix(zm.model, rl, rh)
+                A, B = ov_matrix(zm.model, sl, sh), qk_matrix(zm.model, rl, rh)
                 q_side = float((A @ B).norm() / (A.norm() * B.norm()))
                 note = " (that is the Q-composition score: transpose W_QK)" if abs(got - q_side) < 1e-4 else ""
                 raise Wrong(f"{name} {sender} -> {receiver}: got {got:.4f}, expected {want:.4f}{note}")

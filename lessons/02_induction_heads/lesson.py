@@ -152,7 +152,7 @@ check("induction.ov_circuit", full_ov_circuit)
 # %%
 for layer, head in ((1, 0), (1, 1)):
     ov = methods.ov_circuit(built.model, layer, head)
-    print(f"L{layer}H{head} copying score", methods.copying_score(ov))
+    print(f"L{layer}H{head} copying score", methods.circuits.copying_score(ov))
 viz.heatmap(methods.ov_circuit(built.model, 1, 1)[:12, :12], [str(i) for i in range(12)],
             [str(i) for i in range(12)], title="induction-constructed L1H1: full OV circuit (12 tokens)")
 

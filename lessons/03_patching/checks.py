@@ -5,6 +5,7 @@ from __future__ import annotations
 from toylab import methods
 from toylab.lessons.checking import call, first_difference, head_set, number, zoo_model
 from toylab.lessons.exercise import Wrong, exercise
+from toylab.methods.patching import naive_activation_patching, naive_path_patching
 
 
 @exercise("patching.patch_resid_pre", "One activation patch", "implement", "medium", 15,
@@ -14,7 +15,7 @@ from toylab.lessons.exercise import Wrong, exercise
 def _patch_resid_pre(fn) -> str:
     zm = zoo_model("induction-tiny")
     pair = zm.task.counterfactual(32, seed=8)
-    want = methods.naive_activation_patching(zm.model, pair, "resid_pre").scores  # [layer, pos]
+    want = naive_activation_patching(zm.model, pair, "resid_pre").scores  # [layer, pos]
     n = want.shape[1]
     for layer, pos in ((0, n - 3), (1, n - 1), (0, 2), (1, n // 2)):
         got = number(call(fn, zm.model, pair, layer, pos), f"layer {layer}, pos {pos}")
@@ -52,7 +53,7 @@ def _path_patch_k(fn) -> str:
         zm = zoo_model(name, seed)
         pair = zm.task.counterfactual(32, seed=10)
         for sender, receiver in (("L0H1", "L1H1"), ("L0H0", "L1H1")):
-            want = methods.naive_path_patching(zm.model, pair, receiver, "k", senders=[sender])[sender]
+            want = naive_path_patching(zm.model, pair, receiver, "k", senders=[sender])[sender]
             got = number(call(fn, zm.model, pair, sender, receiver), f"{name} {sender} -> {receiver}")
             if abs(got - want) > 1e-4:
                 raise Wrong(f"{name} {sender} -> {receiver} (k): got {got:.4f}, the naive reference gives {want:.4f}",

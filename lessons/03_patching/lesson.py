@@ -64,7 +64,7 @@ check("patching.patch_resid_pre", patch_resid_pre)
 # position for the residual stream, every head for `"head"` (its `hook_z` at every
 # position), every head and position for `"head_pos"`, and one head's `q`, `k`, `v` or
 # `pattern`. It gives the same numbers as one forward per patch
-# (`methods.naive_activation_patching`), but recomputes only what a patch can change: nothing
+# (`methods.patching.naive_activation_patching`, the reference), but recomputes only what a patch can change: nothing
 # upstream of the patched layer, nothing before the patched position. Compare the two.
 
 # %%
@@ -72,7 +72,7 @@ start = time.perf_counter()
 fast_result = methods.activation_patching(zm.model, pair, "resid_pre")
 fast_s = time.perf_counter() - start
 start = time.perf_counter()
-naive_result = methods.naive_activation_patching(zm.model, pair, "resid_pre")
+naive_result = methods.patching.naive_activation_patching(zm.model, pair, "resid_pre")
 naive_s = time.perf_counter() - start
 print(f"fast {fast_s * 1000:.0f} ms, naive {naive_s * 1000:.0f} ms, "
       f"max difference {float((fast_result.scores - naive_result.scores).abs().max()):.1e}")

@@ -10,6 +10,7 @@ import torch
 from toylab import methods
 from toylab.lessons.checking import call, expect_close, number
 from toylab.lessons.exercise import Wrong, exercise, fast
+from toylab.methods.superposition import dimensionality
 from toylab.models import SuperpositionConfig, ToyModel
 
 from .fixtures import DENSITIES, sweep_model
@@ -41,10 +42,10 @@ def _dimensionality(fn) -> str:
     pentagon = torch.stack([angles.cos(), angles.sin()])[None]  # [1, hidden=2, feature=5]
     for what, W in (("random W", random), ("a pentagon", pentagon)):
         got = call(fn, W.clone())
-        expect_close(got if not hasattr(got, "double") else got.double(), methods.dimensionality(W),
+        expect_close(got if not hasattr(got, "double") else got.double(), dimensionality(W),
                      f"dimensionality of {what}", atol=1e-4,
                      hint="shape [instance, feature]; normalise W_i (not W_j) inside the sum; guard ||W_i|| = 0")
-    return "your D_i matches toylab.methods.dimensionality (a pentagon gives 2/5 each)"
+    return "your D_i matches toylab.methods.superposition.dimensionality (a pentagon gives 2/5 each)"
 
 
 @lru_cache(maxsize=1)

@@ -106,7 +106,7 @@ def dimensionality(W):
 check("superposition.dimensionality", dimensionality)
 
 # %%
-print(methods.dimensionality(model).numpy().round(2))
+print(methods.feature_status(model).dimensionality.numpy().round(2))
 print([methods.feature_status(model).names(i) for i in range(len(DENSITIES))])
 
 # %% [markdown]

@@ -1,6 +1,6 @@
 """Checkers for lesson 05, sparse autoencoders: TopK encoding, MMCS, an SAE that recovers a
-known dictionary, and the latents that carry a toy model's features (found by feeding the
-model each feature alone)."""
+known dictionary, and the latents that carry a toy model's features (the SAE must recover the
+features on fresh samples; its latents are then found by feeding the model each feature alone)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from toylab.lessons.exercise import Wrong, exercise
 from toylab.models import ToyModel
 from toylab.sae import SAE, SAEConfig, cosine_matrix, mmcs, score_sae
 
-from .fixtures import dictionary, feature_directions, toy_model
+from .fixtures import activation_sampler, dictionary, feature_directions, toy_model
 
 
 @exercise("sae.topk_encode", "TopK encoding", "implement", "easy", 10,
@@ -86,9 +86,33 @@ def _toy_model() -> ToyModel:
     return toy_model()
 
 
+# 5.4's bars: an answer passes only if the SAE recovers the toy model's true feature directions,
+# scored by score_sae on fresh samples (TOY_FRESH_SEED, never used in training), before its latent
+# map is checked. Measured on the lesson's toy model (20 features in 10 dimensions; the same in fast
+# mode), SAE latents 40 unless said:
+#   reference solution (TopK k=2, 1500 steps; seeds 0-2) and tests' SAE (1000 steps): MMCS 1.000,
+#     uniqueness 1.00, explained variance 0.989, decoder cosine of each answered latent >= 0.999;
+#   untrained SAEs (TopK k=2 or 4, seeds 0-7; ReLU; 20 to 200 latents): MMCS 0.58-0.75, uniqueness
+#     0.80-1.00, explained variance <= 0.49, the fed-alone latent's cosine (min over features) 0.38-0.63;
+#     with 4000 latents, MMCS 0.885, explained variance 0.37, that cosine 0.81-0.83;
+#   trained encoder with a random unit decoder: MMCS 0.59-0.64;
+#   untrained encoder with the decoder copying the model's W: MMCS 1.000, uniqueness 1.00,
+#     explained variance <= 0.01, the fed-alone latent's cosine down to -1.0;
+#   partly trained (TopK k=2, 50 / 200 steps): MMCS 0.75 / 0.94, explained variance 0.73 / 0.93;
+#   the true directions as a 1-sparse TopK SAE (k=1, encoder W, decoder W^T): explained variance 0.885.
+# Uniqueness does not separate trained from untrained (an untrained SAE can reach 1.00): it guards
+# against merged features, and MMCS, explained variance and the answered latents' cosines separate.
+TOY_FRESH_SEED = 54321
+TOY_MMCS = 0.95
+TOY_UNIQUENESS = 0.95
+TOY_EXPLAINED_VARIANCE = 0.8
+TOY_LATENT_COSINE = 0.9
+
+
 @exercise("sae.toy_features", "Which latent carries each feature?", "answer", "medium", 15,
-          hint="train an SAE on toy_model.hidden(...) activations, then match each true direction W[0][:, i] "
-               "to a latent (score_sae(...).matched_latent) and answer (sae, that list)")
+          hint="train an SAE on toy_activations (train_sae; a TopK SAE with k = 2 and 40 latents gets there "
+               "in seconds), then match each true direction W[0][:, i] to a latent "
+               "(score_sae(...).matched_latent) and answer (sae, that list)")
 def _toy_features(answer) -> str:
     try:
         sae, latents = answer
@@ -106,6 +130,25 @@ def _toy_features(answer) -> str:
         raise Wrong(f"give one latent per feature ({n_features}), got {len(latents)}")
     if not all(0 <= j < sae.cfg.d_sae for j in latents):
         raise Wrong(f"latent indices must lie in 0..{sae.cfg.d_sae - 1}")
+    directions = feature_directions(model)  # [feature, hidden]
+    # Did the SAE find the features at all? On fresh samples, against the true directions.
+    x, c = activation_sampler(model)(8192, torch.Generator().manual_seed(TOY_FRESH_SEED))
+    s = score_sae(sae, directions, x, c)
+    problems = []
+    if s.mmcs < TOY_MMCS:
+        problems.append(f"MMCS with the true directions is {s.mmcs:.3f} (needs {TOY_MMCS}; random directions "
+                        "in 10 dimensions already score about 0.6)")
+    if s.uniqueness < TOY_UNIQUENESS:
+        problems.append(f"uniqueness is {s.uniqueness:.2f}: several features share their best latent "
+                        f"(needs {TOY_UNIQUENESS})")
+    if s.explained_variance < TOY_EXPLAINED_VARIANCE:
+        problems.append(f"it explains {s.explained_variance:.2f} of the activations' variance "
+                        f"(needs {TOY_EXPLAINED_VARIANCE})")
+    if problems:
+        raise Wrong("on fresh samples your SAE has not recovered the toy model's features: " + "; ".join(problems),
+                    "train it on toy_activations with train_sae until score_sae(sae, true_directions, ...) "
+                    "gives MMCS near 1: an untrained SAE's latents fire for every feature too, but its decoder "
+                    "rows point nowhere in particular")
     with torch.no_grad():
         # Feed the model each feature alone and see which latent fires most on its hidden state.
         alone = torch.eye(n_features)[:, None, :]  # [batch=feature, instance=1, feature]
@@ -119,7 +162,15 @@ def _toy_features(answer) -> str:
                         f"({float(fired[i].max()):.2f}), not latent {j} ({float(fired[i, j]):.2f})")
     if len(set(latents)) != n_features:
         raise Wrong("two features share a latent: the SAE merged them")
-    cos = cosine_matrix(feature_directions(model), sae.W_dec.detach())  # [feature, d_sae]
-    matched = cos[torch.arange(n_features), torch.tensor(latents)]
-    return (f"each of the {n_features} features, fed alone, fires its own latent; decoder cosines with the "
-            f"true directions: min {float(matched.min()):.3f}, mean {float(matched.mean()):.3f}")
+    cos = cosine_matrix(directions, sae.W_dec.detach())  # [feature, d_sae]
+    matched = cos[torch.arange(n_features), torch.tensor(latents)]  # [feature]
+    for i, j in enumerate(latents):
+        if matched[i] < TOY_LATENT_COSINE:
+            raise Wrong(f"feature {i} alone fires latent {j}, but that latent's decoder row is not feature {i}'s "
+                        f"direction: cosine {float(matched[i]):.3f} (needs {TOY_LATENT_COSINE})",
+                        "a latent carries a feature when it fires for it and writes it back: train the SAE's "
+                        "encoder and decoder together (train_sae) rather than setting either by hand")
+    return (f"on fresh samples your SAE recovers the features (MMCS {s.mmcs:.3f}, uniqueness {s.uniqueness:.2f}, "
+            f"explained variance {s.explained_variance:.3f}), and each of the {n_features} features, fed alone, "
+            f"fires its own latent, whose decoder row is its direction (cosine min {float(matched.min()):.3f}, "
+            f"mean {float(matched.mean()):.3f})")

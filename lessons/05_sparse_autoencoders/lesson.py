@@ -133,9 +133,12 @@ true_directions = feature_directions(toy)  # [feature, hidden]: the columns of t
 # ### Exercise 5.4: which latent carries each feature? (answer, medium, about 15 min)
 #
 # Train an SAE on `toy_activations`, then, for each of the 20 features, find its latent.
-# Answer `(sae, latents)` with `latents[i]` the latent for feature `i`. The checker does not
-# trust the cosines you used: it feeds the toy model each feature alone and checks that your
-# latent is the one that fires most.
+# Answer `(sae, latents)` with `latents[i]` the latent for feature `i`. Even an untrained
+# SAE has some latent that fires most for each feature, so the checker first asks whether your
+# SAE found the features at all: on fresh samples, MMCS >= 0.95 with the true directions,
+# uniqueness >= 0.95 and explained variance >= 0.8. It does not trust the cosines you used
+# either: it feeds the toy model each feature alone and checks that your latent is the one
+# that fires most, and that its decoder row points along the feature.
 
 # %% exercise="sae.toy_features"
 toy_answer = None

@@ -16,11 +16,12 @@ from toylab.lessons.checking import call, expect_close, number, zoo_model
 from toylab.lessons.exercise import Wrong, exercise
 from toylab.methods.fourier import (
     RESTRICTED_SLACK,
-    _check_freqs,
-    _dominant_frequency,
-    _grid_spectrum,
+    FrequencyLosses,
+    dominant_frequency,
+    fourier_basis,
+    grid_spectrum,
 )
-from toylab.methods.progress import _half_down_step
+from toylab.methods.progress import half_down_step
 
 from .fixtures import MODEL, PROGRESS_MODEL
 
@@ -31,9 +32,9 @@ from .fixtures import MODEL, PROGRESS_MODEL
                "sqrt(2/p) sin(2 pi w x / p); the result is [p, p] and basis @ basis.T is the identity")
 def _fourier_basis(fn) -> str:
     for p in (3, 7, 13, 53, 113):
-        want, names = methods.fourier_basis(p, torch.float64)  # [basis, x]
+        want, names = fourier_basis(p, torch.float64)  # [basis, x]
         got = call(fn, p)
-        if isinstance(got, tuple):  # tolerate (basis, names) as methods.fourier_basis returns
+        if isinstance(got, tuple):  # tolerate (basis, names) as fourier_basis returns
             got = got[0]
         if isinstance(got, Tensor) and got.shape == want.shape:
             got = got.detach().double()
@@ -52,7 +53,7 @@ def _fourier_basis(fn) -> str:
                                 "order the rows const, cos 1, sin 1, cos 2, sin 2, ...")
         expect_close(got, want, f"p={p}", atol=1e-4,
                      hint="return a [p, p] tensor, one basis vector per row (const, cos 1, sin 1, ...)")
-    return "your basis matches toylab.methods.fourier_basis for p = 3, 7, 13, 53 and 113"
+    return "your basis matches toylab.methods.fourier.fourier_basis for p = 3, 7, 13, 53 and 113"
 
 
 # ---- 6.2 the trig identity -------------------------------------------------------------
@@ -117,7 +118,7 @@ def _frequency_fraction(fn) -> str:
         zm = zoo_model(name, seed)
         p = zm.task.p
         grids = _neuron_grids(name, seed)  # [neuron, a, b]
-        per_freq, total = _grid_spectrum(grids)  # [freq, neuron], [neuron]
+        per_freq, total = grid_spectrum(grids)  # [freq, neuron], [neuron]
         want_all = per_freq / total  # [freq, neuron]
         keys = list(zm.truth.claims["key_frequencies"]) if zm.truth is not None else []
         others = [w for w in range(1, (p - 1) // 2 + 1) if w not in keys]
@@ -128,7 +129,7 @@ def _frequency_fraction(fn) -> str:
                 _diagnose_fraction(got.detach().double(), grids, w, name)
             expect_close(got, want_all[w - 1], f"{name}, frequency {w}", atol=1e-3,
                          hint="return [neuron]: one fraction in [0, 1] per neuron")
-        freq, _ = _dominant_frequency(per_freq, total)  # as methods.neuron_frequencies, on these neurons
+        freq, _ = dominant_frequency(per_freq, total)  # as methods.neuron_frequencies, on these neurons
         for w in sorted(set(freq.tolist()) - set(keys + extra))[:2]:  # a neuron's own frequency, if not yet tried
             expect_close(call(fn, grids.clone().float(), w), want_all[w - 1], f"{name}, frequency {w}", atol=1e-3)
     return ("your fractions match toylab.methods.neuron_frequencies: a neuron's frequency is the w with the "
@@ -138,7 +139,7 @@ def _frequency_fraction(fn) -> str:
 def _diagnose_fraction(got: Tensor, grids: Tensor, w: int, name: str) -> None:
     """Name the usual mistakes: products only, marginals only, or the mean left in the total."""
     p = grids.shape[-1]
-    basis, _ = methods.fourier_basis(p, torch.float64)
+    basis, _ = fourier_basis(p, torch.float64)
     coef = basis @ grids @ basis.T  # [neuron, basis, basis]
     sq = coef.pow(2)
     ij = [0, 2 * w - 1, 2 * w]
@@ -164,7 +165,9 @@ def _nats(x: float) -> str:
     return f"{x:.4f}" if x >= 1e-3 else f"{x:.2g}"
 
 
-def _freq_list(answer: Any, p: int) -> tuple[int, ...]:
+def _answer_losses(answer: Any, model, task) -> FrequencyLosses:
+    """The losses of the answer's frequencies (``frequency_losses`` validates them: ``.freqs``
+    is the answer as a sorted tuple of distinct frequencies)."""
     if isinstance(answer, (str, bytes)):
         raise Wrong(f"answer with a list of frequencies (ints), got {answer!r}")
     items = [answer] if isinstance(answer, int) else answer
@@ -173,12 +176,12 @@ def _freq_list(answer: Any, p: int) -> tuple[int, ...]:
     except TypeError:
         raise Wrong(f"answer with a list of frequencies (ints), got {answer!r}") from None
     try:
-        freqs = _check_freqs(items, p)
+        losses = methods.frequency_losses(model, task, items)
     except ValueError as err:
         raise Wrong(str(err)) from None
-    if not freqs:
+    if not losses.freqs:
         raise Wrong("your list is empty: the model uses at least one frequency")
-    return freqs
+    return losses
 
 
 @exercise("grokking.key_frequencies", "Which frequencies does the model use?", "answer", "medium", 15,
@@ -188,10 +191,10 @@ def _freq_list(answer: Any, p: int) -> tuple[int, ...]:
 def _key_frequencies(answer) -> str:
     zm = zoo_model(MODEL)
     model, task = zm.model, zm.task
-    freqs = _freq_list(answer, task.p)
+    mine = _answer_losses(answer, model, task)
+    freqs = mine.freqs
     truth = tuple(sorted(zm.truth.claims["key_frequencies"]))
     checks = methods.check_key_frequencies(model, task, freqs)
-    mine = methods.frequency_losses(model, task, freqs)
     tau = mine.full + RESTRICTED_SLACK
     if all(c.passed for c in checks):
         return (f"{list(freqs)}: keeping only them the train loss is {_nats(mine.restricted)} (the full model: "
@@ -219,7 +222,7 @@ def _key_frequencies(answer) -> str:
 def _halfway(measures: methods.ProgressMeasures, series: str) -> tuple[float, float]:
     """Step where ``series`` is first halfway down, and the checkpoint gap around it."""
     steps = measures.steps
-    t = _half_down_step(steps, getattr(measures, series))
+    t = half_down_step(steps, getattr(measures, series))
     if t is None:
         raise RuntimeError(f"{series} never falls in the shipped run of {PROGRESS_MODEL}; please report this")
     i = next((i for i, s in enumerate(steps) if s >= t), len(steps) - 1)

@@ -24,7 +24,7 @@ def trig_logits(a, b, freqs, p):
 
 # %% exercise="grokking.frequency_fraction"
 def frequency_fraction(grids, w):
-    B = methods.fourier_basis(grids.shape[-1], torch.float64)[0]  # [basis, x]
+    B = methods.fourier.fourier_basis(grids.shape[-1], torch.float64)[0]  # [basis, x]
     sq = (B @ grids.double() @ B.T) ** 2  # [neuron, basis, basis]
     rows = [0, 2 * w - 1, 2 * w]  # const, cos w, sin w
     part = sq[:, rows][:, :, rows].sum((1, 2)) - sq[:, 0, 0]
@@ -37,7 +37,7 @@ def frequency_fraction(grids, w):
 key_freqs = list(candidates)
 for w in candidates:
     rest = [v for v in key_freqs if v != w]
-    if methods.restricted_loss(model, task, rest) <= losses.full + 0.005:
+    if methods.frequency_losses(model, task, rest).restricted <= losses.full + 0.005:
         key_freqs = rest
 print("key frequencies:", key_freqs)
 

@@ -9,6 +9,7 @@ import torch
 from toylab import methods
 from toylab.lessons.checking import call, number, zoo_model
 from toylab.lessons.exercise import Wrong, exercise
+from toylab.methods.tracing import embedding_noise
 
 from .fixtures import MODEL, candidate_sites
 
@@ -22,7 +23,7 @@ IIA_USED = 0.9  # a site uses the attribute if swapping it from the source moves
 def _trace_mlp(fn) -> str:
     zm = zoo_model(MODEL)
     batch = zm.task.sample(64, seed=21)
-    noise = methods.embedding_noise(zm.model, 64, 1, scale=3.0, seed=22)  # [batch, 1, d_model]
+    noise = embedding_noise(zm.model, 64, 1, scale=3.0, seed=22)  # [batch, 1, d_model]
     want = methods.causal_trace(zm.model, batch, [2], kinds=["mlp_out"], noise=noise)
     for layer, pos in ((0, 2), (1, 3), (0, 3)):
         got = number(call(fn, zm.model, batch, noise, layer, pos), f"layer {layer}, pos {pos}")

@@ -300,3 +300,114 @@ def test_a_missing_transformer_lens_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformer_lens", None)  # import now raises ImportError
     with pytest.raises(MissingExtraError, match=r'pip install torch==2.13.0 "toylab\[tl\]"'):
         to_transformer_lens(toylab.zoo.load("modadd-tiny"))
+
+
+# ---- a researcher's folder with TransformerLens's own config -------------------------------
+
+TL_CONFIGS = {  # HookedTransformerConfig keyword arguments -> the toylab fields they must give
+    "attn-only, LayerNorm": (
+        {"n_layers": 2, "d_model": 16, "n_ctx": 8, "d_head": 4, "n_heads": 4, "d_vocab": 11, "attn_only": True},
+        {"d_mlp": None, "normalization_type": "LN"}),
+    "gelu MLP, no norm, bidirectional": (
+        {"n_layers": 1, "d_model": 16, "n_ctx": 8, "d_head": 8, "n_heads": 2, "d_vocab": 11, "d_vocab_out": 5,
+         "d_mlp": 32, "act_fn": "gelu", "normalization_type": None, "attention_dir": "bidirectional", "eps": 1e-6},
+        {"d_mlp": 32, "act_fn": "gelu", "normalization_type": None, "attention_dir": "bidirectional",
+         "d_vocab_out": 5}),
+    "gelu_new MLP, LayerNorm": (
+        {"n_layers": 2, "d_model": 16, "n_ctx": 8, "d_head": 4, "n_heads": 2, "d_vocab": 11, "d_mlp": 24,
+         "act_fn": "gelu_new"},
+        {"d_mlp": 24, "act_fn": "gelu_new", "normalization_type": "LN"}),
+}
+
+
+def _hooked_transformer(transformer_lens, **kwargs):
+    if not has_hooked_transformer():
+        pytest.skip(f"TransformerLens {tl_version()} has no HookedTransformer (4.x)")
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 3.x: HookedTransformer is deprecated
+        torch.manual_seed(0)  # its random init draws from the global RNG, restored on leaving
+        cfg = transformer_lens.HookedTransformerConfig(device="cpu", **kwargs)
+        model = transformer_lens.HookedTransformer(cfg, move_to_device=False)
+        with torch.no_grad():  # biases start at zero: make them count
+            for name, param in model.named_parameters():
+                if name.rsplit(".", 1)[-1].startswith("b"):
+                    param.normal_(0.0, 0.1)
+    return model.eval()
+
+
+def _save_as_researcher(tl_model, folder):
+    """config.json = cfg.to_dict() as JSON (its dtype is no JSON value: str() of it), the weights as safetensors."""
+    import json
+
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(tl_model.cfg.to_dict(), default=str, indent=2))
+    # toylab derives the causal mask from the config; TransformerLens also saves it (mask,
+    # IGNORE), and toylab's loader refuses keys that are not weights.
+    weights = {k: v.contiguous() for k, v in tl_model.state_dict().items()
+               if k.rsplit(".", 1)[-1] not in ("mask", "IGNORE")}
+    save_file(weights, str(folder / "model.safetensors"))
+
+
+@pytest.mark.parametrize("label", list(TL_CONFIGS))
+def test_a_transformer_lens_config_loads_and_computes_the_same_logits(label, transformer_lens, tmp_path):
+    from toylab.checkpoint import load_model
+
+    kwargs, expected = TL_CONFIGS[label]
+    tl_model = _hooked_transformer(transformer_lens, **kwargs)
+    _save_as_researcher(tl_model, tmp_path / "model")
+    model, _ = load_model(tmp_path / "model")
+    for field, value in {**{k: v for k, v in kwargs.items() if k in ("n_layers", "d_model", "n_ctx", "d_head",
+                                                                   "n_heads", "d_vocab")}, **expected}.items():
+        assert getattr(model.cfg, field) == value, field
+    assert model.cfg.ln_eps == kwargs.get("eps", 1e-5)
+    tokens = torch.randint(0, kwargs["d_vocab"], (4, kwargs["n_ctx"]), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = model(tokens), tl_model(tokens)
+    assert _diff(ours, theirs) <= TOL * _scale(theirs)
+
+
+def test_a_folded_transformer_lens_model_loads_with_lnpre(transformer_lens, tmp_path):
+    """fold_ln leaves normalization_type "LNPre" and no LayerNorm weights: toylab's LN with gain 1, bias 0."""
+    from toylab.checkpoint import load_model
+
+    tl_model = _hooked_transformer(transformer_lens, n_layers=2, d_model=16, n_ctx=8, d_head=4, n_heads=2,
+                                   d_vocab=11, d_mlp=24, act_fn="relu")
+    with torch.no_grad():  # LayerNorm gains that are not 1, for folding to move somewhere
+        for name, param in tl_model.named_parameters():
+            if name.endswith(".w") and "ln" in name:
+                param.normal_(1.0, 0.2)
+    tokens = torch.randint(0, 11, (4, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = tl_model(tokens)
+        tl_model.process_weights_(fold_ln=True, center_writing_weights=False, center_unembed=False)
+    assert tl_model.cfg.normalization_type == "LNPre"
+    assert not any(k.split(".")[-2].startswith("ln") for k in tl_model.state_dict())
+    _save_as_researcher(tl_model, tmp_path / "model")
+    model, _ = load_model(tmp_path / "model")
+    assert model.cfg.normalization_type == "LN"
+    with torch.no_grad():
+        ours = model(tokens)
+    assert _diff(ours, tl_model(tokens)) <= TOL * _scale(ours)
+    assert _diff(ours, before) <= TOL * _scale(ours)
+
+
+def test_a_transformer_lens_config_toylab_cannot_compute_is_refused_by_name(transformer_lens):
+    from toylab.models import TransformerConfig
+
+    base = {"n_layers": 1, "d_model": 16, "n_ctx": 8, "d_head": 4, "n_heads": 4, "d_vocab": 11, "d_mlp": 32,
+            "device": "cpu"}
+    for change, message in (({"positional_embedding_type": "rotary"}, "positional_embedding_type='rotary'"),
+                            ({"positional_embedding_type": "shortformer"}, "'shortformer'"),
+                            ({"parallel_attn_mlp": True}, "parallel_attn_mlp=True"),
+                            ({"gated_mlp": True}, "gated_mlp=True"),
+                            ({"n_key_value_heads": 2}, "grouped-query attention"),
+                            ({"normalization_type": "RMS"}, "normalization_type='RMS'"),
+                            ({"use_attn_scale": False}, "attention scores divided by 1.0"),
+                            ({"act_fn": "solu_ln"}, "act_fn='solu_ln'")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = dict(transformer_lens.HookedTransformerConfig(**base, **change).to_dict())
+        with pytest.raises(ValueError, match=f"toylab cannot compute this model: .*{message}"):
+            TransformerConfig.from_dict(data)

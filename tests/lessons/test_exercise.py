@@ -146,6 +146,60 @@ def untrained_sae(d_in=32, d_sae=256):
     return SAE(SAEConfig(d_in=d_in, d_sae=d_sae, architecture="topk", k=4))
 
 
+def toy_feature_mistakes():
+    """SAEs that never learnt the toy model's features, each answered with the latent that fires most
+    for each feature alone (distinct, so that only the truth can reject them): untrained (which the
+    checker once passed), with a random decoder, with a decoder copying the model's W behind an
+    untrained encoder, and the true features plus louder latents that write nothing. By name."""
+    from toylab.sae import SAE, SAEConfig
+
+    model = load("sae")._toy_model()  # the checker's own, trained once
+    n = model.cfg.n_features
+    with torch.no_grad():
+        alone = model.hidden(torch.eye(n)[:, None, :])[:, 0]  # [feature, hidden]
+
+    def untrained(seed):
+        return SAE(SAEConfig(d_in=10, d_sae=40, architecture="topk", k=2, seed=seed))
+
+    def random_decoder(seed):
+        sae = untrained(seed)
+        with torch.no_grad():
+            sae.W_dec.copy_(torch.nn.functional.normalize(
+                torch.randn(40, 10, generator=torch.Generator().manual_seed(100 + seed)), dim=-1))
+        return sae
+
+    def decoder_copies_w(seed):
+        sae = untrained(seed)
+        with torch.no_grad():
+            sae.W_dec[:n] = model.W[0].detach().T  # the true directions, rows of the decoder
+        return sae
+
+    def silent_detectors(seed):  # latents 0-19 are the true features; 20-39 fire more for them and write nothing
+        sae = SAE(SAEConfig(d_in=10, d_sae=40, architecture="topk", k=4, seed=seed))
+        W = model.W[0].detach()  # [hidden, feature]
+        with torch.no_grad():
+            sae.W_enc.copy_(torch.cat([W, 1.5 * W], dim=1))
+            sae.W_dec.copy_(torch.cat([W.T, torch.zeros_like(W.T)]))
+            sae.b_enc.zero_()
+            sae.b_dec.zero_()
+        return sae
+
+    def with_own_latents(make):
+        for seed in range(100):
+            sae = make(seed)
+            with torch.no_grad():
+                latents = sae.encode(alone).argmax(-1).tolist()
+            if len(set(latents)) == n:
+                return sae, latents
+        raise AssertionError(f"no seed of {make.__name__} fires a distinct latent for each feature")
+
+    return {make.__name__: with_own_latents(make)
+            for make in (untrained, random_decoder, decoder_copies_w, silent_detectors)}
+
+
+TOY_FEATURE_MISTAKES = toy_feature_mistakes()
+
+
 def basis_unnormalised(p):
     x = torch.arange(p, dtype=torch.float64)
     rows = [torch.ones(p, dtype=torch.float64)]
@@ -155,17 +209,17 @@ def basis_unnormalised(p):
 
 
 def basis_sin_first(p):
-    from toylab import methods
+    from toylab.methods.fourier import fourier_basis
 
-    basis = methods.fourier_basis(p, torch.float64)[0]
+    basis = fourier_basis(p, torch.float64)[0]
     order = [0] + [i + d for i in range(1, p, 2) for d in (1, 0)]
     return basis[order]
 
 
 def basis_as_columns(p):
-    from toylab import methods
+    from toylab.methods.fourier import fourier_basis
 
-    return methods.fourier_basis(p, torch.float64)[0].T
+    return fourier_basis(p, torch.float64)[0].T
 
 
 def trig_logits_difference(a, b, freqs, p):  # cos(wa)cos(wb) + sin(wa)sin(wb): cos(w(a-b))
@@ -184,9 +238,9 @@ def trig_logits_in_radians(a, b, freqs, p):  # forgot 2 pi / p
 
 
 def _fraction_terms(grids, w):
-    from toylab import methods
+    from toylab.methods.fourier import fourier_basis
 
-    B = methods.fourier_basis(grids.shape[-1], torch.float64)[0]
+    B = fourier_basis(grids.shape[-1], torch.float64)[0]
     sq = (B @ grids.double() @ B.T) ** 2
     rows = [0, 2 * w - 1, 2 * w]
     return sq, sq[:, rows][:, :, rows].sum((1, 2)) - sq[:, 0, 0]
@@ -333,8 +387,8 @@ WRONG = {
     "sae.topk_encode": [topk_without_b_dec, topk_without_relu],
     "sae.mmcs": [mmcs_per_atom],
     "sae.recover": [untrained_sae(), untrained_sae(d_in=16), "garbage"],
-    "sae.toy_features": [(untrained_sae(10, 40), list(range(20))), (untrained_sae(10, 40), [0] * 20),
-                         (untrained_sae(32, 40), list(range(20))), "garbage"],
+    "sae.toy_features": [*TOY_FEATURE_MISTAKES.values(), (untrained_sae(10, 40), list(range(20))),
+                         (untrained_sae(10, 40), [0] * 20), (untrained_sae(32, 40), list(range(20))), "garbage"],
     "grokking.fourier_basis": [basis_unnormalised, basis_sin_first, basis_as_columns],
     "grokking.trig_logits": [trig_logits_difference, trig_logits_in_radians, "not a function"],
     "grokking.frequency_fraction": [fraction_products_only, fraction_mean_in_total],
@@ -395,6 +449,17 @@ def test_a_latent_map_that_cosines_could_support_is_checked_by_feeding_features(
     latents[3], latents[7] = latents[7], latents[3]
     feedback = check("sae.toy_features", (sae, latents))
     assert not feedback.passed and feedback.message.startswith("feature 3 alone makes latent")
+
+
+@pytest.mark.parametrize("name,says", [("untrained", "has not recovered the toy model's features"),
+                                       ("random_decoder", "has not recovered the toy model's features"),
+                                       ("decoder_copies_w", "has not recovered the toy model's features"),
+                                       ("silent_detectors", "decoder row is not feature")])
+def test_an_sae_whose_latents_fire_but_that_never_learnt_the_features_is_rejected(name, says):
+    """Its latents fire, one per feature, for each feature alone: only the truth tells it is useless."""
+    feedback = check("sae.toy_features", TOY_FEATURE_MISTAKES[name])
+    assert not feedback.passed and feedback.done
+    assert says in feedback.message and "train" in feedback.hint
 
 
 def test_a_decoy_answer_is_told_what_the_truth_says():

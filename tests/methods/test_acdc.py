@@ -9,7 +9,7 @@ from toylab import zoo
 from toylab.components import Edge
 from toylab.interventions import ablated_logits
 from toylab.methods import ACDCResult, acdc
-from toylab.methods.acdc import ACDC_THRESHOLDS
+from toylab.methods.circuit_discovery import ACDC_THRESHOLDS
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from toylab.methods import head_scores, target_positions
+from toylab.methods.detectors import head_scores, target_positions
 from toylab.tasks import Induction
 from toylab.truth.construct import construct_induction
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from toylab import methods, zoo
+from toylab.interventions import orthonormal, patch_subspace
 from toylab.methods import DASConfig, Site
 from toylab.sae import SAE, SAEConfig
 
@@ -59,14 +60,14 @@ def test_probe_directions_carry_the_attribute_where_the_probe_is_right_to(zm):
 def test_subspace_patch_algebra():
     g = torch.Generator().manual_seed(0)
     base, source = torch.randn(5, 6, generator=g), torch.randn(5, 6, generator=g)
-    assert torch.equal(methods.patch_subspace(base, source, None), source)
-    assert torch.allclose(methods.patch_subspace(base, source, torch.eye(6)), source, atol=1e-6)
-    basis = methods.orthonormal(torch.randn(6, 2, generator=g))
-    patched = methods.patch_subspace(base, source, basis)
+    assert torch.equal(patch_subspace(base, source, None), source)
+    assert torch.allclose(patch_subspace(base, source, torch.eye(6)), source, atol=1e-6)
+    basis = orthonormal(torch.randn(6, 2, generator=g))
+    patched = patch_subspace(base, source, basis)
     assert torch.allclose(patched @ basis, source @ basis, atol=1e-5)  # inside: the source's
     rest = torch.eye(6) - basis @ basis.T
     assert torch.allclose(patched @ rest, base @ rest, atol=1e-5)  # outside: the base's
-    assert methods.orthonormal(torch.ones(6, 3)).shape == (6, 1)  # rank 1
+    assert orthonormal(torch.ones(6, 3)).shape == (6, 1)  # rank 1
 
 
 def test_sae_latents_give_a_subspace(zm):

@@ -4,8 +4,6 @@ import torch
 from toylab import zoo
 from toylab.methods.patching import (
     PATCH_TARGETS,
-    _resid_from,
-    _unembed,
     _Setup,
     activation_patching,
     naive_activation_patching,
@@ -57,9 +55,11 @@ def _targets(cfg):
 
 def _run_from(setup, layer, stage, resid, start, extras):
     """Logits of the fast path's functional forward, resumed at (layer, stage), every later position."""
-    rows = torch.arange(resid.shape[0])
-    final, _ = _resid_from(setup, layer, stage, resid, start, setup.n, rows, extras, trim=False)
-    return _unembed(setup, final)
+    def past(name):  # the cached run's keys and values before ``start``
+        return setup.base[name][:, :start]
+
+    final, _ = setup.forward.resid_from(resid, layer, stage, start, past=past, deltas=extras)
+    return setup.forward.unembed(final)
 
 
 def _assert_same(fast, naive):

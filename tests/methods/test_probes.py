@@ -6,6 +6,7 @@ import torch
 from toylab import methods, zoo
 from toylab.hooks import UnknownNameError
 from toylab.methods import ProbeConfig, Site
+from toylab.methods.probes import control_labels, probe_activations
 
 CONFIG = ProbeConfig(steps=100, lr=0.1)
 
@@ -66,24 +67,24 @@ def test_control_task_exposes_a_probe_that_memorises():
     types = torch.randint(16, (800,), generator=g)
     x = torch.eye(16)[types] + 0.01 * torch.randn(800, 16, generator=g)  # [batch, d]: identity only
     labels = torch.randint(4, (16,), generator=g)[types]  # a lookup table, no structure
-    result = methods.probe_activations(x, labels, Site("x", 0), CONFIG, types)
+    result = probe_activations(x, labels, Site("x", 0), CONFIG, types)
     assert result.accuracy >= 0.95 and result.control_accuracy >= 0.9 and abs(result.selectivity) < 0.1
     # A label written linearly into a space too small to memorise 64 types: high selectivity.
     types = torch.randint(64, (2000,), generator=g)
     codes = torch.randn(64, 6, generator=g)
     labels = (codes[:, 0] > 0).long()[types]
-    result = methods.probe_activations(codes[types], labels, Site("x", 0), CONFIG, types)
+    result = probe_activations(codes[types], labels, Site("x", 0), CONFIG, types)
     assert result.accuracy >= 0.95 and result.selectivity >= 0.2, str(result)
 
 
 def test_control_labels_follow_types_and_the_label_distribution():
     labels = torch.tensor([0, 0, 0, 1] * 250)
     types = torch.arange(1000) % 100
-    control = methods.control_labels(labels, types, seed=0)
+    control = control_labels(labels, types, seed=0)
     for t in range(100):
         assert control[types == t].unique().numel() == 1
     assert 0.6 <= (control == 0).float().mean() <= 0.9
-    assert not torch.equal(control, methods.control_labels(labels, types, seed=1))
+    assert not torch.equal(control, control_labels(labels, types, seed=1))
 
 
 def test_bad_inputs_are_refused(zm, data):

@@ -16,9 +16,9 @@ from toylab.methods import fourier
 from toylab.methods.progress import (
     MAX_SHIPPED_BYTES,
     ProgressMeasures,
-    _half_down_step,
     fourier_gini,
     gini,
+    half_down_step,
     progress_measures,
     weight_norm,
 )
@@ -139,10 +139,10 @@ def test_a_short_real_run_shows_memorisation_then_the_test_loss_drop(short_run):
     peak = max(m.test_loss)
     assert m.test_loss[-1] < peak / 4  # test loss falls
     assert m.test_accuracy[-1] > m.test_accuracy[m.test_loss.index(peak)] + 0.3
-    t_train = _half_down_step(m.steps, m.train_loss)
-    t_test = _half_down_step(m.steps, m.test_loss)
+    t_train = half_down_step(m.steps, m.train_loss)
+    t_test = half_down_step(m.steps, m.test_loss)
     assert t_train < t_test  # the train loss drops first
-    assert _half_down_step(m.steps, m.restricted_loss) < t_test  # and so does the restricted loss
+    assert half_down_step(m.steps, m.restricted_loss) < t_test  # and so does the restricted loss
     assert m.gini[-1] > m.gini[0] + 0.1  # the embedding sparsifies
     phases = m.phases()
     assert [p.name for p in phases.phases] == ["memorisation", "circuit formation", "cleanup"]

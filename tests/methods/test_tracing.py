@@ -5,6 +5,7 @@ import torch
 
 from toylab import methods, zoo
 from toylab.methods import TracingConfig
+from toylab.methods.tracing import embedding_noise
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_tracing_peaks_at_the_fact_storing_mlp(zm, corruption):
 
 def test_explicit_noise_gives_the_same_trace_as_the_seeded_draw(zm):
     batch = zm.task.sample(32, seed=0)
-    noise = methods.embedding_noise(zm.model, 32, 1, scale=3.0, seed=4)
+    noise = embedding_noise(zm.model, 32, 1, scale=3.0, seed=4)
     a = methods.causal_trace(zm.model, batch, [2], kinds=["mlp_out"], config=TracingConfig(seed=4))
     b = methods.causal_trace(zm.model, batch, [2], kinds=["mlp_out"], noise=noise)
     assert torch.equal(a.p_restored["mlp_out"], b.p_restored["mlp_out"]) and a.p_corrupted == b.p_corrupted

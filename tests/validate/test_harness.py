@@ -31,7 +31,7 @@ def test_a_perfect_method_gets_auroc_1_and_the_cpr_of_the_truth(suite):
     for entry in report.entries:
         m = entry.metrics
         assert m["edge_auroc[qkv]"] == m["edge_auroc[head]"] == m["node_auroc"] == 1.0
-        assert m["edge_ap[qkv]"] == 1.0 and m["completeness"] == m["minimality"] == 1.0
+        assert m["edge_ap[qkv]"] == m["edge_precision[qkv]"] == m["edge_recall[qkv]"] == 1.0
         assert m["cpr"] == pytest.approx(m["cpr_truth"], abs=0.05)  # ties inside the truth aside
         assert m["faithfulness"] > 0.9  # the certified faithfulness, re-measured on unseen pairs
         assert entry.peeked
@@ -168,5 +168,81 @@ def test_the_method_gets_its_own_data_seed_and_never_the_scoring_pairs(suite):
         return {n: 1.0 for n in problem.nodes()}
     score(spy, suite=suite[:1], data_seed=5)
     assert seen == [5]
-    with pytest.raises(ValueError, match="scoring seed"):
-        score(spy, suite=suite[:1], data_seed=SCORING_SEED)
+
+
+def test_no_seed_a_method_passes_draws_the_scoring_pairs(suite):
+    """The scoring seed is unreachable: a Problem's samplers draw only odd seeds, it is even."""
+    from toylab.validate.harness import SCORING_SEED
+
+    subject = suite[0]
+    problem = Problem(subject.name, subject.seed, subject.model, subject.task)
+    scoring = subject.task.counterfactual(16, SCORING_SEED).clean.tokens
+    for seed in (SCORING_SEED, SCORING_SEED // 2, (SCORING_SEED - 1) // 2, 0):
+        assert not torch.equal(problem.pair(16, seed=seed).clean.tokens, scoring)
+    with pytest.raises(ValueError, match="data seed"):
+        problem.pair(16, seed=-1)
+
+
+def test_a_method_that_reads_the_truth_in_any_way_is_marked(suite):
+    subject = suite[0]
+
+    def honest(problem):
+        return {n: 1.0 for n in problem.nodes()}
+
+    def loads_the_zoo_truth(problem):  # a zoo model comes with its truth.json
+        toylab.zoo.load(problem.name, seed=problem.seed)
+        return honest(problem)
+
+    def asks_the_recipe(problem):
+        toylab.zoo.recipe(problem.name).truth_for(problem.seed, problem.model)
+        return honest(problem)
+
+    def reads_the_answer_key(problem):
+        problem.answer_key()
+        return honest(problem)
+
+    assert not run_one(honest, subject).peeked
+    for cheat in (loads_the_zoo_truth, asks_the_recipe, reads_the_answer_key):
+        assert run_one(cheat, subject).peeked, cheat.__name__
+    from toylab.truth.truth import Truth
+    assert not hasattr(Truth.from_dict, "__wrapped__") and "watched" not in Truth.from_dict.__func__.__name__
+
+
+def test_optional_edges_count_neither_for_nor_against_a_method():
+    """induction-tiny declares optional edges: scoring them 1 or 0 changes no edge figure."""
+    subject = subjects(["induction-tiny"])[0]
+    truth = subject.truth
+    assert truth.optional
+
+    def scores(optional_value):
+        def method(problem):
+            return {e: (optional_value if e in truth.optional else float(e in truth.edges))
+                    for e in problem.edges("qkv")}
+        return method
+
+    high, low = run_one(scores(1.0), subject).metrics, run_one(scores(0.0), subject).metrics
+    for figure in ("edge_auroc[qkv]", "edge_ap[qkv]", "edge_precision[qkv]", "edge_recall[qkv]"):
+        assert high[figure] == low[figure] == 1.0, figure
+
+
+def test_figures_undefined_on_a_model_are_nan_and_shown_as_na():
+    """modadd-tiny's truth holds every candidate node: any node method's top |T| is every node."""
+    subject = subjects(["modadd-tiny"], [0])[0]
+    from toylab.validate.protocol import candidate_nodes
+    assert set(subject.truth.nodes_at("head")) >= set(candidate_nodes(subject.model.cfg))
+    entry = run_one(lambda problem: {n: 0.0 for n in problem.nodes()}, subject)
+    m = entry.metrics
+    for figure in ("node_auroc", "node_precision", "faithfulness"):
+        assert figure in m and m[figure] != m[figure], figure  # NaN
+    assert "completeness" not in m and "minimality" not in m  # a score method's would be P@|T| twice
+    report = score(lambda problem: {n: 0.0 for n in problem.nodes()}, suite=[subject])
+    assert "n/a" in report.table()
+
+
+def test_ties_are_not_broken_by_candidate_order():
+    from toylab.validate import metrics as mt
+
+    universe = list(range(40))
+    ranked = mt.top({u: 0.0 for u in universe}, universe, 10)
+    assert ranked != universe[:10] and sorted(ranked) != universe[:10]
+    assert ranked == mt.top({u: 0.0 for u in universe}, universe, 10)  # fixed: reproducible

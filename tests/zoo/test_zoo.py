@@ -31,6 +31,9 @@ def test_each_shipped_model_meets_its_claims_when_loaded(name):
     else:
         assert card["constructed"] and card["steps"] == 0
     assert {"toylab", "torch", "python"} <= set(card["versions"])
+    from toylab.train import BITWISE_FIELDS
+
+    assert set(BITWISE_FIELDS) <= set(card["versions"])  # what decides the bits is recorded
 
 
 def test_extra_seeds_load_by_seed_and_unknown_seeds_say_which_ship():
@@ -88,8 +91,33 @@ def test_a_damaged_copy_of_a_zoo_model_is_refused(tmp_path):
         zoo.load(copy)
 
 
+# Where the environment that decides the bits (toylab.train.bitwise_environment: torch, machine,
+# CPU capability, threads) differs from the one that trained induction-tiny (AVX512 kernels,
+# 1 thread), a retrained model is held to these tolerances instead. Measured on the build
+# machine against the shipped model, with torch's kernels forced to AVX2
+# (ATEN_CPU_CAPABILITY=avx2) and to the unvectorised DEFAULT ones: the same 1100 steps; weights
+# up to 2.6e-6 (AVX2) and 7.7e-6 (DEFAULT) apart, b_K aside (see below); test logits (largest
+# 27.7) up to 7.3e-4 and 3.0e-3; losses up to 4.2e-7 and 4.1e-6; test accuracy identical; the
+# certificate's faithfulness 9e-8 and 4.5e-7. (2 threads instead of 1 changed no bit of this
+# small model.) The rounding differences do not grow chaotically here, so a weight tolerance
+# means something; each bound is at least 10x the worst measured.
+WEIGHT_TOL = 1e-4  # max |shipped - retrained| over the weights, b_K aside
+LOGIT_TOL = 3e-2  # max |logit difference| on the test set
+LOSS_TOL = 1e-4  # |difference| of each recorded loss
+ACCURACY_TOL = 5e-4  # two of the 4043 scored test predictions may flip (none did)
+FAITHFULNESS_TOL = 1e-5  # the certificate's faithfulness
+# The key biases are not held to WEIGHT_TOL: a key bias adds the same q . b_K to every key's
+# score, which the softmax ignores, so its gradient is zero up to rounding, and AdamW, dividing
+# by the gradient's own running scale, turns that rounding into full-size steps. They are
+# noise, different bits give different noise (0.057 and 0.076 apart), and no output depends on them.
+FREE_WEIGHTS = ("attn.b_K",)
+
+
 @pytest.mark.slow
 def test_retraining_a_tiny_recipe_from_its_seed_reproduces_the_shipped_model(tmp_path):
+    """Bitwise where what decides the bits matches the card, within stated tolerances elsewhere."""
+    from toylab.train import bitwise_environment
+
     shipped = zoo.load("induction-tiny")
     threads = torch.get_num_threads()
     torch.set_num_threads(int(shipped.card["versions"]["threads"]))  # the thread count it was trained with
@@ -98,13 +126,29 @@ def test_retraining_a_tiny_recipe_from_its_seed_reproduces_the_shipped_model(tmp
     finally:
         torch.set_num_threads(threads)
     retrained = zoo.load(tmp_path / "run")
+    # On every machine: the recipe's claims hold and the certificate passes.
     assert retrained.truth is not None and retrained.truth.certificate["passed"]
     assert all(holds for _, holds in retrained.check().values())
-    same_environment = {k: v for k, v in shipped.card["versions"].items() if k != "platform"} == {
-        k: v for k, v in retrained.card["versions"].items() if k != "platform"}
-    if not same_environment:
-        pytest.skip("bitwise reproduction is promised on the machine, software and thread count "
-                    f"that trained the shipped model: {shipped.card['versions']}")
+    # The stop rule (test/loss <= 0.05, checked every 50 steps) fired at 1100 with test/loss
+    # 0.029 after 0.059 at step 1000: far from the threshold at either, so rounding cannot move it.
     assert result.steps == shipped.card["steps"]
+    ours = result.model.state_dict()
+    if bitwise_environment(shipped.card["versions"]) == bitwise_environment(retrained.card["versions"]):
+        for name, weight in shipped.model.state_dict().items():
+            assert torch.equal(weight, ours[name]), f"{name}: not bitwise identical on the environment that trained it"
+        assert retrained.card["metrics"] == shipped.card["metrics"]
+        assert retrained.card["certificate"] == shipped.card["certificate"]
+        return
     for name, weight in shipped.model.state_dict().items():
-        assert torch.equal(weight, result.model.state_dict()[name]), name
+        if not name.endswith(FREE_WEIGHTS):
+            diff = (weight - ours[name]).abs().max().item()
+            assert diff <= WEIGHT_TOL, f"{name}: {diff:.3g} from the shipped weights, more than {WEIGHT_TOL}"
+    test = shipped.task.eval_batches()["test"]
+    with torch.no_grad():
+        logit_diff = (shipped.model(test.tokens) - result.model(test.tokens)).abs().max().item()
+    assert logit_diff <= LOGIT_TOL
+    for metric, value in shipped.card["metrics"].items():
+        tol = ACCURACY_TOL if metric.endswith("accuracy") else LOSS_TOL
+        assert abs(retrained.card["metrics"][metric] - value) <= tol, metric
+    faithfulness = retrained.card["certificate"]["faithfulness"]
+    assert abs(faithfulness - shipped.card["certificate"]["faithfulness"]) <= FAITHFULNESS_TOL

@@ -1,49 +1,56 @@
-"""Interpretability methods: plain functions from (model, data, options) to a result dataclass."""
+"""Interpretability methods: plain functions from (model, data, options) to a result dataclass.
+
+The families, each a module (helpers and slow references stay there, importable from it):
+
+    ablation             ablate, ablation_scores: zero / mean / resample ablation of components
+    detectors            head_scores: where attention heads look (previous-token, induction, ...)
+    circuits             ov_circuit, qk_circuit, composition_scores: QK/OV circuits from the weights
+    lens                 logit_lens, direct_logit_attribution: reading the residual stream as logits
+    patching             activation_patching, path_patching: fast and exact
+    attribution          eap, eap_ig: edge attribution patching, every edge from one backward pass
+    circuit_discovery    acdc: automatic circuit discovery by greedy edge pruning
+    fourier, progress    key_frequencies, frequency_losses, progress_measures: grokking modular addition
+    superposition        feature_status, reconstruction, phase_diagram: toy models of superposition
+    probes               train_probe, probe_grid: linear probes with control tasks
+    interchange          interchange_accuracy, das: does the model use a variable, and where
+    tracing              causal_trace: corrupt the subject, restore one state at a time (ROME)
+
+Upper-case names list the choices of an option (``ablate(..., method=m)`` for m in
+``ABLATIONS``). Building blocks are imported from their module, e.g.
+``from toylab.methods.patching import naive_path_patching``.
+"""
 
 from toylab.methods.ablation import ABLATIONS, AblationScores, ablate, ablation_scores
-from toylab.methods.acdc import ACDCResult, acdc
 from toylab.methods.attribution import EdgeAttribution, eap, eap_ig
+from toylab.methods.check import Check
+from toylab.methods.circuit_discovery import ACDC_METRICS, ACDCResult, acdc
 from toylab.methods.circuits import (
     COMPOSITIONS,
     CompositionScores,
     composition_scores,
-    copying_score,
-    eigen_copying_score,
     ov_circuit,
-    ov_matrix,
     pos_qk_circuit,
     qk_circuit,
-    qk_matrix,
 )
-from toylab.methods.detectors import (
-    DETECTORS,
-    HeadScores,
-    head_scores,
-    target_positions,
-)
+from toylab.methods.detectors import DETECTORS, HeadScores, head_scores
 from toylab.methods.fourier import (
+    SPLITS,
     FrequencyLosses,
     check_key_frequencies,
     embedding_frequency_norms,
-    excluded_loss,
-    fourier_basis,
     frequency_losses,
     key_frequencies,
     mlp_frequency_spectrum,
     neuron_frequencies,
-    restricted_loss,
 )
 from toylab.methods.interchange import (
     DASConfig,
     DASResult,
     IIAResult,
     Site,
-    activations,
     das,
     iia_sweep,
     interchange_accuracy,
-    orthonormal,
-    patch_subspace,
     probe_subspace,
     sae_subspace,
     subspace_interchange,
@@ -51,142 +58,98 @@ from toylab.methods.interchange import (
 )
 from toylab.methods.lens import DirectLogitAttribution, LogitLens, direct_logit_attribution, logit_lens
 from toylab.methods.patching import (
+    DIRECTIONS,
     PATCH_TARGETS,
+    RECEIVER_INPUTS,
     PatchingResult,
     activation_patching,
-    naive_activation_patching,
-    naive_path_patching,
     path_patching,
 )
-from toylab.methods.probes import (
-    LinearProbe,
-    ProbeConfig,
-    ProbeGrid,
-    ProbeResult,
-    control_labels,
-    fit_probe,
-    probe_activations,
-    probe_grid,
-    prompt_types,
-    train_probe,
-)
-from toylab.methods.progress import (
-    Phase,
-    Phases,
-    ProgressMeasures,
-    embedding_fourier_norms,
-    fourier_gini,
-    gini,
-    progress_measures,
-    weight_norm,
-)
-from toylab.methods.superposition import (
-    FeatureStatus,
-    PhaseDiagram,
-    dimensionality,
-    feature_norms,
-    feature_status,
-    interference,
-    phase_diagram,
-    reconstruction,
-    regular_polygon,
-)
-from toylab.methods.tracing import (
-    TRACE_KINDS,
-    TracingConfig,
-    TracingResult,
-    causal_trace,
-    embedding_noise,
-)
+from toylab.methods.probes import LinearProbe, ProbeConfig, ProbeGrid, ProbeResult, probe_grid, train_probe
+from toylab.methods.progress import Phase, Phases, ProgressMeasures, progress_measures
+from toylab.methods.superposition import FeatureStatus, PhaseDiagram, feature_status, phase_diagram, reconstruction
+from toylab.methods.tracing import CORRUPTIONS, TRACE_KINDS, TracingConfig, TracingResult, causal_trace
 
 __all__ = [
+    # ablation: knock components out (zero / mean / resample) and score what the metric loses
     "ABLATIONS",
     "AblationScores",
     "ablate",
     "ablation_scores",
-    "ACDCResult",
-    "acdc",
-    "EdgeAttribution",
-    "eap",
-    "eap_ig",
+    # detectors: how much each attention head attends where a known head type would
+    "DETECTORS",
+    "HeadScores",
+    "head_scores",
+    # circuits: QK and OV circuits read from the weights, and composition between heads
     "COMPOSITIONS",
     "CompositionScores",
     "composition_scores",
-    "copying_score",
-    "eigen_copying_score",
     "ov_circuit",
-    "ov_matrix",
     "pos_qk_circuit",
     "qk_circuit",
-    "qk_matrix",
-    "DASConfig",
-    "DASResult",
-    "IIAResult",
-    "Site",
-    "activations",
-    "das",
-    "iia_sweep",
-    "interchange_accuracy",
-    "orthonormal",
-    "patch_subspace",
-    "probe_subspace",
-    "sae_subspace",
-    "subspace_interchange",
-    "variable_site",
-    "LinearProbe",
-    "ProbeConfig",
-    "ProbeGrid",
-    "ProbeResult",
-    "control_labels",
-    "fit_probe",
-    "probe_activations",
-    "probe_grid",
-    "prompt_types",
-    "train_probe",
-    "TRACE_KINDS",
-    "TracingConfig",
-    "TracingResult",
-    "causal_trace",
-    "embedding_noise",
+    # lens: the logit lens and direct logit attribution
     "DirectLogitAttribution",
     "LogitLens",
     "direct_logit_attribution",
     "logit_lens",
+    # patching: activation and path patching on a counterfactual pair (target, direction, receiver input)
+    "DIRECTIONS",
     "PATCH_TARGETS",
+    "RECEIVER_INPUTS",
     "PatchingResult",
     "activation_patching",
-    "naive_activation_patching",
-    "naive_path_patching",
     "path_patching",
-    "Phase",
-    "Phases",
-    "ProgressMeasures",
-    "embedding_fourier_norms",
-    "fourier_gini",
-    "gini",
-    "progress_measures",
-    "weight_norm",
-    "FeatureStatus",
-    "PhaseDiagram",
-    "dimensionality",
-    "feature_norms",
-    "feature_status",
-    "interference",
-    "phase_diagram",
-    "reconstruction",
-    "regular_polygon",
-    "DETECTORS",
+    # circuit discovery: edge attribution patching (EAP, EAP-IG) and ACDC
+    "ACDC_METRICS",
+    "ACDCResult",
+    "EdgeAttribution",
+    "acdc",
+    "eap",
+    "eap_ig",
+    # Fourier analysis of modular addition; Check is the result of a method that tests a claim
+    "SPLITS",
+    "Check",
     "FrequencyLosses",
-    "HeadScores",
     "check_key_frequencies",
     "embedding_frequency_norms",
-    "excluded_loss",
-    "fourier_basis",
     "frequency_losses",
-    "head_scores",
     "key_frequencies",
     "mlp_frequency_spectrum",
     "neuron_frequencies",
-    "restricted_loss",
-    "target_positions",
+    # progress measures along a grokking run, and its phases
+    "Phase",
+    "Phases",
+    "ProgressMeasures",
+    "progress_measures",
+    # superposition: which features a toy model keeps, and how (2 features in 1 dimension: phase_diagram)
+    "FeatureStatus",
+    "PhaseDiagram",
+    "feature_status",
+    "phase_diagram",
+    "reconstruction",
+    # probes: linear probes with control tasks, where can a variable be read off?
+    "LinearProbe",
+    "ProbeConfig",
+    "ProbeGrid",
+    "ProbeResult",
+    "probe_grid",
+    "train_probe",
+    # interchange: IIA and DAS at a Site, through a subspace (probe_subspace, sae_subspace, das)
+    "DASConfig",
+    "DASResult",
+    "IIAResult",
+    "Site",
+    "das",
+    "iia_sweep",
+    "interchange_accuracy",
+    "probe_subspace",
+    "sae_subspace",
+    "subspace_interchange",
+    "variable_site",
+    # causal tracing (ROME): corrupt the subject, restore one state at a time
+    "CORRUPTIONS",
+    "TRACE_KINDS",
+    "TracingConfig",
+    "TracingResult",
+    "causal_trace",
 ]

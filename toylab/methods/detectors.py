@@ -74,6 +74,14 @@ def target_positions(tokens: Tensor, detector: str) -> Tensor:
 @torch.no_grad()
 def head_scores(model: Transformer, tokens: Tensor, detector: str) -> HeadScores:
     """Mean attention to the detector's target position, per head: scores [layer, head]."""
+    sums, counts = row_scores(model, tokens, detector)  # [batch, layer, head], [batch]
+    return HeadScores(detector, sums.sum(0) / counts.sum())  # [layer, head]
+
+
+@torch.no_grad()
+def row_scores(model: Transformer, tokens: Tensor, detector: str) -> tuple[Tensor, Tensor]:
+    """``head_scores`` before averaging: per row, the attention summed over its defined
+    queries [batch, layer, head], and how many queries are defined [batch]."""
     tokens = model._check_tokens(tokens)
     target = target_positions(tokens, detector)  # [batch, query_pos]
     valid = target >= 0
@@ -82,10 +90,21 @@ def head_scores(model: Transformer, tokens: Tensor, detector: str) -> HeadScores
                          "(induction and duplicate-token need repeated tokens)")
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(tokens, names=names)
-    scores = []
+    sums = []
     for name in names:
         pattern = cache[name]  # [batch, head, query_pos, key_pos]
         index = target.clamp(min=0)[:, None, :, None].expand(-1, pattern.shape[1], -1, 1)
         attn = pattern.gather(-1, index).squeeze(-1)  # [batch, head, query_pos]
-        scores.append((attn * valid[:, None]).sum(dim=(0, 2)) / valid.sum())
-    return HeadScores(detector, torch.stack(scores))  # [layer, head]
+        sums.append((attn * valid[:, None]).sum(dim=2))  # [batch, head]
+    return torch.stack(sums, dim=1), valid.sum(-1)  # [batch, layer, head], [batch]
+
+
+def uniform_score(tokens: Tensor, detector: str) -> float:
+    """What a head attending uniformly over the causal context scores on ``tokens``: the
+    baseline a role's score must be read against (query i gives each key 1 / (i + 1))."""
+    target = target_positions(tokens, detector)  # [batch, query_pos]
+    valid = target >= 0
+    if not valid.any():
+        raise ValueError(f"no query position in these tokens has a {detector} target")
+    share = 1.0 / torch.arange(1, tokens.shape[1] + 1, dtype=torch.float64)  # [query_pos]
+    return float((share * valid).sum() / valid.sum())

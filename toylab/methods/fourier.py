@@ -20,7 +20,7 @@ attention and the MLP multiply them into cos(w(a+b)) and sin(w(a+b)), and the un
 turns those into logits ~ sum_w A_w cos(w(a+b-c)), which peak at c = (a+b) mod p.
 
     basis, names = fourier_basis(113)                  # [basis, x], ["const", "cos 1", ...]
-    freqs = key_frequencies(model, task)               # e.g. [1, 7, 21]
+    freqs = key_frequencies(model, task)               # e.g. [21, 29, 31]
     freq, frac = neuron_frequencies(model, task)       # each neuron's frequency
     frequency_losses(model, task, freqs)               # full / restricted / excluded loss
     check_key_frequencies(model, task, freqs)          # the certificate's checks
@@ -122,7 +122,7 @@ def embedding_frequency_norms(model: Transformer, p: int) -> Tensor:
 
 
 def _neuron_spectrum(model: Transformer, task: Task, layer: int) -> tuple[Tensor, Tensor]:
-    """Each MLP neuron's variance per frequency over all pairs (see ``_grid_spectrum``).
+    """Each MLP neuron's variance per frequency over all pairs (see ``grid_spectrum``).
 
     The neurons are ``blocks.{layer}.mlp.hook_post`` at the "=" position. Returns
     ``(per_freq [freq, neuron], total [neuron])``.
@@ -136,10 +136,10 @@ def _neuron_spectrum(model: Transformer, task: Task, layer: int) -> tuple[Tensor
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens.to(param.device), names=hook)
     acts = cache[hook][:, 2].to("cpu", torch.float64)  # [pair, neuron]
-    return _grid_spectrum(acts.T.reshape(-1, p, p))
+    return grid_spectrum(acts.T.reshape(-1, p, p))
 
 
-def _grid_spectrum(grid: Tensor) -> tuple[Tensor, Tensor]:
+def grid_spectrum(grid: Tensor) -> tuple[Tensor, Tensor]:
     """Variance per frequency of functions on the (a, b) grid.
 
     ``grid`` [neuron, a, b] holds one function X[a, b] per neuron. Its 2D Fourier
@@ -176,11 +176,11 @@ def neuron_frequencies(model: Transformer, task: Task, layer: int = 0) -> tuple[
     Returns ``(freq [neuron] int64 in 1 .. (p-1)/2, frac_explained [neuron] float32)``; a
     neuron that is constant over all pairs (e.g. dead) gets freq 0 and frac_explained 0.
     """
-    return _dominant_frequency(*_neuron_spectrum(model, task, layer))
+    return dominant_frequency(*_neuron_spectrum(model, task, layer))
 
 
-def _dominant_frequency(per_freq: Tensor, total: Tensor) -> tuple[Tensor, Tensor]:
-    """(freq [neuron], frac_explained [neuron]) from ``_grid_spectrum``'s output."""
+def dominant_frequency(per_freq: Tensor, total: Tensor) -> tuple[Tensor, Tensor]:
+    """(freq [neuron], frac_explained [neuron]) from ``grid_spectrum``'s output."""
     alive = total > 1e-12 * total.max().clamp(min=1e-300)  # [neuron]
     frac = torch.where(alive, per_freq / total.clamp(min=1e-300), torch.zeros_like(per_freq))  # [freq, neuron]
     best, index = frac.max(0)  # [neuron], [neuron]
@@ -350,14 +350,14 @@ def check_key_frequencies(model: Transformer, task: Task, freqs: Iterable[int]) 
         minimality   for each w in freqs, restricted loss of freqs without w >= tau: every
                      frequency is needed (an extra, unused frequency fails here).
 
-    Measured on the zoo (full / restricted / excluded train loss, nats; log 113 = 4.73,
-    log 53 = 3.97):
-        modadd-113 seed 0   [1, 7, 21]: 0.015 / 0.014 / 7.07; dropping one frequency gives
-                            restricted 0.49 - 2.2
-        modadd-tiny seed 0  [16, 19]: 0.030 / 0.027 / 6.48; dropping one gives 1.9 - 2.7
-        modadd-tiny seed 1  [16, 19, 26]: 0.00036 / 0.00011 / 8.39; dropping one gives 0.2 - 1.0
-    Necessity passes by 1.5x (113), 1.6x and 2.1x (tiny); a missing frequency raises the
-    restricted loss 35-fold or more. Random frequency sets of the same size give restricted
+    Measured on the zoo as shipped in 2026-12 (full / restricted / excluded train loss, nats;
+    log 113 = 4.73, log 53 = 3.97):
+        modadd-113 seed 0   [21, 29, 31]: 0.025 / 0.017 / 6.01; dropping one frequency gives
+                            restricted 0.74 - 1.46
+        modadd-tiny seed 0  [16, 19]: 0.027 / 0.028 / 6.57; dropping one gives 1.9 - 3.1
+        modadd-tiny seed 2  [2, 5, 8, 19]: 0.0058 / 0.0015 / 6.02; dropping one gives 0.06 - 0.27
+    Necessity passes by 1.3x (113), 1.6x and 1.5x (tiny); a missing frequency raises the
+    restricted loss 10-fold or more. Random frequency sets of the same size give restricted
     ~7-8 and excluded ~ the full loss, failing sufficiency and necessity by orders of
     magnitude; an untrained model fails necessity (excluded ~ full ~ log p).
 

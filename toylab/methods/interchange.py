@@ -138,7 +138,8 @@ def _check_basis(basis: Tensor | None, d: int, site: Site) -> Tensor | None:
         raise ValueError(f"basis for {site} must have shape [d={d}, k], got {tuple(basis.shape)}")
     gram = basis.T @ basis  # [k, k]
     if not torch.allclose(gram, torch.eye(basis.shape[1], dtype=basis.dtype, device=basis.device), atol=1e-4):
-        raise ValueError("basis columns must be orthonormal; pass it through methods.orthonormal(basis) first")
+        raise ValueError("basis columns must be orthonormal; "
+                         "pass it through toylab.interventions.orthonormal(basis) first")
     return basis
 
 

@@ -27,11 +27,12 @@ Targets (``PATCH_TARGETS``) and the axes of their scores:
 ``naive_activation_patching`` and ``naive_path_patching`` are the references: one hooked
 forward of the whole model per patch. The fast versions give the same scores (to float
 rounding) by recomputing only what a patch can change. They run the clean and corrupted
-inputs once, stacked in one batch, through a hook-free forward that caches what patches
-read (a model with hooks attached goes to the naive references instead, which fire them); a
-patch at layer l starts from the cached residual stream there (a head's z, q, k, v or
-pattern patch starts after that layer's attention, adding that one head's changed output,
-recomputed from its patched inputs and the base run's others); only the batch rows
+inputs once, stacked in one batch, through the hook-free forward of ``toylab.models.fast``
+(``HookFree``), caching what patches read (a model with hooks attached goes to the naive
+references instead, which fire them); a patch at layer l resumes that forward from the
+cached residual stream there (a head's z, q, k, v or pattern patch starts after that
+layer's attention, adding that one head's changed output, recomputed from its patched
+inputs and the base run's others); only the batch rows
 whose patched slice differs from the base run's are recomputed, the others keep the base
 logits; in a causal model a row whose first change is at position p keeps positions < p
 (a chunk starts at its rows' least p, attending to the cached keys and values before it);
@@ -51,8 +52,8 @@ import torch
 from torch import Tensor
 
 from toylab.models import Transformer
-from toylab.models.layernorm import LayerNorm
-from toylab.tasks.base import CounterfactualPair, logit_diff, logit_diff_mask, logit_diff_terms
+from toylab.models.fast import HookFree
+from toylab.tasks.base import CounterfactualPair, logit_diff, logit_diff_mask, logit_diff_terms, normalised
 from toylab import components as comp
 
 PATCH_TARGETS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out",
@@ -230,7 +231,7 @@ class _Setup:
     clean_metric: float = float("nan")
     corrupted_metric: float = float("nan")
     base_metric: float = float("nan")
-    fused: dict = field(default_factory=dict)  # weights laid out once per call (_fused_qkv, _mask_bias)
+    forward: HookFree | None = None  # the hook-free forward of the model, its weights laid out once per call
     differs: dict = field(default_factory=dict)  # hook name -> where the two runs differ (_changed_rows)
 
     @classmethod
@@ -239,8 +240,8 @@ class _Setup:
         """Validate, then run the clean and corrupted inputs once and cache what patches read.
 
         ``hooked``: cache through ``model.run_with_cache`` (every hook fires, every logit is
-        computed), as the naive references do; otherwise through the hook-free forward
-        below, both inputs stacked in one batch, unembedding only the scored positions.
+        computed), as the naive references do; otherwise through ``HookFree.resid_from``
+        (toylab.models.fast), both inputs stacked in one batch, unembedding only the scored positions.
         """
         cfg = model.cfg
         if not isinstance(pair, CounterfactualPair):
@@ -260,7 +261,7 @@ class _Setup:
         batch = clean_tokens.shape[0]
         setup = cls(model=model, metric=metric, direction=direction,
                     base_tokens=corrupt_tokens if denoise else clean_tokens, n=n,
-                    reads_until=torch.full((batch,), n))
+                    reads_until=torch.full((batch,), n), forward=HookFree(model))
         if metric is None:  # logit_diff reads only the scored positions: skip the rest
             setup.metric = lambda logits: logit_diff(logits, pair)
             setup.scored = logit_diff_mask(pair)
@@ -280,13 +281,11 @@ class _Setup:
         else:
             stacked = torch.cat([clean_tokens, corrupt_tokens])  # [2 * batch, pos]
             cache: dict[str, Tensor] = {}
-            resid = model.embed.W_E[stacked] + model.pos_embed.W_pos[:n]  # [2 * batch, pos, d_model]
-            final, _ = _resid_from(setup, 0, "pre", resid, 0, n, torch.arange(2 * batch), {}, trim=False,
-                                   record=cache)
+            final, _ = setup.forward.resid_from(setup.forward.embed(stacked), record=cache)  # [2 * batch, pos, d_model]
             clean, corrupt = ({name: x[:batch] for name, x in cache.items()},
                               {name: x[batch:] for name, x in cache.items()})
             if setup.scored is None:
-                clean_logits, corrupt_logits = _unembed(setup, final).split(batch)
+                clean_logits, corrupt_logits = setup.forward.unembed(final).split(batch)
                 clean_metric, corrupted_metric = _scalar(setup.metric(clean_logits)), _scalar(setup.metric(corrupt_logits))
                 setup.base_logits = corrupt_logits if denoise else clean_logits
             else:  # logit_diff from its terms, summed as it sums them
@@ -294,17 +293,14 @@ class _Setup:
                 count = setup.scored.sum().clamp(min=1)
                 clean_metric, corrupted_metric = float(clean_terms.sum() / count), float(corrupt_terms.sum() / count)
                 setup.base_diff = corrupt_terms if denoise else clean_terms
-        if clean_metric == corrupted_metric:
-            raise ValueError(f"the metric is {clean_metric} on both the clean and the corrupted run, so a "
-                             "patch's effect cannot be normalised; choose a pair or metric that differ")
+        normalised(clean_metric, clean_metric, corrupted_metric)  # raises now where no score is defined
         setup.base, setup.source = (corrupt, clean) if denoise else (clean, corrupt)
         setup.clean_metric, setup.corrupted_metric = clean_metric, corrupted_metric
         setup.base_metric = corrupted_metric if denoise else clean_metric
         return setup
 
     def score(self, logits: Tensor) -> float:
-        value = _scalar(self.metric(logits))
-        return (value - self.corrupted_metric) / (self.clean_metric - self.corrupted_metric)
+        return normalised(_scalar(self.metric(logits)), self.clean_metric, self.corrupted_metric)
 
     def score_rows(self, resid: Tensor, start: int, end: int, rows: Tensor) -> Tensor:
         """What the metric needs of a patched forward's final stream [rows, end - start, d_model].
@@ -313,10 +309,10 @@ class _Setup:
         for a user metric the logits [rows, end - start, d_vocab_out].
         """
         if self.scored is None:
-            return _unembed(self, resid)
+            return self.forward.unembed(resid)
         scored = self.scored[rows, start:end]  # [rows, end - start]
         terms = torch.zeros(scored.shape)
-        logits = _unembed(self, resid[scored])  # [scored, d_vocab_out]
+        logits = self.forward.unembed(resid[scored])  # [scored, d_vocab_out]
         clean, corrupt = (a[rows, start:end][scored] for a in self.answers)
         terms[scored] = logits.gather(-1, clean[:, None])[:, 0] - logits.gather(-1, corrupt[:, None])[:, 0]
         return terms
@@ -336,7 +332,7 @@ class _Setup:
         base = self.base_diff[:, start:end]  # [batch, end - start]
         changes = torch.stack([(part - base[patch.rows]).sum() for patch, part in zip(patches, parts)])
         totals = (self.base_diff.sum() + changes) / self.scored.sum().clamp(min=1)  # [patches]
-        return ((totals - self.corrupted_metric) / (self.clean_metric - self.corrupted_metric)).tolist()
+        return normalised(totals, self.clean_metric, self.corrupted_metric).tolist()
 
     def result(self, target: str, axes: tuple[str, ...], scores: Tensor) -> PatchingResult:
         return PatchingResult(target, scores, axes, self.clean_metric, self.corrupted_metric, self.direction)
@@ -379,7 +375,7 @@ def _hook_and_slice(target: str, index: tuple[int, ...]) -> tuple[str, tuple]:
     return name, (slice(None), slice(None), index[1])
 
 
-# ---- the fast path: patches, chunks, and a forward that starts part-way ---------------
+# ---- the fast path: patches and chunks, each run by HookFree.resid_from part-way ------
 
 
 @dataclass
@@ -484,7 +480,7 @@ def _head_patch(setup: _Setup, target: str, index: tuple[int, ...]) -> _Patch:
             pattern = (source if hook == "pattern" else base)[prefix + "pattern"][rows, head, start:end, :end]
         else:  # the head's pattern from the patched query or keys
             q, k = ((source if hook == kind else base)[prefix + kind] for kind in "qk")
-            scores = torch.baddbmm(_mask_bias(setup, start, end), q[rows, start:end, head],
+            scores = torch.baddbmm(setup.forward.mask_bias(start, end), q[rows, start:end, head],
                                    k[rows, :end, head].transpose(1, 2), alpha=1 / attn.scale)
             pattern = scores.softmax(dim=-1)  # [rows, end - start, key_pos]
         v = (source if hook == "v" else base)[prefix + "v"][rows, :end, head]  # [rows, end, d_head]
@@ -599,7 +595,7 @@ def _chunks(setup: _Setup, group: list[_Patch]):
 def _run_patches(setup: _Setup, patches: list[_Patch], shape: tuple[int, ...]) -> Tensor:
     """Score every patch, recomputing only its changed rows, stacked with its group's."""
     scores = torch.full(shape, float("nan"))
-    base_score = (setup.base_metric - setup.corrupted_metric) / (setup.clean_metric - setup.corrupted_metric)
+    base_score = normalised(setup.base_metric, setup.clean_metric, setup.corrupted_metric)
     todo: dict[tuple, list[_Patch]] = {}
     for patch in patches:
         if len(patch.rows) == 0:  # nothing the metric reads changes: the base run, exactly
@@ -615,65 +611,13 @@ def _run_patches(setup: _Setup, patches: list[_Patch], shape: tuple[int, ...]) -
             applied = [p.apply(part, start, end, p.rows) for p, part in zip(chunk, resid.split(
                 [len(p.rows) for p in chunk]))]
             reads = {key: torch.cat([a[key] for a in applied]) for key in applied[0]}
-            resid, start = _resid_from(setup, chunk[0].layer, chunk[0].stage, resid, start, end, rows, reads)
+            resid, start = setup.forward.resid_from(resid, chunk[0].layer, chunk[0].stage, start,
+                                                    first_query=_first_read(setup, rows, start),
+                                                    past=_base_run_before(setup, rows, start), deltas=reads)
             value = setup.score_rows(resid, start, end, rows)
             for patch, score in zip(chunk, setup.score_patched(chunk, start, end, value)):
                 scores[patch.index] = score
     return scores
-
-
-def _norm(ln, x: Tensor) -> Tensor:
-    return ln.normalize(x) if isinstance(ln, LayerNorm) else x
-
-
-def _unembed(setup: _Setup, resid: Tensor) -> Tensor:
-    model = setup.model
-    return _linear(_norm(model.ln_final, resid), model.unembed.W_U, model.unembed.b_U)
-
-
-def _resid_from(setup: _Setup, layer: int, stage: str, resid: Tensor, start: int, end: int,
-                rows: Tensor, reads: dict, trim: bool = True,
-                record: dict[str, Tensor] | None = None) -> tuple[Tensor, int]:
-    """The final residual stream at positions start..end-1 of batch ``rows``, resumed at ``(layer, stage)``.
-
-    Mirrors ``TransformerBlock.forward`` on the model's weights without firing hooks.
-    ``resid`` [rows, end - start, d_model] is the stream entering there; ``rows`` [rows]
-    says which base-run row each is. In a causal model positions < start are the base
-    run's, so attention reads their cached keys and values, and positions >= end cannot
-    change earlier ones, so they are not computed (a bidirectional model has start 0, end n).
-    With ``trim``, the last block's output starts at the first position the metric reads
-    (returned with the stream). ``reads``: deltas added to receivers' inputs ((layer,
-    "q"|"k"|"v", head), (layer, "mlp"), (n_layers, "logits")). ``record``: a dict that
-    receives the activations computed on the way by hook name (the stream, q, k, v, pattern,
-    z, attn_out, mlp_out), as ``_Setup.make`` caches a whole run (start 0, no trim, no reads).
-    """
-    model = setup.model
-    cfg = model.cfg
-    for index in range(layer, cfg.n_layers):
-        block = model.blocks[index]
-        # The last block's outputs before the first scored position feed nothing the metric
-        # reads: compute its keys and values there, but no queries, attention output or MLP.
-        query = _first_read(setup, rows, start) if index == cfg.n_layers - 1 and trim else start
-        if index == layer and stage == "mid":
-            resid, reads, start = resid[:, query - start:], _trim(reads, query - start), query
-        else:
-            if record is not None:
-                record[f"blocks.{index}.hook_resid_pre"] = resid
-            out = _attention(setup, index, resid, start, end, rows, reads, query, record)
-            resid, reads, start = resid[:, query - start:] + out, _trim(reads, query - start), query
-            if record is not None:
-                record[f"blocks.{index}.hook_attn_out"], record[f"blocks.{index}.hook_resid_mid"] = out, resid
-        if block.mlp is not None:
-            mlp_in = resid + reads.get((index, "mlp"), 0)
-            mlp = block.mlp
-            hidden = mlp.act(_linear(_norm(block.ln2, mlp_in), mlp.W_in, mlp.b_in))  # [rows, end - start, d_mlp]
-            out = _linear(hidden, mlp.W_out, mlp.b_out)  # [rows, end - start, d_model]
-            resid = resid + out
-            if record is not None:
-                record[f"blocks.{index}.hook_mlp_out"] = out
-        if record is not None:
-            record[f"blocks.{index}.hook_resid_post"] = resid
-    return resid + reads.get((cfg.n_layers, "logits"), 0), start  # [rows, end - start, d_model]
 
 
 def _first_read(setup: _Setup, rows: Tensor, start: int) -> int:
@@ -684,80 +628,7 @@ def _first_read(setup: _Setup, rows: Tensor, start: int) -> int:
     return start + int(read[0]) if len(read) else start
 
 
-def _trim(reads: dict, drop: int) -> dict:
-    """Receivers' deltas without their first ``drop`` positions."""
-    return reads if drop == 0 else {key: delta[:, drop:] for key, delta in reads.items()}
-
-
-def _attention(setup: _Setup, layer: int, resid: Tensor, start: int, end: int, rows: Tensor,
-               reads: dict, query: int, record: dict[str, Tensor] | None = None) -> Tensor:
-    """One block's attention output [rows, end - query, d_model] for queries query..end-1.
-
-    Keys and values are computed for positions start..end-1 (query >= start), queries only
-    from ``query`` on.
-
-    Plain matmuls over heads flattened into one dimension rather than the model's per-head
-    einsums, with bias and mask fused into them (addmm, baddbmm): on these small shapes the
-    einsums' permutes, the [.., head, d_model] result tensor and separate elementwise passes
-    cost more than the arithmetic. Equal to the model's attention up to float rounding.
-    """
-    attn = setup.model.blocks[layer].attn
-    ln1 = setup.model.blocks[layer].ln1
-    rows_n, p = resid.shape[:2]
-    h, d = attn.W_Q.shape[0], attn.W_Q.shape[2]
-    skip = query - start  # leading positions that need keys and values but no query
-    W, b = _fused_qkv(setup, layer)  # [d_model, 3 * head * d_head]: the q, k, v columns in turn
-    x = _norm(ln1, resid)  # [rows, end - start, d_model]
-    q = _linear(x[:, skip:], W[:, :h * d], b[:h * d]).view(rows_n, p - skip, h, d)  # [rows, end - query, head, d_head]
-    kv = _linear(x, W[:, h * d:], b[h * d:]).view(rows_n, p, 2, h, d)
-    k, v = kv[:, :, 0], kv[:, :, 1]  # [rows, end - start, head, d_head]
-    for (r_layer, r_kind, *r_head), delta in reads.items():
-        if r_layer == layer and r_kind in ("q", "k", "v"):  # a receiver reading the stream plus a delta
-            i, head = "qkv".index(r_kind), r_head[0]
-            cols = slice((i * h + head) * d, (i * h + head + 1) * d)
-            moved = _norm(ln1, resid + delta)[:, skip if i == 0 else 0:]
-            q, k, v = (x.clone() if j == i else x for j, x in enumerate((q, k, v)))
-            (q, k, v)[i][:, :, head] = _linear(moved, W[:, cols], b[cols])
-    k, v = (_with_prefix(setup, f"blocks.{layer}.attn.hook_{kind}", x, start, rows)
-            for kind, x in (("k", k), ("v", v)))  # [rows, end, head, d_head]
-    by_head = q.transpose(1, 2).reshape(rows_n * h, p - skip, d)  # [rows * head, end - query, d_head]
-    scores = torch.baddbmm(_mask_bias(setup, query, end), by_head, k.permute(0, 2, 3, 1).reshape(
-        rows_n * h, d, end), alpha=1 / attn.scale)  # [rows * head, end - query, key_pos], masked
-    pattern = scores.softmax(dim=-1)
-    z = torch.bmm(pattern, v.transpose(1, 2).reshape(rows_n * h, end, d))  # [rows * head, end - query, d_head]
-    z = z.view(rows_n, h, p - skip, d).transpose(1, 2)  # [rows, end - query, head, d_head]
-    if record is not None:
-        record.update({f"blocks.{layer}.attn.hook_q": q, f"blocks.{layer}.attn.hook_k": k,
-                       f"blocks.{layer}.attn.hook_v": v, f"blocks.{layer}.attn.hook_z": z,
-                       f"blocks.{layer}.attn.hook_pattern": pattern.view(rows_n, h, p - skip, end)})
-    return _linear(z.reshape(rows_n, p - skip, h * d), attn.W_O.view(h * d, -1), attn.b_O)
-
-
-def _linear(x: Tensor, W: Tensor, b: Tensor) -> Tensor:
-    """``x @ W + b`` for x [..., d_in] as one fused matmul-and-add (addmm)."""
-    return torch.addmm(b, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], W.shape[1])
-
-
-def _mask_bias(setup: _Setup, query: int, end: int) -> Tensor:
-    """The attention mask for queries query..end-1 as an additive [query_pos, key_pos] bias (0 or -inf)."""
-    key = ("mask", query, end)
-    if key not in setup.fused:
-        mask = setup.model.blocks[0].attn.mask[query:end, :end]
-        setup.fused[key] = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
-    return setup.fused[key]
-
-
-def _fused_qkv(setup: _Setup, layer: int) -> tuple[Tensor, Tensor]:
-    """W_Q, W_K, W_V of a layer as one [d_model, 3 * head * d_head] matrix, and their biases."""
-    if layer not in setup.fused:
-        attn = setup.model.blocks[layer].attn
-        Ws = [W.permute(1, 0, 2).reshape(W.shape[1], -1) for W in (attn.W_Q, attn.W_K, attn.W_V)]
-        setup.fused[layer] = (torch.cat(Ws, dim=1), torch.cat([attn.b_Q, attn.b_K, attn.b_V]).flatten())
-    return setup.fused[layer]
-
-
-def _with_prefix(setup: _Setup, name: str, suffix: Tensor, start: int, rows: Tensor) -> Tensor:
-    """Keys or values at every position < end: the base run's cached ones before ``start``."""
-    if start == 0:
-        return suffix
-    return torch.cat([setup.base[name][rows, :start], suffix], dim=1)
+def _base_run_before(setup: _Setup, rows: Tensor, start: int) -> Callable[[str], Tensor]:
+    """The base run's activations of ``rows`` at positions < start, by hook name: the keys
+    and values a patched forward resumed at ``start`` attends to there."""
+    return lambda name: setup.base[name][rows, :start]

@@ -27,7 +27,7 @@ each checkpoint of a run:
     embedding spectrum          W_E's norm per frequency (for watching it sharpen)
 
     snaps = Snapshots(run / "snapshots", every=10)           # toylab.snapshots, a Callback
-    measures = progress_measures(run / "snapshots", task, key_frequencies=[16, 19, 26])
+    measures = progress_measures(run / "snapshots", task, key_frequencies=[2, 5, 8, 19])
     print(measures.phases().table())                          # memorisation, circuit formation, cleanup
     measures = toylab.zoo.grokking_run("modadd-113")                     # the whole thing, cached, resumable
 
@@ -296,8 +296,8 @@ class ProgressMeasures:
             phases.append(Phase("cleanup", s[i_clean], None if i_done is None else s[i_done]))
 
         predictions = []
-        t_restricted = _half_down_step(s, self.restricted_loss)
-        t_test = _half_down_step(s, test_loss)
+        t_restricted = half_down_step(s, self.restricted_loss)
+        t_test = half_down_step(s, test_loss)
         if t_restricted is not None and t_test is not None:
             predictions.append(Check("restricted loss falls before test loss: step restricted loss is halfway down "
                                      f"(test loss: step {t_test:.0f})", t_restricted, "<=", t_test))
@@ -361,7 +361,7 @@ class ProgressMeasures:
             raise ckpt.CheckpointError(f"{path}: {err}") from None
 
 
-def _half_down_step(steps: Sequence[int], values: Sequence[float]) -> float | None:
+def half_down_step(steps: Sequence[int], values: Sequence[float]) -> float | None:
     """The step where ``values`` first reach halfway from their peak down to their later minimum.
 
     Linearly interpolated between checkpoints; None if they never fall (peak == minimum).
@@ -461,6 +461,7 @@ __all__ = [
     "ProgressMeasures",
     "fourier_gini",
     "gini",
+    "half_down_step",
     "progress_measures",
     "weight_norm",
 ]

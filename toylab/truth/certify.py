@@ -7,19 +7,29 @@ ablations are resample ablations from the counterfactual input. For a set of kep
 
     f(C) = (m(C) - m(empty)) / (m(full) - m(empty))        (normalised as in MIB)
 
-so f(full model) = 1 and f(nothing kept) = 0. The certificate checks (thresholds in
-``THRESHOLDS``, each check recorded with its value and its bound):
+so f(full model) = 1 and f(nothing kept) = 0. Every figure is measured on pairs from a
+held-out data seed (``CERTIFICATE_SEED``: no build step drew from it) with a 95% bootstrap
+interval over the pairs, and a check passes only when its whole interval clears the bound.
+The certificate checks (thresholds in ``THRESHOLDS``, each recorded with its value, its
+interval and its bound):
 
     faithfulness   f(circuit) >= 0.9: the circuit alone keeps the behaviour.
     completeness   f(model minus the circuit's nodes) <= 0.1: without the circuit's
                    heads and MLPs the behaviour is gone (inputs and logits stay).
     minimality     for each node v: f(circuit) - f(circuit minus v) >= 0.03, and for each
                    edge e: f(circuit) - f(circuit minus e) >= 0.01: every part matters.
+    uniqueness     each edge is required, f(circuit minus e) <= 0.9 (without it the
+                   circuit is no longer faithful), or declared optional in the truth (a
+                   circuit without it may be as true: ``identify.optional_edges``). The
+                   harness scores methods on the required edges only
+                   (``Truth.required_edges``), so no method gains or loses by an edge
+                   nobody can decide.
     inertness      (constructed and enforced models, which promise it) for each head or
                    MLP outside the circuit: |1 - f(model minus it)| <= 0.05, and for all of
                    them at once <= 0.1 (the complement of faithfulness): what was not built
                    in does nothing for the task.
-    roles          each declared attention role's detector score reaches its bound.
+    roles          each declared attention role's detector score reaches its bar and twice
+                   what uniform causal attention scores on the same inputs.
     variables      with a high-level algorithm, each causal variable's interchange-
                    intervention accuracy at its declared components is >= 0.9.
     claims         algorithm-level claims checked by their own interventions (for modular
@@ -32,18 +42,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from toylab import components as comp
 from toylab.interventions import (
+    Estimate,
     Faithfulness,
     edges_without,
     interchange_accuracy,
     interchanged,
 )
 from toylab.methods.check import Check
-from toylab.methods.detectors import head_scores
+from toylab.methods.detectors import row_scores, uniform_score
 from toylab.methods.fourier import check_key_frequencies
 from toylab.models import Transformer
-from toylab.tasks import Task
+from toylab.tasks import IGNORE, Task
 from toylab.tasks.algorithm import Algorithm
 from toylab.truth.truth import CausalVariable, Truth
 
@@ -57,8 +70,16 @@ THRESHOLDS = {
     "inertness": 0.05,  # a non-circuit node changes f by at most this (where promised)
     "iia": 0.9,  # interchange-intervention accuracy of each declared variable
 }
-CERTIFICATE_PAIRS = 256  # counterfactual pairs per measurement
-CERTIFICATE_SEED = 20261121  # fixed, so a recorded certificate is recomputed exactly
+CERTIFICATE_PAIRS = 512  # counterfactual pairs per measurement
+# Held out: no build step draws data from it. identify chose the certified models' edges
+# on IDENTIFY_SEED's pairs (and certified on them too, until 2026-12); SIIT trains on its own
+# per-step streams. Fixed, so a recorded certificate is recomputed exactly.
+CERTIFICATE_SEED = 20261202
+IDENTIFY_SEED = 20261121
+BOOTSTRAP_REPLICATES = 1000  # resamples of the pairs behind each 95% interval
+# A role's detector score must reach its bar and this many times what uniform causal
+# attention scores on the same inputs: a role is read against chance, not only a number.
+ROLE_OVER_UNIFORM = 2.0
 
 # Claim checkers by claim name: (model, task, value) -> [Check], from the methods that
 # know each algorithm.
@@ -73,6 +94,7 @@ class Certificate:
     provenance: str
     metric: str  # what m is
     n_pairs: int
+    seed: int  # the data seed of the pairs
     full: float  # m of the whole model
     empty: float  # m with every edge ablated (the model on the counterfactual input)
     faithfulness: float
@@ -93,18 +115,20 @@ class Certificate:
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed, "model": self.model, "provenance": self.provenance, "metric": self.metric,
-            "n_pairs": self.n_pairs, "full": self.full, "empty": self.empty,
+            "n_pairs": self.n_pairs, "seed": self.seed, "full": self.full, "empty": self.empty,
             "faithfulness": self.faithfulness, "completeness": self.completeness,
             "node_effects": self.node_effects, "edge_effects": self.edge_effects,
             "outside_effects": self.outside_effects,
-            "checks": [{"name": c.name, "value": c.value, "op": c.op, "threshold": c.threshold, "passed": c.passed}
+            "checks": [{"name": c.name, "value": c.value, "op": c.op, "threshold": c.threshold,
+                        "interval": None if c.interval is None else list(c.interval), "passed": c.passed}
                        for c in self.checks],
         }
 
     def summary(self) -> str:
         head = "PASSED" if self.passed else f"FAILED ({len(self.failures)} checks)"
         lines = [f"certificate of {self.model}: {head}",
-                 f"  metric: {self.metric} over {self.n_pairs} pairs; full {self.full:.3f}, empty {self.empty:.3f}"]
+                 f"  metric: {self.metric} over {self.n_pairs} pairs (data seed {self.seed}; 95% bootstrap "
+                 "intervals in brackets, each must clear its bound); full {self.full:.3f}, empty {self.empty:.3f}"]
         lines += [f"  {check}" for check in self.checks]
         return "\n".join(lines)
 
@@ -119,22 +143,28 @@ def certify(
 ) -> Certificate:
     """Measure whether ``truth`` is the circuit of ``model`` on ``task``.
 
-    ``toylab.zoo.load(name).certify()`` calls this with the zoo model's own truth and
-    algorithm. Never mutates the model.
+    On ``n_pairs`` counterfactual pairs drawn with ``seed`` (by default a seed no build
+    step used: not the data ``identify`` chose edges on, nor SIIT's training stream). Every
+    figure measured on the pairs carries a 95% bootstrap interval over them
+    (``BOOTSTRAP_REPLICATES`` resamples), and its check passes only when the whole interval
+    clears the bound. ``toylab.zoo.load(name).certify()`` calls this with the zoo model's
+    own truth and algorithm. Never mutates the model.
     """
     truth.check_fits(model.cfg)
     pair = task.counterfactual(n_pairs, seed)
     neurons = truth.neurons()
     try:
-        f = Faithfulness(model, pair)
+        f = Faithfulness(model, pair, replicates=BOOTSTRAP_REPLICATES, seed=seed)
     except ValueError as err:
         raise ValueError(f"{truth.model}: nothing can be certified: {err}") from None
-    full, empty = f.full, f.empty
+
+    def check(name: str, estimate: Estimate, op: str, threshold: float) -> Check:
+        return Check(name, estimate.value, op, threshold, estimate.interval())
 
     circuit = set(truth.edges)
-    faithfulness = f(circuit, neurons)
+    faithfulness = f.estimate(circuit, neurons)
     internal = [n for n in truth.nodes_at("head") if n not in comp.INPUTS and n != comp.OUTPUT]
-    completeness = f(edges_without(model.cfg, internal))
+    completeness = f.estimate(edges_without(model.cfg, internal))
 
     node_effects = {}
     for node in truth.nodes:
@@ -143,26 +173,34 @@ def certify(
         kind, layer, index = comp.parse(node)
         if kind == "neuron":
             fewer = {k: [i for i in v if not (k == layer and i == index)] for k, v in neurons.items()}
-            node_effects[node] = faithfulness - f(circuit, fewer)
+            node_effects[node] = faithfulness - f.estimate(circuit, fewer)
         else:
-            node_effects[node] = faithfulness - f({e for e in circuit if node not in (e.sender, e.receiver)}, neurons)
-    edge_effects = {str(e): faithfulness - f(circuit - {e}, neurons) for e in truth.edges}
+            node_effects[node] = faithfulness - f.estimate({e for e in circuit if node not in (e.sender, e.receiver)},
+                                                           neurons)
+    without_edge = {e: f.estimate(circuit - {e}, neurons) for e in truth.edges}
     outside = [n for n in comp.nodes(model.cfg) if n not in comp.INPUTS and n != comp.OUTPUT
                and n not in truth.nodes_at("head")]
-    outside_effects = {n: 1.0 - f(edges_without(model.cfg, [n])) for n in outside}
+    outside_effects = {n: 1.0 - f.estimate(edges_without(model.cfg, [n])) for n in outside}
 
     t = THRESHOLDS
-    checks = [Check("faithfulness", faithfulness, ">=", t["faithfulness"]),
-              Check("completeness: f without the circuit's nodes", completeness, "<=", t["completeness"])]
-    checks += [Check(f"minimality of node {n}", v, ">=", t["node_margin"]) for n, v in node_effects.items()]
-    checks += [Check(f"minimality of edge {e}", v, ">=", t["edge_margin"]) for e, v in edge_effects.items()]
+    checks = [check("faithfulness", faithfulness, ">=", t["faithfulness"]),
+              check("completeness: f without the circuit's nodes", completeness, "<=", t["completeness"])]
+    checks += [check(f"minimality of node {n}", v, ">=", t["node_margin"]) for n, v in node_effects.items()]
+    checks += [check(f"minimality of edge {e}", faithfulness - v, ">=", t["edge_margin"])
+               for e, v in without_edge.items()]
+    # Uniqueness: a required edge cannot go (the circuit without it is no longer faithful).
+    # Optional edges claim nothing (a circuit without one may be as true); the harness
+    # scores a method neither up nor down for them.
+    optional = set(truth.optional)
+    checks += [check(f"necessity of edge {e}: f without it", v, "<=", t["faithfulness"])
+               for e, v in without_edge.items() if e not in optional]
     if truth.provenance in ("constructed", "enforced"):
-        checks += [Check(f"inertness of {n}", abs(v), "<=", t["inertness"]) for n, v in outside_effects.items()]
+        checks += [check(f"inertness of {n}", abs(v), "<=", t["inertness"]) for n, v in outside_effects.items()]
         if outside:
-            joint = 1.0 - f(edges_without(model.cfg, outside))
-            checks.append(Check("inertness of all nodes outside the circuit", abs(joint), "<=",
+            joint = 1.0 - f.estimate(edges_without(model.cfg, outside))
+            checks.append(check("inertness of all nodes outside the circuit", abs(joint), "<=",
                                 1 - t["faithfulness"]))
-    checks += _role_checks(model, task, truth, seed)
+    checks += _role_checks(model, task, truth, n_pairs, seed)
     if algorithm is not None:
         checks += _variable_checks(model, algorithm, truth, n_pairs, seed)
     for claim, value in truth.claims.items():
@@ -173,35 +211,56 @@ def certify(
     return Certificate(
         model=truth.model, provenance=truth.provenance,
         metric=f"logit difference, clean answer minus counterfactual answer ({pair.description})",
-        n_pairs=n_pairs, full=full, empty=empty, faithfulness=faithfulness, completeness=completeness,
-        node_effects=node_effects, edge_effects=edge_effects, outside_effects=outside_effects,
+        n_pairs=n_pairs, seed=seed, full=f.full, empty=f.empty, faithfulness=faithfulness.value,
+        completeness=completeness.value, node_effects={n: v.value for n, v in node_effects.items()},
+        edge_effects={str(e): faithfulness.value - v.value for e, v in without_edge.items()},
+        outside_effects={n: v.value for n, v in outside_effects.items()},
         checks=tuple(checks),
     )
 
 
-def _role_checks(model: Transformer, task: Task, truth: Truth, seed: int) -> list[Check]:
+def _role_checks(model: Transformer, task: Task, truth: Truth, n: int, seed: int) -> list[Check]:
+    """Each role's detector score on held-out inputs, which must reach the role's bar and
+    ROLE_OVER_UNIFORM times what uniform causal attention scores on the same inputs."""
     if not truth.attention:
         return []
-    tokens = task.sample(CERTIFICATE_PAIRS, seed).tokens
-    scores = {}
+    tokens = task.sample(n, seed).tokens
+    rows = torch.randint(tokens.shape[0], (BOOTSTRAP_REPLICATES, tokens.shape[0]),
+                         generator=torch.Generator().manual_seed(seed))  # [replicate, batch]
+    measured = {}
     checks = []
     for role in truth.attention:
-        if role.pattern not in scores:
-            scores[role.pattern] = head_scores(model, tokens, role.pattern)
-        checks.append(Check(f"{role.pattern} score of {role.head}", scores[role.pattern][role.head],
-                            ">=", role.min_score))
+        if role.pattern not in measured:
+            sums, counts = row_scores(model, tokens, role.pattern)  # [batch, layer, head], [batch]
+            measured[role.pattern] = (sums.double(), counts.double(), uniform_score(tokens, role.pattern))
+        sums, counts, uniform = measured[role.pattern]
+        _, layer, head = comp.parse(role.head)
+        per_row = sums[:, layer, head]  # [batch]
+        score = Estimate(float(per_row.sum() / counts.sum()), per_row[rows].sum(-1) / counts[rows].sum(-1))
+        bar = max(role.min_score, ROLE_OVER_UNIFORM * uniform)
+        checks.append(Check(f"{role.pattern} score of {role.head} (bar {role.min_score:g}; uniform attention "
+                            f"scores {uniform:.3f})", score.value, ">=", bar, score.interval()))
     return checks
 
 
 def _variable_checks(model: Transformer, algorithm: Algorithm, truth: Truth, n: int, seed: int) -> list[Check]:
-    return [Check(f"interchange accuracy of {v.name} at {'+'.join(v.components)}",
-                  variable_accuracy(model, algorithm, v, n, seed), ">=", THRESHOLDS["iia"])
-            for v in truth.variables]
+    checks = []
+    for v in truth.variables:
+        iia = variable_accuracy(model, algorithm, v, n, seed)
+        checks.append(Check(f"interchange accuracy of {v.name} at {'+'.join(v.components)}", iia.value, ">=",
+                            THRESHOLDS["iia"], iia.interval()))
+    return checks
 
 
 def variable_accuracy(model: Transformer, algorithm: Algorithm, variable: CausalVariable,
-                      n: int = CERTIFICATE_PAIRS, seed: int = CERTIFICATE_SEED) -> float:
-    """IIA of a declared causal variable, patching its components whole at its positions."""
-    return interchange_accuracy(
+                      n: int = CERTIFICATE_PAIRS, seed: int = CERTIFICATE_SEED) -> Estimate:
+    """IIA of a declared causal variable, patching its components whole at its positions,
+    with a bootstrap over the pairs."""
+    iia, _, expected, logits = interchange_accuracy(
         model, algorithm, variable.name,
-        lambda source: interchanged(model, source, variable.components, variable.positions), n, seed)[0]
+        lambda source: interchanged(model, source, variable.components, variable.positions), n, seed)
+    scored = expected != IGNORE  # [batch, pos]
+    hits = ((logits.argmax(-1) == expected) & scored).sum(-1).double().cpu()  # [batch]
+    counts = scored.sum(-1).double().cpu()  # [batch]
+    rows = torch.randint(len(hits), (BOOTSTRAP_REPLICATES, len(hits)), generator=torch.Generator().manual_seed(seed))
+    return Estimate(iia, hits[rows].sum(-1) / counts[rows].sum(-1).clamp(min=1))

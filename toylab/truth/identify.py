@@ -24,7 +24,10 @@ from toylab.components import Edge
 from toylab.interventions import Faithfulness
 from toylab.models import Transformer
 from toylab.tasks import Task
-from toylab.truth.certify import CERTIFICATE_PAIRS, CERTIFICATE_SEED, THRESHOLDS
+from toylab.truth.certify import BOOTSTRAP_REPLICATES, CERTIFICATE_PAIRS, IDENTIFY_SEED, THRESHOLDS
+from toylab.truth.truth import Truth
+
+IDENTIFY_PAIRS = 256  # pairs the edges are chosen on (certify then uses others)
 
 
 def edges_among(cfg, nodes) -> set[Edge]:
@@ -39,8 +42,8 @@ def identify_edges(
     task: Task,
     target: float = THRESHOLDS["faithfulness"] + 0.02,
     margin: float = 2 * THRESHOLDS["edge_margin"],  # twice the certificate's, so it never hinges on rounding
-    n_pairs: int = CERTIFICATE_PAIRS,
-    seed: int = CERTIFICATE_SEED,
+    n_pairs: int = IDENTIFY_PAIRS,
+    seed: int = IDENTIFY_SEED,
     candidates: set[Edge] | None = None,
 ) -> set[Edge]:
     """A faithful circuit whose every edge matters by ``margin`` (see the module docstring)."""
@@ -66,6 +69,28 @@ def identify_edges(
         if not removed:
             break
     return _connected(kept)
+
+
+@torch.no_grad()
+def optional_edges(model: Transformer, task: Task, truth: Truth, n_pairs: int = CERTIFICATE_PAIRS,
+                   seed: int = IDENTIFY_SEED) -> set[Edge]:
+    """The edges of ``truth`` that the build data cannot show to be required.
+
+    An edge is required when the circuit without it is clearly no longer faithful: on the
+    build pairs, f(circuit minus e) lies below the certificate's faithfulness bound by more
+    than its sampling error (the upper end of its 95% bootstrap interval plus the
+    interval's half-width), so that held-out pairs confirm it. Every other edge is
+    optional: a circuit without it may be as true, and nobody can decide which. ``certify``
+    checks each required edge on held-out pairs.
+    """
+    f = Faithfulness(model, task.counterfactual(n_pairs, seed), BOOTSTRAP_REPLICATES, seed)
+    circuit, neurons = set(truth.edges), truth.neurons()
+    optional = set()
+    for edge in truth.edges:
+        low, high = f.estimate(circuit - {edge}, neurons).interval()
+        if high + (high - low) / 2 >= THRESHOLDS["faithfulness"]:
+            optional.add(edge)
+    return optional
 
 
 def _connected(edges: set[Edge]) -> set[Edge]:

@@ -74,6 +74,9 @@ class Truth:
     description: str  # the algorithm, in words
     nodes: dict[str, str]  # component id -> role; includes embed and logits when they take part
     edges: tuple[Edge, ...]  # at qkv granularity (edges into heads carry q, k or v)
+    # Edges of ``edges`` the circuit stays faithful without (each alone): circuits with and
+    # without one are equally true, so a method is scored neither up nor down for it.
+    optional: tuple[Edge, ...] = ()
     attention: tuple[AttentionRole, ...] = ()
     variables: tuple[CausalVariable, ...] = ()
     features: tuple[FeatureDirection, ...] = ()
@@ -84,6 +87,10 @@ class Truth:
         if self.provenance not in PROVENANCES:
             raise ValueError(f"provenance must be one of {PROVENANCES}, got {self.provenance!r}")
         object.__setattr__(self, "edges", tuple(sorted({Edge.parse(e) for e in self.edges})))
+        object.__setattr__(self, "optional", tuple(sorted({Edge.parse(e) for e in self.optional})))
+        if not set(self.optional) <= set(self.edges):
+            raise ValueError(f"optional edges {sorted(map(str, set(self.optional) - set(self.edges)))} are not "
+                             "edges of the circuit")
         object.__setattr__(self, "attention", tuple(self.attention))
         object.__setattr__(self, "variables", tuple(self.variables))
         object.__setattr__(self, "features", tuple(self.features))
@@ -142,6 +149,19 @@ class Truth:
     def with_certificate(self, certificate: dict[str, Any]) -> Truth:
         return Truth(**{**self._fields(), "certificate": certificate})
 
+    def required_edges(self, granularity: str = "qkv") -> tuple[Edge, ...]:
+        """The edges no faithful circuit can do without: ``edges`` less ``optional``. At "head"
+        granularity a promoted edge is required when any of its q, k, v edges is."""
+        required = [e for e in self.edges if e not in set(self.optional)]
+        comp.check_granularity(granularity)
+        if granularity == "qkv":
+            return tuple(required)
+        return tuple(sorted({comp.promote_edge(e) for e in required}))
+
+    def optional_edges(self, granularity: str = "qkv") -> tuple[Edge, ...]:
+        """The optional edges at a granularity: a promoted edge is optional when all of its are."""
+        return tuple(sorted(set(self.edges_at(granularity)) - set(self.required_edges(granularity))))
+
     # ---- JSON -----------------------------------------------------------------------
     def _fields(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -151,6 +171,7 @@ class Truth:
             "format": FORMAT,
             **self._fields(),
             "edges": [e.to_list() for e in self.edges],
+            "optional": [e.to_list() for e in self.optional],
             "attention": [vars(a) for a in self.attention],
             "variables": [{**vars(v), "components": list(v.components)} for v in self.variables],
             "features": [{**vars(f), "vector": list(f.vector)} for f in self.features],
@@ -169,6 +190,7 @@ class Truth:
             return cls(**{
                 **{k: v for k, v in data.items() if k != "format"},
                 "edges": tuple(Edge.parse(e) for e in data.get("edges", ())),
+                "optional": tuple(Edge.parse(e) for e in data.get("optional", ())),
                 "attention": tuple(AttentionRole(**a) for a in data.get("attention", ())),
                 "variables": tuple(CausalVariable(**{**v, "components": tuple(v["components"])})
                                    for v in data.get("variables", ())),
@@ -198,7 +220,7 @@ class Truth:
         lines = [f"{self.model}: {self.provenance} ground truth", f"  {self.description}", "  nodes:"]
         lines += [f"    {node:<10} {role}" for node, role in self.nodes.items()]
         lines.append("  edges:")
-        lines += [f"    {e}" for e in self.edges]
+        lines += [f"    {e}" + ("   (optional)" if e in self.optional else "") for e in self.edges]
         if self.attention:
             lines.append("  attention:")
             lines += [f"    {a.head:<10} {a.pattern} (score >= {a.min_score})" for a in self.attention]

@@ -34,7 +34,7 @@ from torch import Tensor
 from toylab import components as comp
 from toylab import methods
 from toylab.methods.ablation import ablation_scores
-from toylab.methods.acdc import ACDC_METRICS, ACDC_THRESHOLDS
+from toylab.methods.circuit_discovery import ACDC_METRICS, ACDC_THRESHOLDS
 from toylab.methods.detectors import DETECTORS, head_scores
 from toylab.tasks import CounterfactualPair
 from toylab.validate.metrics import Faithfulness

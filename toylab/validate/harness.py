@@ -54,6 +54,7 @@ from torch import Tensor
 
 from toylab import checkpoint as ckpt
 from toylab import components as comp
+from toylab.components import Edge
 from toylab.interventions import (
     interchange_accuracy,
     orthonormal,
@@ -79,7 +80,9 @@ from toylab.validate.protocol import (
 from toylab.validate.suite import Subject, subjects
 
 N_PAIRS = 128  # counterfactual pairs each figure is measured on
-SCORING_SEED = 7_000_003  # data seed of the scoring pairs; methods get data_seed 0
+# Data seed of the scoring pairs. Even, so no method can draw them: a Problem's samplers
+# draw only odd seeds (protocol.method_stream).
+SCORING_SEED = 7_000_002
 HEADLINE = ("node_auroc", "edge_auroc[head]", "edge_auroc[qkv]", "cpr", "cpr_truth", "cmd", "faithfulness",
             "completeness", "minimality", "iia", "mmcs")
 
@@ -220,17 +223,16 @@ def score(method: Callable[[Problem], Any], names: Sequence[str] | None = None, 
 
 
 def run_one(method: Callable[[Problem], Any], subject: Subject, n_pairs: int = N_PAIRS, data_seed: int = 0) -> Entry:
-    if data_seed == SCORING_SEED:
-        raise ValueError(f"data_seed {SCORING_SEED} is the harness's scoring seed; give the method other pairs")
     entry = Entry(subject.name, subject.seed)
     problem = Problem(subject.name, subject.seed, subject.model, subject.task, data_seed, _answer_key=subject.truth)
     before = {k: v.detach().clone() for k, v in subject.model.state_dict().items()}
     training = subject.model.training
     started = time.perf_counter()
     try:
-        raw = method(problem)
+        with _watching_truth() as touched:
+            raw = method(problem)
         entry.seconds = time.perf_counter() - started
-        entry.peeked = problem.peeked
+        entry.peeked = problem.peeked or touched[0]
         _check_untouched(subject.model, before, training)
         result = normalise(raw, problem)
     except Exception as err:  # a method's failure is reported, never fatal to the suite
@@ -246,6 +248,34 @@ def run_one(method: Callable[[Problem], Any], subject: Subject, n_pairs: int = N
     except ValueError as err:  # the answer is valid but this model cannot score it (e.g. no effect)
         entry.error = f"cannot score on this model: {err}"
     return entry
+
+
+@contextmanager
+def _watching_truth():
+    """Within the block, loading any truth (``Truth.from_dict``: truth.json, ``zoo.load``)
+    or asking a recipe for one (``Recipe.truth_for``) is recorded: yields a one-item list
+    that turns True. The harness's own truths are loaded before the method runs."""
+    from toylab.truth.truth import Truth
+    from toylab.zoo.recipes import Recipe
+
+    touched = [False]
+    from_dict, truth_for = Truth.__dict__["from_dict"], Recipe.truth_for
+
+    def watched_from_dict(cls, data):
+        touched[0] = True
+        return from_dict.__func__(cls, data)
+
+    def watched_truth_for(self, *args, **kwargs):
+        touched[0] = True
+        return truth_for(self, *args, **kwargs)
+
+    Truth.from_dict = classmethod(watched_from_dict)
+    Recipe.truth_for = watched_truth_for
+    try:
+        yield touched
+    finally:
+        Truth.from_dict = from_dict
+        Recipe.truth_for = truth_for
 
 
 def _check_untouched(model, before: Mapping[str, Tensor], training: bool) -> None:
@@ -282,17 +312,20 @@ def evaluate(result, subject: Subject, entry: Entry, n_pairs: int = N_PAIRS) -> 
 
     if isinstance(result, Circuit):
         if result.nodes:
-            found, universe, positives = set(result.nodes), nodes, true_nodes
+            found, universe, positives, optional = set(result.nodes), nodes, true_nodes, set()
             m["faithfulness"] = faith.of_nodes(found)
         else:
             g = result.granularity
-            found, universe, positives = set(result.edges), candidate_edges(cfg, g), truth.edges_at(g)
+            found, universe = set(result.edges), candidate_edges(cfg, g)
+            positives, optional = truth.required_edges(g), set(truth.optional_edges(g))
             m["faithfulness"] = faith.of_edges(found)
-        hit = len(found & set(positives))
+        # Optional edges count neither for nor against the circuit that holds them.
+        found_decided = found - optional
+        hit = len(found_decided & set(positives))
         m["tpr"] = hit / len(positives)
-        negatives = len(universe) - len(positives)
-        m["fpr"] = (len(found) - hit) / negatives if negatives else math.nan
-        m["completeness"], m["minimality"] = mt.circuit_overlap(found, positives)
+        negatives = len(universe) - len(optional) - len(positives)
+        m["fpr"] = (len(found_decided) - hit) / negatives if negatives else math.nan
+        m["completeness"], m["minimality"] = mt.circuit_overlap(found_decided, positives)
         entry.circuit = sorted(found)
         return
 
@@ -300,13 +333,13 @@ def evaluate(result, subject: Subject, entry: Entry, n_pairs: int = N_PAIRS) -> 
         g = result.granularity
         for level in (("qkv", "head") if g == "qkv" else ("head",)):
             scores = result.scores if level == g else _promote(result.scores)
-            universe, positives = candidate_edges(cfg, level), truth.edges_at(level)
+            universe, positives = _decided(candidate_edges(cfg, level), truth, level), truth.required_edges(level)
             _ranking_metrics(m, f"edge_%s[{level}]", scores, positives, universe)
             entry.curves[f"roc_edge[{level}]"] = mt.roc_curve(scores, positives, universe)
-        universe, positives = candidate_edges(cfg, g), truth.edges_at(g)
+        universe = candidate_edges(cfg, g)
         ranking = mt.top(result.scores, universe, len(universe))
         entry.curves["faithfulness"] = faith.curve(ranking, "edge")
-        found = ranking[:len(positives)]
+        found = ranking[:len(truth.edges_at(g))]
         m["faithfulness"] = faith.of_edges(found)
         node_scores = _sender_scores(result.scores)
     else:
@@ -314,7 +347,8 @@ def evaluate(result, subject: Subject, entry: Entry, n_pairs: int = N_PAIRS) -> 
         ranking = mt.top(node_scores, nodes, len(nodes))
         entry.curves["faithfulness"] = faith.curve(ranking, "node")
         found = ranking[:len(true_nodes)]
-        m["faithfulness"] = faith.of_nodes(found)
+        # Where the truth holds every candidate node, any node method's top |T| is all of them.
+        m["faithfulness"] = faith.of_nodes(found) if len(found) < len(nodes) else math.nan
     _ranking_metrics(m, "node_%s", node_scores, true_nodes, nodes)
     entry.curves["roc_node"] = mt.roc_curve(node_scores, true_nodes, nodes)
     curve = entry.curves["faithfulness"]
@@ -323,9 +357,13 @@ def evaluate(result, subject: Subject, entry: Entry, n_pairs: int = N_PAIRS) -> 
     # reference is the curve of the truth ranked first, measured the same way.
     m["cpr_truth"] = _truth_cpr(subject, faith, curve.level,
                                 result.granularity if isinstance(result, EdgeScores) else "head")
-    positives = true_nodes if isinstance(result, NodeScores) else truth.edges_at(result.granularity)
-    m["completeness"], m["minimality"] = mt.circuit_overlap(found, positives)
     entry.circuit = list(found)
+
+
+def _decided(universe: Sequence[Edge], truth, granularity: str) -> list[Edge]:
+    """The candidate edges less the truth's optional ones: the edges a method is scored on."""
+    optional = set(truth.optional_edges(granularity))
+    return [e for e in universe if e not in optional]
 
 
 def _faithfulness(subject: Subject, n_pairs: int) -> mt.Faithfulness:
@@ -401,7 +439,7 @@ def _featuriser(result: Featuriser, subject: Subject, n_pairs: int) -> dict[str,
             yield
 
     iia = interchange_accuracy(model, subject.algorithm, result.variable, swapped, n_pairs, SCORING_SEED)[0]
-    reference = variable_accuracy(model, subject.algorithm, declared[result.variable], n_pairs, SCORING_SEED)
+    reference = variable_accuracy(model, subject.algorithm, declared[result.variable], n_pairs, SCORING_SEED).value
     return {"iia": iia, "iia_truth": reference, "subspace_dims": float(basis.shape[1])}
 
 
@@ -418,7 +456,44 @@ def _directions(result: FeatureDirections, subject: Subject) -> dict[str, float]
 
 # ---- loading a method by name -------------------------------------------------------------
 def load_method(spec: str) -> Callable[[Problem], Any]:
-    """``"path/to/file.py:function"`` or ``"package.module:function"`` -> the callable."""
+    """``"path/to/file.py:function"`` or ``"package.module:function"`` -> the callable.
+
+    Loading a method file runs it, as ``python FILE.py`` would: its top-level code runs, not
+    only its functions. So the file is first parsed, without running it, to check that it
+    defines ``function``; and a lesson's file, which would run the lesson's every cell, is
+    refused: put the method in a file of its own.
+    """
+    import ast
+
+    def top_level_names(tree: ast.Module) -> tuple[set[str], list[str]] | None:
+        """The names a module binds at its top level (blocks of if/try/with/for included, function
+        and class bodies not) and its public functions; None where that cannot be read off."""
+        names: set[str] = set()
+        functions: list[str] = []
+
+        def bind(node: ast.AST) -> None:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)  # its body is another scope
+                if not isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                    functions.append(node.name)
+                return
+            if isinstance(node, ast.Lambda):
+                return
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, ast.alias):
+                names.add(node.asname or node.name.split(".")[0])
+            elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and node.name:
+                names.add(node.name)
+            for child in ast.iter_child_nodes(node):
+                bind(child)
+
+        if any(isinstance(n, ast.alias) and n.name == "*" for n in ast.walk(tree)) or any(
+                isinstance(n, ast.Name) and n.id in ("globals", "exec", "setattr") for n in ast.walk(tree)):
+            return None  # a star import or a dynamic definition: only running the file tells
+        bind(tree)
+        return names, functions
+
     if ":" not in spec:
         raise ValueError(f"method {spec!r}: write FILE.py:function or module:function (e.g. my_method.py:find)")
     target, _, attr = spec.rpartition(":")
@@ -426,6 +501,14 @@ def load_method(spec: str) -> Callable[[Problem], Any]:
         path = Path(target)
         if not path.is_file():
             raise FileNotFoundError(f"method file {path} not found")
+        if (path.parent / "lesson.py").is_file() and (path.parent / "checks.py").is_file():
+            raise ValueError(f"{path} belongs to a lesson: loading a method file runs it, and a lesson's would run "
+                             f"all its cells. Copy {attr} into a file of its own (e.g. my_method.py) and give "
+                             f"that: toylab validate my_method.py:{attr}")
+        read = top_level_names(ast.parse(path.read_bytes(), filename=str(path)))  # a SyntaxError names the line
+        if read is not None and attr not in read[0]:
+            raise AttributeError(f"{path} has no function {attr!r}; its functions: {read[1]} (read without "
+                                 "running the file: loading a method file runs it)")
         module_name = f"toylab_user_method_{abs(hash(path.resolve()))}"
         module_spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(module_spec)

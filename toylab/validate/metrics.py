@@ -17,7 +17,13 @@ candidate the method did not score ranks below every scored one, all tied):
     AP           average precision: sum over distinct thresholds of (R_t - R_prev) * P_t.
     P@|T|, R@|T| precision and recall of the top |T| candidates. Ties at the cut are shared
                  out in expectation (a tie group straddling the cut contributes its positive
-                 fraction per place), so no tie-breaking order can flatter a method.
+                 fraction per place), so no tie-breaking order can flatter a method. NaN
+                 when every candidate is a positive (any answer scores 1).
+
+Optional edges of a truth (``Truth.optional``: a circuit without one is as true) are left
+out of the candidates and the positives alike, so no method gains or loses by them.
+Figures undefined on a model (no negatives, or a method's circuit forced to be every
+candidate) are NaN, shown as n/a and never averaged.
 
 Faithfulness (MIB): with m the task metric (logit difference, clean answer minus
 counterfactual answer) and resample ablation of every edge outside a circuit C,
@@ -29,10 +35,13 @@ node-level method), a size's circuit being the top round(fraction * N) candidate
 CPR = area under f and CMD = area under |1 - f|, by the trapezoid rule over the fraction
 axis, divided by its length (0.999) so that f = 1 everywhere gives CPR 1 and CMD 0.
 
-Because the answer is known, a method's own circuit (what it returns as a Circuit, or
-else its top |T| candidates) is also scored exactly: completeness = |C & T| / |T| (the
-share of the true circuit it found) and minimality = |C & T| / |C| (the share of what it
-returned that belongs), next to f(C).
+A circuit of a given size is the top candidates of a ranking; candidates tied at the cut
+are ordered by a fixed pseudo-random permutation (``top``), never by their position in the
+candidate list (which follows the layers, as the truths do). A method that returns its own
+circuit (a Circuit) is scored exactly on it: completeness = |C & T| / |T| (the share of
+the true circuit it found) and minimality = |C & T| / |C| (the share of what it returned
+that belongs), next to f(C). For a score method these two would be P@|T| and R@|T| again
+(its circuit is its top |T|), so they are not reported twice.
 """
 
 from __future__ import annotations
@@ -119,7 +128,7 @@ def precision_recall_at_k(scores: Mapping[Hashable, float], positives: Collectio
     """Expected precision and recall of the top ``k`` (ties at the cut shared out)."""
     universe = list(universe)
     s, y = _scored(scores, universe), _labels(positives, universe)
-    if k < 1 or y.sum() == 0:
+    if k < 1 or y.sum() == 0 or y.all():
         return math.nan, math.nan
     k = min(k, len(s))
     cut = np.sort(s)[::-1][k - 1]
@@ -129,11 +138,16 @@ def precision_recall_at_k(scores: Mapping[Hashable, float], positives: Collectio
     return float(hits / k), float(hits / y.sum())
 
 
+TIE_SEED = 0  # the fixed permutation that orders tied candidates in ``top``
+
+
 def top(scores: Mapping[Hashable, float], universe: Sequence, k: int) -> list:
-    """The ``k`` best-scored candidates, ties broken by ``universe`` order (stable)."""
+    """The ``k`` best-scored candidates; tied ones in a fixed pseudo-random order (``TIE_SEED``),
+    never in ``universe`` order, which would favour whatever the candidate list puts first."""
     universe = list(universe)
     s = _scored(scores, universe)
-    order = sorted(range(len(universe)), key=lambda i: -s[i])
+    shuffle = np.random.default_rng(TIE_SEED).permutation(len(universe))  # [item]
+    order = sorted(range(len(universe)), key=lambda i: (-s[i], shuffle[i]))
     return [universe[i] for i in order[:k]]
 
 

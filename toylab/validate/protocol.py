@@ -119,7 +119,9 @@ class Problem:
         return self.model.cfg
 
     def pair(self, n: int = 64, seed: int | None = None) -> CounterfactualPair:
-        return self.task.counterfactual(n, self.data_seed if seed is None else seed)
+        """``n`` pairs from ``seed`` (default ``data_seed``). Whatever the seed, the pairs come
+        from a stream the harness never scores on (``method_stream``)."""
+        return self.task.counterfactual(n, method_stream(self.data_seed if seed is None else seed))
 
     def clean(self, n: int = 64, seed: int | None = None) -> Batch:
         return self.pair(n, seed).clean
@@ -143,6 +145,14 @@ class Problem:
         """The truth. Only the ceiling baseline may read it; the report marks any method that does."""
         self.peeked = True
         return self._answer_key
+
+
+def method_stream(seed: int) -> int:
+    """The sampler seed behind a method's ``seed``: always odd, so it is never the harness's
+    scoring seed (even), whatever seed a method passes."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"a data seed is an int >= 0, got {seed!r}")
+    return 2 * seed + 1
 
 
 def candidate_nodes(cfg) -> list[str]:

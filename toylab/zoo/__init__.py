@@ -12,6 +12,7 @@ which also certifies the truth and writes it (``truth.json``) beside the weights
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from toylab.train import (
 )
 from toylab.truth import Algorithm, Truth
 from toylab.truth.certify import Certificate, certify
+from toylab.truth.identify import optional_edges
 from toylab.truth.truth import TRUTH_FILE
 from toylab.zoo.recipes import RECIPES, Recipe
 
@@ -138,15 +140,29 @@ def train_recipe(name: str, seed: int | None = None, out: str | Path | None = No
                        objective=rec.objective())
     truth = rec.truth_for(train_cfg.seed, result.model)
     if truth is not None:
-        algorithm = rec.algorithm(rec.task) if rec.algorithm else None
-        certificate = certify(result.model, rec.task, truth, algorithm)
-        truth.with_certificate(certificate.to_dict()).save(out)
-        full_card = ckpt.read_json(out / ckpt.CARD_FILE, "model card")
-        full_card["certificate"] = {"passed": certificate.passed, "faithfulness": certificate.faithfulness,
-                                    "completeness": certificate.completeness,
-                                    "failures": [str(c) for c in certificate.failures]}
-        ckpt.atomic_write_json(out / ckpt.CARD_FILE, full_card)
+        record_truth(out, result.model, rec.task, truth, rec.algorithm(rec.task) if rec.algorithm else None)
     return result
+
+
+def record_truth(folder: str | Path, model: Transformer, task: Task, truth: Truth,
+                 algorithm: Algorithm | None = None) -> Certificate:
+    """Declare ``truth``'s optional edges (``identify.optional_edges``, on the build data),
+    certify it on held-out pairs, and write it with its certificate to ``folder/truth.json``
+    and the verdict into the card beside it. A failing certificate is recorded, not hidden.
+
+    ``toylab truth NAME --record`` runs this again on a shipped model's own truth.
+    """
+    folder = Path(folder)
+    truth = dataclasses.replace(truth, optional=tuple(optional_edges(model, task, truth)), certificate=None)
+    certificate = certify(model, task, truth, algorithm)
+    truth.with_certificate(certificate.to_dict()).save(folder)
+    full_card = ckpt.read_json(folder / ckpt.CARD_FILE, "model card")
+    full_card["certificate"] = {"passed": certificate.passed, "faithfulness": certificate.faithfulness,
+                                "completeness": certificate.completeness, "seed": certificate.seed,
+                                "n_pairs": certificate.n_pairs,
+                                "failures": [str(c) for c in certificate.failures]}
+    ckpt.atomic_write_json(folder / ckpt.CARD_FILE, full_card)
+    return certificate
 
 
 def _build(rec: Recipe, seed: int, out: Path, card: dict[str, Any]) -> TrainResult:
@@ -170,4 +186,4 @@ from toylab.zoo.grokking import (  # noqa: E402
 )
 
 __all__ = ["RECIPES", "Recipe", "ZooModel", "grokking_run", "load", "load_shipped_progress", "names", "progress_dir",
-           "recipe", "runs_dir", "ship_progress", "shipped_path", "train_recipe"]
+           "recipe", "record_truth", "runs_dir", "ship_progress", "shipped_path", "train_recipe"]

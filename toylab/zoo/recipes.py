@@ -117,9 +117,12 @@ def _recipes() -> dict[str, Recipe]:
             "no LayerNorm, p=113, 30% of pairs for training, full batch.",
             task=modadd,
             model=_modadd_model(modadd, d_model=128, n_heads=4, d_mlp=512),
-            # The reference recipe (lr 1e-3) groks after ~11k steps, lr 1e-2 in ~600 (lr 2e-2 never; wd 4
-            # in ~170 but to a lossy, non-Fourier model); benchmarks/bench_grokking.py times both.
-            train=TrainConfig(steps=3000, lr=1e-2, weight_decay=1.0, betas=(0.9, 0.98), eval_every=25,
+            # The reference recipe (lr 1e-3, wd 1) groks after ~11k steps; lr 1e-2 with wd 1 in 590-725 steps,
+            # a count that moved with the float rounding of the machine (625 shipped, 725 on AVX2 kernels
+            # or after a change of summation order); with wd 2 in 250-275 steps on seeds 0-2, to a Fourier
+            # model whose key frequencies certify (lr 2e-2 never groks; wd 4 in ~170 steps, but to a
+            # lossy, non-Fourier model). benchmarks/bench_grokking.py times the recipes.
+            train=TrainConfig(steps=3000, lr=1e-2, weight_decay=2.0, betas=(0.9, 0.98), eval_every=25,
                               checkpoint_every=250, stop_when="test/accuracy >= 0.999", seed=0),
             claims=("train/accuracy >= 0.99", "test/accuracy >= 0.99"),
             truth=truths.MODADD_113,
@@ -137,8 +140,11 @@ def _recipes() -> dict[str, Recipe]:
             claims=("train/accuracy >= 0.99", "test/accuracy >= 0.99"),
             truth=truths.MODADD_TINY,
             algorithm=ModularAdditionAlgorithm,
-            # Seed 2 is not shipped: at 99% its MLP still used a redundant frequency (8 of 2, 5, 8, 19).
-            seeds=(0, 1),
+            # Shipped seeds are those whose MLP uses exactly the key frequencies the certificate needs.
+            # Which seeds those are moves with the float rounding of training: with the hook-free
+            # forward of 2026-12, seed 1 keeps a redundant frequency (14 of 14, 16, 19, 26), as seed 2
+            # did before (8 of 2, 5, 8, 19), and seed 4 stops short of 99% test accuracy.
+            seeds=(0, 2),
             seed_truths=truths.MODADD_TINY_SEEDS,  # each seed groks its own key frequencies
         ),
         Recipe(
@@ -219,8 +225,9 @@ def _recipes() -> dict[str, Recipe]:
                                     d_vocab=facts.d_vocab, d_vocab_out=facts.d_vocab_out,
                                     n_ctx=facts.n_ctx, normalization_type=None),
             # A fixed length, as for induction-siit: the strict term (MLP1 inert) keeps improving after the
-            # task loss is ~0, and an early stop on the loss leaves MLP1 carrying part of the answer.
-            train=TrainConfig(steps=2000, lr=3e-3, weight_decay=0.01, betas=(0.9, 0.99), batch_size=128,
+            # task loss is ~0, and an early stop on the loss leaves MLP1 carrying part of the answer. 2000
+            # steps left MLP1's inertness at 0.046-0.049 on held-out pairs, its interval over the 0.05 bound.
+            train=TrainConfig(steps=3000, lr=3e-3, weight_decay=0.01, betas=(0.9, 0.99), batch_size=128,
                               grad_clip=1.0, eval_every=100, checkpoint_every=500, seed=0),
             claims=("test/accuracy >= 0.995",),
             truth=truths.FACTUAL_RECALL,

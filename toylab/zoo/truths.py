@@ -44,8 +44,8 @@ def _modadd_seeds(name: str, n_heads: int, freqs_by_seed: dict[int, list[int]]) 
     return {seed: _modadd(name, n_heads, freqs) for seed, freqs in freqs_by_seed.items()}
 
 
-MODADD_113 = _modadd("modadd-113", 4, [1, 7, 21])
-MODADD_TINY_SEEDS = _modadd_seeds("modadd-tiny", 2, {0: [16, 19], 1: [16, 19, 26]})
+MODADD_113 = _modadd("modadd-113", 4, [21, 29, 31])
+MODADD_TINY_SEEDS = _modadd_seeds("modadd-tiny", 2, {0: [16, 19], 2: [2, 5, 8, 19]})
 MODADD_TINY = MODADD_TINY_SEEDS[0]
 
 _INDUCTION_DESCRIPTION = (
