@@ -152,3 +152,17 @@ def test_retraining_a_tiny_recipe_from_its_seed_reproduces_the_shipped_model(tmp
         assert abs(retrained.card["metrics"][metric] - value) <= tol, metric
     faithfulness = retrained.card["certificate"]["faithfulness"]
     assert abs(faithfulness - shipped.card["certificate"]["faithfulness"]) <= FAITHFULNESS_TOL
+
+
+def test_the_shipped_constructed_model_is_what_its_builder_builds():
+    """A constructed model's weights are set by hand, not trained: the shipped ones must be
+    exactly what the recipe's builder writes today, so its truth describes them."""
+    for name in zoo.names():
+        rec = zoo.recipe(name)
+        if rec.build is None:
+            continue
+        shipped = zoo.load(name).model.state_dict()
+        built = rec.build(rec.task).state_dict()
+        assert shipped.keys() == built.keys()
+        for key, weight in shipped.items():
+            assert torch.equal(weight, built[key]), f"{name}: {key} differs from its builder's"
