@@ -396,6 +396,9 @@ def test_a_folded_transformer_lens_model_loads_with_lnpre(transformer_lens, tmp_
 def test_a_transformer_lens_config_toylab_cannot_compute_is_refused_by_name(transformer_lens):
     from toylab.models import TransformerConfig
 
+    if not has_hooked_transformer():
+        pytest.skip(f"TransformerLens {tl_version()} has no HookedTransformerConfig (4.x)")
+
     base = {"n_layers": 1, "d_model": 16, "n_ctx": 8, "d_head": 4, "n_heads": 4, "d_vocab": 11, "d_mlp": 32,
             "device": "cpu"}
     for change, message in (({"positional_embedding_type": "rotary"}, "positional_embedding_type='rotary'"),
