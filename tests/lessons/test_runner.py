@@ -12,7 +12,7 @@ from toylab.lessons.runner import LESSONS_DIR, PACKAGE
 
 LESSONS = lessons()
 ALLOWED_IMPORTS = {"toylab", "torch", "numpy", "matplotlib", "math", "itertools", "collections", "time",
-                   "fixtures"}  # fixtures: the lesson's own fixtures.py, beside it
+                   "fixtures", "functools", "typing", "dataclasses"}  # fixtures: the lesson's own fixtures.py
 
 
 def test_there_are_lessons_and_each_has_exercises():
@@ -57,15 +57,24 @@ def test_solutions_live_apart_and_match_the_exercises(lesson):
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda le: le.name)
 def test_lessons_import_only_toylab_public_api(lesson):
-    for path in (lesson.path, lesson.solutions):
+    """Lesson, solutions, checks and fixtures import modules of the public API, and no name
+    with a leading underscore from them (a checker leaning on a private helper breaks with it)."""
+    files = [lesson.path, lesson.solutions, lesson.checks] + ([lesson.fixtures] if lesson.fixtures.is_file() else [])
+    for path in files:
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module] if isinstance(node, ast.ImportFrom) else []
-            for name in names:
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if isinstance(node, ast.ImportFrom) and node.level:  # checks.py: from .fixtures import ...
+                assert node.module == "fixtures", f"{path} imports .{node.module}"
+                names = []
+            for name in (n for n in names if n != "__future__"):
                 assert name.split(".")[0] in ALLOWED_IMPORTS, f"{path} imports {name}"
                 assert not any(part.startswith("_") for part in name.split(".")), f"{path} imports private {name}"
                 if name == "fixtures":
                     assert lesson.fixtures.is_file(), f"{path} imports fixtures, but there is no {lesson.fixtures}"
+            if isinstance(node, ast.ImportFrom):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path} imports private {private} from {node.module}"
 
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda le: le.name)

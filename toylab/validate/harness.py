@@ -38,6 +38,7 @@ Every figure is aggregated over seeds as mean and standard deviation (``Report.s
 from __future__ import annotations
 
 import importlib
+import io
 import importlib.util
 import math
 import statistics
@@ -171,7 +172,9 @@ class Report:
         ckpt.atomic_write_json(paths["json"], _json_safe(self.to_json()))
         for key, draw in (("roc", viz.roc_curves), ("faithfulness", viz.faithfulness_curves)):
             fig = draw({self.method: self})
-            fig.savefig(paths[key], dpi=110, bbox_inches="tight")
+            png = io.BytesIO()  # written whole or not at all, like the report itself
+            fig.savefig(png, format="png", dpi=110, bbox_inches="tight")
+            ckpt.atomic_write_bytes(paths[key], png.getvalue())
         return paths
 
 
