@@ -26,6 +26,7 @@ LESSONS = [path for node in ast.parse(HOME.read_text()).body  # Home.py's LESSON
            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "LESSONS"
            for path, _ in ast.literal_eval(node.value)]
 TRAINING = ["pages/superposition.py", "pages/sae.py", "pages/probes.py"]  # most settings retrain
+ON_DEMAND = ["pages/induction.py"]  # 19 s: with the training pages, past the test command's budget
 MAX_RUNS = 12  # runs per page, on top of the default render
 KINDS = ("selectbox", "radio", "select_slider", "multiselect", "number_input", "slider",
          "checkbox", "toggle", "text_input")
@@ -162,7 +163,8 @@ def sweep(page: str) -> list[str]:
     return runs
 
 
-@pytest.mark.parametrize("page", [p for p in LESSONS if p not in TRAINING])
+@pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.lab_sweep) if p in ON_DEMAND else p
+                                  for p in LESSONS if p not in TRAINING])
 def test_every_widget_option_runs_without_an_exception(page):
     runs = sweep(page)
     assert runs, f"{page}: no widget to sweep"
