@@ -184,6 +184,20 @@ class Estimate:
         return Estimate(abs(self.value), self.replicates.abs())
 
 
+def bootstrap_rows(batch: int, replicates: int, seed: int) -> Tensor:
+    """``replicates`` resamples with replacement of ``batch`` rows: [replicate, batch] indices."""
+    return torch.randint(batch, (replicates, batch), generator=torch.Generator().manual_seed(seed))
+
+
+def ratio_estimate(numerator: Tensor, denominator: Tensor, replicates: int, seed: int) -> Estimate:
+    """sum(numerator) / sum(denominator) over rows [batch] (a mean over positions scored per
+    row, say), with the same ratio on each bootstrap resample of the rows."""
+    numerator, denominator = numerator.double().cpu(), denominator.double().cpu()
+    rows = bootstrap_rows(len(numerator), replicates, seed)  # [replicate, batch]
+    return Estimate(float(numerator.sum() / denominator.sum()),
+                    numerator[rows].sum(-1) / denominator[rows].sum(-1).clamp(min=1))
+
+
 class Faithfulness:
     """The normalised metric of circuits, on one batch of counterfactual pairs:
 
@@ -206,8 +220,7 @@ class Faithfulness:
         self.clean = pair.clean.tokens.to(model.device)
         self.corrupted = pair.corrupted.tokens.to(model.device)
         batch = self.clean.shape[0]
-        generator = torch.Generator().manual_seed(seed)
-        self._rows = torch.randint(batch, (replicates, batch), generator=generator)  # [replicate, batch]
+        self._rows = bootstrap_rows(batch, replicates, seed)  # [replicate, batch]
         self._n_scored = logit_diff_mask(pair).sum().clamp(min=1).item()
         self._full = self._pair_sums(set(comp.edges(model.cfg)))  # [batch]
         self._empty = self._pair_sums(set())  # [batch]

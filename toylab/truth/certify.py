@@ -42,8 +42,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from toylab import components as comp
 from toylab.interventions import (
     Estimate,
@@ -51,6 +49,7 @@ from toylab.interventions import (
     edges_without,
     interchange_accuracy,
     interchanged,
+    ratio_estimate,
 )
 from toylab.methods.check import Check
 from toylab.methods.detectors import row_scores, uniform_score
@@ -225,18 +224,15 @@ def _role_checks(model: Transformer, task: Task, truth: Truth, n: int, seed: int
     if not truth.attention:
         return []
     tokens = task.sample(n, seed).tokens
-    rows = torch.randint(tokens.shape[0], (BOOTSTRAP_REPLICATES, tokens.shape[0]),
-                         generator=torch.Generator().manual_seed(seed))  # [replicate, batch]
     measured = {}
     checks = []
     for role in truth.attention:
         if role.pattern not in measured:
             sums, counts = row_scores(model, tokens, role.pattern)  # [batch, layer, head], [batch]
-            measured[role.pattern] = (sums.double(), counts.double(), uniform_score(tokens, role.pattern))
+            measured[role.pattern] = (sums, counts, uniform_score(tokens, role.pattern))
         sums, counts, uniform = measured[role.pattern]
         _, layer, head = comp.parse(role.head)
-        per_row = sums[:, layer, head]  # [batch]
-        score = Estimate(float(per_row.sum() / counts.sum()), per_row[rows].sum(-1) / counts[rows].sum(-1))
+        score = ratio_estimate(sums[:, layer, head], counts, BOOTSTRAP_REPLICATES, seed)
         bar = max(role.min_score, ROLE_OVER_UNIFORM * uniform)
         checks.append(Check(f"{role.pattern} score of {role.head} (bar {role.min_score:g}; uniform attention "
                             f"scores {uniform:.3f})", score.value, ">=", bar, score.interval()))
@@ -256,11 +252,9 @@ def variable_accuracy(model: Transformer, algorithm: Algorithm, variable: Causal
                       n: int = CERTIFICATE_PAIRS, seed: int = CERTIFICATE_SEED) -> Estimate:
     """IIA of a declared causal variable, patching its components whole at its positions,
     with a bootstrap over the pairs."""
-    iia, _, expected, logits = interchange_accuracy(
+    _, _, expected, logits = interchange_accuracy(
         model, algorithm, variable.name,
         lambda source: interchanged(model, source, variable.components, variable.positions), n, seed)
     scored = expected != IGNORE  # [batch, pos]
-    hits = ((logits.argmax(-1) == expected) & scored).sum(-1).double().cpu()  # [batch]
-    counts = scored.sum(-1).double().cpu()  # [batch]
-    rows = torch.randint(len(hits), (BOOTSTRAP_REPLICATES, len(hits)), generator=torch.Generator().manual_seed(seed))
-    return Estimate(iia, hits[rows].sum(-1) / counts[rows].sum(-1).clamp(min=1))
+    hits = ((logits.argmax(-1) == expected) & scored).sum(-1)  # [batch]
+    return ratio_estimate(hits, scored.sum(-1), BOOTSTRAP_REPLICATES, seed)  # its value is ``iia``
