@@ -161,8 +161,9 @@ def test_the_shipped_constructed_model_is_what_its_builder_builds():
         rec = zoo.recipe(name)
         if rec.build is None:
             continue
-        shipped = zoo.load(name).model.state_dict()
-        built = rec.build(rec.task).state_dict()
-        assert shipped.keys() == built.keys()
-        for key, weight in shipped.items():
-            assert torch.equal(weight, built[key]), f"{name}: {key} differs from its builder's"
+        for seed in rec.seeds:
+            shipped = zoo.load(name, seed=seed).model.state_dict()
+            built = rec.build(rec.task, seed).state_dict()
+            assert shipped.keys() == built.keys()
+            for key, weight in shipped.items():
+                assert torch.equal(weight, built[key]), f"{name} seed {seed}: {key} differs from its builder's"

@@ -2,6 +2,6 @@
 
 from toylab.components import Edge
 from toylab.tasks.algorithm import Algorithm
-from toylab.truth.truth import AttentionRole, CausalVariable, FeatureDirection, Truth
+from toylab.truth.truth import AttentionRole, CausalVariable, FeatureDirection, Trap, Truth
 
-__all__ = ["Algorithm", "AttentionRole", "CausalVariable", "Edge", "FeatureDirection", "Truth"]
+__all__ = ["Algorithm", "AttentionRole", "CausalVariable", "Edge", "FeatureDirection", "Trap", "Truth"]

@@ -16,9 +16,11 @@ interval and its bound):
     faithfulness   f(circuit) >= 0.9: the circuit alone keeps the behaviour.
     completeness   f(model minus the circuit's nodes) <= 0.1: without the circuit's
                    heads and MLPs the behaviour is gone (inputs and logits stay).
-    minimality     for each node v: f(circuit) - f(circuit minus v) >= 0.03, and for each
-                   edge e: f(circuit) - f(circuit minus e) >= 0.01: every part matters.
-    uniqueness     each edge is required, f(circuit minus e) <= 0.9 (without it the
+    minimality     for each node v: |f(circuit) - f(circuit minus v)| >= 0.03, and for each
+                   edge e: |f(circuit) - f(circuit minus e)| >= 0.01: every part matters
+                   (either way: a part whose removal makes the rest overshoot, a cancelled
+                   path, matters as much as one whose removal loses the behaviour).
+    uniqueness     each edge is required, |1 - f(circuit minus e)| >= 0.1 (without it the
                    circuit is no longer faithful), or declared optional in the truth (a
                    circuit without it may be as true: ``identify.optional_edges``). The
                    harness scores methods on the required edges only
@@ -34,6 +36,14 @@ interval and its bound):
                    intervention accuracy at its declared components is >= 0.9.
     claims         algorithm-level claims checked by their own interventions (for modular
                    addition, the key frequencies' restricted and excluded losses).
+    trap           (method traps, ``toylab.truth.traps``) the trap's mechanism, by
+                   intervention: a self-repair trap's backups restore f without the
+                   primaries (and completeness removes them too); each path of an or-gate
+                   is sufficient alone, redundant alone and necessary with the others
+                   (these replace its paths' one-at-a-time minimality and necessity); a
+                   cancelling node's removal changes f by <= 0.1 while each of its outgoing
+                   edges' changes it by >= 0.5 (these replace its own and its inputs'
+                   minimality); a saturated head's attention on its top key is >= 0.999.
 """
 
 from __future__ import annotations
@@ -42,7 +52,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from toylab import components as comp
+from toylab.components import Edge
 from toylab.interventions import (
     Estimate,
     Faithfulness,
@@ -127,7 +140,7 @@ class Certificate:
         head = "PASSED" if self.passed else f"FAILED ({len(self.failures)} checks)"
         lines = [f"certificate of {self.model}: {head}",
                  f"  metric: {self.metric} over {self.n_pairs} pairs (data seed {self.seed}; 95% bootstrap "
-                 "intervals in brackets, each must clear its bound); full {self.full:.3f}, empty {self.empty:.3f}"]
+                 f"intervals in brackets, each must clear its bound); full {self.full:.3f}, empty {self.empty:.3f}"]
         lines += [f"  {check}" for check in self.checks]
         return "\n".join(lines)
 
@@ -163,7 +176,9 @@ def certify(
     circuit = set(truth.edges)
     faithfulness = f.estimate(circuit, neurons)
     internal = [n for n in truth.nodes_at("head") if n not in comp.INPUTS and n != comp.OUTPUT]
-    completeness = f.estimate(edges_without(model.cfg, internal))
+    # A self-repair trap's backups take over when the circuit goes: completeness removes them too.
+    backups = list(truth.trap.nodes.get("backup", ())) if truth.trap else []
+    completeness = f.estimate(edges_without(model.cfg, internal + backups))
 
     node_effects = {}
     for node in truth.nodes:
@@ -181,24 +196,32 @@ def certify(
                and n not in truth.nodes_at("head")]
     outside_effects = {n: 1.0 - f.estimate(edges_without(model.cfg, [n])) for n in outside}
 
+    # A part matters when removing it moves f either way: a part whose removal makes the
+    # rest overshoot (a cancelled path) is as much a part as one whose removal loses it.
     t = THRESHOLDS
+    exempt_nodes, exempt_edges = trap_exemptions(truth)
     checks = [check("faithfulness", faithfulness, ">=", t["faithfulness"]),
-              check("completeness: f without the circuit's nodes", completeness, "<=", t["completeness"])]
-    checks += [check(f"minimality of node {n}", v, ">=", t["node_margin"]) for n, v in node_effects.items()]
-    checks += [check(f"minimality of edge {e}", faithfulness - v, ">=", t["edge_margin"])
-               for e, v in without_edge.items()]
-    # Uniqueness: a required edge cannot go (the circuit without it is no longer faithful).
-    # Optional edges claim nothing (a circuit without one may be as true); the harness
-    # scores a method neither up nor down for them.
+              check("completeness: f without the circuit's nodes" + (" and backups" if backups else ""),
+                    completeness, "<=", t["completeness"])]
+    checks += [check(f"minimality of node {n}", abs(v), ">=", t["node_margin"])
+               for n, v in node_effects.items() if n not in exempt_nodes]
+    checks += [check(f"minimality of edge {e}", abs(faithfulness - v), ">=", t["edge_margin"])
+               for e, v in without_edge.items() if e not in exempt_edges]
+    # Uniqueness: a required edge cannot go (the circuit without it is no longer faithful:
+    # f moves out of 1 +- (1 - the faithfulness bound)). Optional edges claim nothing (a
+    # circuit without one may be as true); the harness scores a method neither up nor down
+    # for them.
     optional = set(truth.optional)
-    checks += [check(f"necessity of edge {e}: f without it", v, "<=", t["faithfulness"])
-               for e, v in without_edge.items() if e not in optional]
+    checks += [check(f"necessity of edge {e}: |1 - f without it|", abs(1.0 - v), ">=", 1 - t["faithfulness"])
+               for e, v in without_edge.items() if e not in optional and e not in exempt_edges]
     if truth.provenance in ("constructed", "enforced"):
         checks += [check(f"inertness of {n}", abs(v), "<=", t["inertness"]) for n, v in outside_effects.items()]
         if outside:
             joint = 1.0 - f.estimate(edges_without(model.cfg, outside))
             checks.append(check("inertness of all nodes outside the circuit", abs(joint), "<=",
                                 1 - t["faithfulness"]))
+    if truth.trap is not None:
+        checks += _trap_checks(model, task, truth, f, n_pairs, seed)
     checks += _role_checks(model, task, truth, n_pairs, seed)
     if algorithm is not None:
         checks += _variable_checks(model, algorithm, truth, n_pairs, seed)
@@ -216,6 +239,85 @@ def certify(
         outside_effects={n: v.value for n, v in outside_effects.items()},
         checks=tuple(checks),
     )
+
+
+TRAP_THRESHOLDS = {
+    "takes_over": 0.9,  # self-repair: f of the model without its primaries at least
+    "path_alone": 0.9,  # or-gate: f of the circuit with one path only at least
+    "no_change": 0.1,  # |f change| at most, where the trap says a removal changes nothing
+    "runs_through": 0.5,  # cancellation: |f change| of removing one path of the cancelling node at least
+    "saturated": 0.999,  # saturation: mean attention on the head's top key at the scored positions
+}
+
+
+def trap_exemptions(truth: Truth) -> tuple[set[str], set[Edge]]:
+    """The nodes and edges whose one-at-a-time minimality and necessity a trap replaces by
+    its own checks: an or-gate's paths (each alone is redundant by design, ``_trap_checks``
+    shows each is sufficient and both together necessary), a cancelling node and its inputs
+    (its effects cancel by design; each of its outgoing paths is checked instead)."""
+    trap = truth.trap
+    if trap is None:
+        return set(), set()
+    nodes: set[str] = set()
+    edges: set[Edge] = set(trap.path_edges())
+    if trap.paths:
+        on_path = [{n for e in path for n in (e.sender, e.receiver)} for path in trap.paths]
+        nodes |= set.union(*on_path) - set.intersection(*on_path)
+    for node in trap.nodes.get("cancelling", ()):
+        nodes.add(node)
+        edges |= {e for e in truth.edges if e.receiver == node}
+    return nodes, edges
+
+
+def _trap_checks(model: Transformer, task: Task, truth: Truth, f: Faithfulness, n: int, seed: int) -> list[Check]:
+    """The trap's mechanism, shown by intervention (``toylab.truth.traps``)."""
+    trap, t = truth.trap, TRAP_THRESHOLDS
+    circuit, neurons = set(truth.edges), truth.neurons()
+    whole = f.estimate(circuit, neurons)
+
+    def check(name: str, estimate: Estimate, op: str, threshold: float) -> Check:
+        return Check(f"{trap.kind}: {name}", estimate.value, op, threshold, estimate.interval())
+
+    checks = []
+    if trap.kind == "self-repair":
+        primaries, backups = list(trap.nodes["primary"]), list(trap.nodes["backup"])
+        checks.append(check(f"f without the primaries {'+'.join(primaries)} (the backups take over)",
+                            f.estimate(edges_without(model.cfg, primaries)), ">=", t["takes_over"]))
+        checks.append(check(f"f without the primaries and the backups {'+'.join(backups)}",
+                            f.estimate(edges_without(model.cfg, primaries + backups)), "<=", THRESHOLDS["completeness"]))
+    elif trap.kind == "or-gate":
+        for i, path in enumerate(trap.paths):
+            others = trap.path_edges() - set(path)
+            checks.append(check(f"path {i + 1} alone: f", f.estimate(circuit - others, neurons), ">=", t["path_alone"]))
+            checks.append(check(f"path {i + 1} removed alone: |f change|",
+                                abs(whole - f.estimate(circuit - set(path), neurons)), "<=", t["no_change"]))
+        checks.append(check("every path removed: f", f.estimate(circuit - trap.path_edges(), neurons), "<=",
+                            THRESHOLDS["completeness"]))
+    elif trap.kind == "cancellation":
+        for node in trap.nodes["cancelling"]:
+            without = f.estimate({e for e in circuit if node not in (e.sender, e.receiver)}, neurons)
+            checks.append(check(f"{node} removed: |f change| (its effects cancel)", abs(whole - without), "<=",
+                                t["no_change"]))
+            for edge in sorted(e for e in circuit if e.sender == node):
+                checks.append(check(f"{edge} removed: |f change| (the answer runs through it)",
+                                    abs(whole - f.estimate(circuit - {edge}, neurons)), ">=", t["runs_through"]))
+    elif trap.kind == "saturation":
+        checks += [_saturation_check(model, task, node, n, seed) for node in trap.nodes["saturated"]]
+    return checks
+
+
+@torch.no_grad()
+def _saturation_check(model: Transformer, task: Task, node: str, n: int, seed: int) -> Check:
+    """Mean attention of ``node`` on its top key at the scored positions of clean inputs."""
+    _, layer, head = comp.parse(node)
+    batch = task.counterfactual(n, seed).clean
+    name = f"blocks.{layer}.attn.hook_pattern"
+    _, cache = model.run_with_cache(batch.tokens.to(model.device), names=[name])
+    top = cache[name][:, head].max(-1).values.cpu()  # [batch, query_pos]
+    scored = batch.scored  # [batch, pos]
+    estimate = ratio_estimate((top * scored).sum(-1), scored.sum(-1), BOOTSTRAP_REPLICATES, seed)
+    return Check(f"saturation: attention of {node} on its top key", estimate.value, ">=",
+                 TRAP_THRESHOLDS["saturated"], estimate.interval())
 
 
 def _role_checks(model: Transformer, task: Task, truth: Truth, n: int, seed: int) -> list[Check]:

@@ -77,18 +77,24 @@ def optional_edges(model: Transformer, task: Task, truth: Truth, n_pairs: int = 
     """The edges of ``truth`` that the build data cannot show to be required.
 
     An edge is required when the circuit without it is clearly no longer faithful: on the
-    build pairs, f(circuit minus e) lies below the certificate's faithfulness bound by more
-    than its sampling error (the upper end of its 95% bootstrap interval plus the
-    interval's half-width), so that held-out pairs confirm it. Every other edge is
+    build pairs, f(circuit minus e) lies outside 1 +- (1 - the certificate's faithfulness
+    bound) by more than its sampling error (the nearer end of its 95% bootstrap interval
+    plus the interval's half-width), so that held-out pairs confirm it. Every other edge is
     optional: a circuit without it may be as true, and nobody can decide which. ``certify``
-    checks each required edge on held-out pairs.
+    checks each required edge on held-out pairs. An or-gate trap's paths are never
+    optional: each alone is redundant by design, and the trap's own checks prove them.
     """
     f = Faithfulness(model, task.counterfactual(n_pairs, seed), BOOTSTRAP_REPLICATES, seed)
     circuit, neurons = set(truth.edges), truth.neurons()
+    paths = truth.trap.path_edges() if truth.trap else set()
+    slack = 1 - THRESHOLDS["faithfulness"]
     optional = set()
     for edge in truth.edges:
+        if edge in paths:
+            continue
         low, high = f.estimate(circuit - {edge}, neurons).interval()
-        if high + (high - low) / 2 >= THRESHOLDS["faithfulness"]:
+        half = (high - low) / 2
+        if high + half >= 1 - slack and low - half <= 1 + slack:
             optional.add(edge)
     return optional
 

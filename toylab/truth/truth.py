@@ -67,6 +67,49 @@ class FeatureDirection:
     description: str = ""
 
 
+TRAP_KINDS = ("self-repair", "or-gate", "saturation", "cancellation")
+
+
+@dataclass(frozen=True)
+class Trap:
+    """A documented failure of a family of methods that this model reproduces, as data.
+
+    ``certify`` checks the mechanism by intervention (``toylab.truth.certify``), the harness
+    says which methods fell in (``toylab.validate``).
+    """
+
+    kind: str  # one of TRAP_KINDS
+    mechanism: str  # in words: what the trap does to which methods, and why
+    reference: str  # where the failure is documented
+    falls_in: tuple[str, ...]  # baselines expected to fail on it
+    remedies: tuple[str, ...]  # baselines expected to recover the truth
+    # The components the mechanism names, by role: "primary"/"backup" (self-repair),
+    # "cancelling" (cancellation), "saturated" (saturation).
+    nodes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # or-gate: alternative paths, each sufficient alone (each a tuple of edges of the truth).
+    paths: tuple[tuple[Edge, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in TRAP_KINDS:
+            raise ValueError(f"unknown trap kind {self.kind!r}; known: {list(TRAP_KINDS)}")
+        object.__setattr__(self, "falls_in", tuple(self.falls_in))
+        object.__setattr__(self, "remedies", tuple(self.remedies))
+        object.__setattr__(self, "nodes", {role: tuple(ids) for role, ids in self.nodes.items()})
+        object.__setattr__(self, "paths", tuple(tuple(Edge.parse(e) for e in path) for path in self.paths))
+        for ids in self.nodes.values():
+            for node in ids:
+                comp.parse(node)
+
+    def path_edges(self) -> set[Edge]:
+        return {e for path in self.paths for e in path}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "mechanism": self.mechanism, "reference": self.reference,
+                "falls_in": list(self.falls_in), "remedies": list(self.remedies),
+                "nodes": {role: list(ids) for role, ids in self.nodes.items()},
+                "paths": [[e.to_list() for e in path] for path in self.paths]}
+
+
 @dataclass(frozen=True)
 class Truth:
     model: str  # the zoo name it belongs to
@@ -81,6 +124,7 @@ class Truth:
     variables: tuple[CausalVariable, ...] = ()
     features: tuple[FeatureDirection, ...] = ()
     claims: dict[str, Any] = field(default_factory=dict)  # algorithm-level, e.g. {"key_frequencies": [...]}
+    trap: Trap | None = None  # the method trap this model is, where it is one
     certificate: dict[str, Any] | None = None  # written by certify(); see Certificate.to_dict
 
     def __post_init__(self) -> None:
@@ -108,6 +152,9 @@ class Truth:
         for variable in self.variables:
             for c in variable.components:
                 comp.parse(c)
+        if self.trap is not None and not self.trap.path_edges() <= set(self.edges):
+            raise ValueError(f"the trap's paths use edges {sorted(map(str, self.trap.path_edges() - set(self.edges)))}, "
+                             "which are not edges of the circuit")
 
     # ---- views ----------------------------------------------------------------------
     def edges_at(self, granularity: str) -> tuple[Edge, ...]:
@@ -145,6 +192,10 @@ class Truth:
             comp.check_edge(edge, cfg)
             if edge.kind == "head":
                 raise ValueError(f"edge {edge}: a truth is written at qkv granularity (q, k or v into heads)")
+        if self.trap is not None:
+            for ids in self.trap.nodes.values():
+                for node in ids:
+                    comp.check_component(node, cfg)
 
     def with_certificate(self, certificate: dict[str, Any]) -> Truth:
         return Truth(**{**self._fields(), "certificate": certificate})
@@ -175,6 +226,7 @@ class Truth:
             "attention": [vars(a) for a in self.attention],
             "variables": [{**vars(v), "components": list(v.components)} for v in self.variables],
             "features": [{**vars(f), "vector": list(f.vector)} for f in self.features],
+            "trap": None if self.trap is None else self.trap.to_dict(),
         }
 
     @classmethod
@@ -196,8 +248,9 @@ class Truth:
                                    for v in data.get("variables", ())),
                 "features": tuple(FeatureDirection(**{**f, "vector": tuple(f["vector"])})
                                   for f in data.get("features", ())),
+                "trap": None if data.get("trap") is None else Trap(**data["trap"]),
             })
-        except (TypeError, KeyError) as err:
+        except (TypeError, KeyError, AttributeError) as err:
             raise ValueError(f"malformed truth: {err}") from None
 
     def save(self, folder: str | Path) -> Path:
@@ -230,4 +283,10 @@ class Truth:
                       for v in self.variables]
         for key, value in self.claims.items():
             lines.append(f"  {key}: {json.dumps(value)}")
+        if self.trap is not None:
+            lines.append(f"  trap: {self.trap.kind} ({self.trap.reference})")
+            lines.append(f"    {self.trap.mechanism}")
+            lines.append(f"    falls in: {', '.join(self.trap.falls_in)}; remedies: {', '.join(self.trap.remedies)}")
+            lines += [f"    {role}: {', '.join(ids)}" for role, ids in self.trap.nodes.items()]
+            lines += [f"    path {i + 1}: {', '.join(map(str, path))}" for i, path in enumerate(self.trap.paths)]
         return "\n".join(lines)

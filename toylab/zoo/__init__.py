@@ -167,7 +167,7 @@ def record_truth(folder: str | Path, model: Transformer, task: Task, truth: Trut
 
 def _build(rec: Recipe, seed: int, out: Path, card: dict[str, Any]) -> TrainResult:
     """A constructed model: weights set by ``rec.build``, saved like a trained one."""
-    model = rec.build(rec.task)
+    model = rec.build(rec.task, seed)
     metrics = evaluate(model, rec.task)
     full_card = {**card, "recipe": {"model": model.cfg.to_dict(), "task": rec.task.to_dict(),
                                     "train": rec.train.to_dict()},

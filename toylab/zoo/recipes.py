@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from toylab.models import Transformer, TransformerConfig
-from toylab.tasks import Induction, ModularAddition, Task
+from toylab.tasks import Induction, Logic, ModularAddition, Task
 from toylab.tasks.brackets import Brackets, BracketsAlgorithm
 from toylab.tasks.factual_recall import FactualRecall, FactualRecallAlgorithm
 from toylab.tasks.induction import InductionAlgorithm
@@ -26,6 +26,7 @@ from toylab.truth import Algorithm, Truth
 from toylab.truth.construct import construct_induction
 from toylab.truth.identify import edges_among, identify_edges
 from toylab.truth.siit import SIIT
+from toylab.truth.traps import GATE, TRAPS, build_trap, config_for, trap_truth
 from toylab.zoo import truths
 
 
@@ -40,20 +41,22 @@ class Recipe:
     truth: Truth | None = None
     algorithm: Callable[[Task], Algorithm] | None = None  # the task's high-level causal model
     seeds: tuple[int, ...] = (0,)  # seeds that ship; the first is the recipe's own
-    build: Callable[[Task], Transformer] | None = None  # sets weights by hand instead of training
+    build: Callable[[Task, int], Transformer] | None = None  # (task, seed): sets weights by hand instead of training
     # The truth fixes the nodes; its edges among them are identified on each seed's weights
     # (toylab.truth.identify) before certification. For enforced recipes whose wiring
     # between the chosen components is left to training.
     edges_per_seed: bool = False
-    # Certified recipes that ship several seeds: the truth identified on each of them (it
-    # differs by seed, e.g. modular addition's key frequencies); ``truth`` is that of seeds[0].
+    # Recipes whose truth differs by seed: certified ones that ship several seeds (the truth
+    # identified on each, e.g. modular addition's key frequencies) and constructed ones whose
+    # builder places the circuit by seed (the traps). ``truth`` is that of seeds[0].
     seed_truths: Mapping[int, Truth] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.seed_truths and (self.provenance != "certified" or set(self.seed_truths) != set(self.seeds)
+        if self.seed_truths and (self.provenance not in ("certified", "constructed")
+                                 or set(self.seed_truths) != set(self.seeds)
                                  or self.seed_truths[self.seeds[0]] is not self.truth):
-            raise ValueError(f"{self.name}: seed_truths must give a certified truth for each shipped seed, "
-                             f"with truth the one of seed {self.seeds[0]}")
+            raise ValueError(f"{self.name}: seed_truths must give a certified or constructed truth for each "
+                             f"shipped seed, with truth the one of seed {self.seeds[0]}")
 
     def with_seed(self, seed: int) -> Recipe:
         return dataclasses.replace(self, train=dataclasses.replace(self.train, seed=seed))
@@ -71,6 +74,8 @@ class Recipe:
         """
         if self.truth is None:
             return None
+        if self.provenance == "constructed" and self.seed_truths:
+            return self.seed_truths.get(seed)
         if self.provenance == "certified":
             if self.seed_truths:
                 return self.seed_truths.get(seed)
@@ -195,7 +200,7 @@ def _recipes() -> dict[str, Recipe]:
             claims=("test/accuracy >= 0.999", "test/loss <= 0.01"),
             truth=truths.INDUCTION_CONSTRUCTED,
             algorithm=InductionAlgorithm,
-            build=construct_induction,
+            build=lambda task, seed: construct_induction(task),
         ),
         Recipe(
             name="brackets-siit",
@@ -234,8 +239,28 @@ def _recipes() -> dict[str, Recipe]:
             algorithm=FactualRecallAlgorithm,
             edges_per_seed=True,
         ),
+        *(_trap_recipe(trap) for trap in TRAPS),
     ]
     return {r.name: r for r in recipes}
+
+
+def _trap_recipe(trap: str) -> Recipe:
+    task = Logic(GATE[trap])
+    seeds = (0, 1, 2)
+    truths_by_seed = {seed: trap_truth(trap, seed) for seed in seeds}
+    return Recipe(
+        name=f"trap-{trap}",
+        description=f"A method trap ({trap}), every weight set by hand; which heads play the roles is drawn from "
+        f"the seed. {truths_by_seed[0].description} See toylab.truth.traps.",
+        task=task,
+        model=config_for(task),
+        train=TrainConfig(steps=1, seed=0),
+        claims=("test/accuracy >= 0.999", "test/loss <= 0.01"),
+        truth=truths_by_seed[0],
+        seeds=seeds,
+        build=lambda task, seed: build_trap(trap, task, seed),
+        seed_truths=truths_by_seed,
+    )
 
 
 RECIPES: dict[str, Recipe] = _recipes()

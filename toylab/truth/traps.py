@@ -1,0 +1,342 @@
+"""Method traps: hand-built models whose known circuit makes one family of methods fail.
+
+Each trap reproduces a failure documented in the literature, on a ``Logic`` gate, with every
+weight set by hand so that the mechanism is exactly what is written here:
+
+    self-repair   (McGrath et al. 2023; Rushing & Nanda 2024) y = a. The primary head P
+                  copies a to the answer. A backup head B in layer 1 would copy it too, but
+                  its query reads what P wrote and its key the value of a: when they agree
+                  it attends BOS (writes nothing). Ablate P (resample: P now argues for the
+                  other answer) and B attends to a and writes twice P's weight: the answer is
+                  restored exactly, so P's total effect is 0 though P carries the answer.
+    or-gate       (Heimersheim & Nanda 2024) y = a or b. Heads A and B move a and b to the
+                  answer position; MLP0 computes min(a + b, 1). From a = b = 1, turning off
+                  either input alone changes nothing (noising sees neither path), turning on
+                  either alone from a = b = 0 restores the answer (denoising sees each).
+    saturation    (Kramár et al. 2024, AtP*; Syed et al. 2023) y = b if s else a. Head Z
+                  moves s to the answer position; the selector head M's query reads it and
+                  attends to b or to a with a score gap of 2 * SELECT_GAIN, so its softmax
+                  is saturated: the gradient through the query is ~e^-20 while flipping s
+                  flips the answer.
+    narrow-switch (Kramár et al. 2024; Hanna et al. 2024 on EAP-IG's steps) the saturation
+                  trap with the selector's switch moved off-centre: it attends to b only
+                  when sel > SWITCH_AT, with a gain of NARROW_GAIN. Saturated at both ends,
+                  and along the straight path from the corrupted to the clean input the
+                  switch happens within ~0.01 of alpha = 0.1 or 0.9, between the points
+                  where a 5-step Riemann sum of the gradient (EAP-IG's default) looks.
+    cancellation  (Kramár et al. 2024) y = a. Head D copies a to the answer; head A copies
+                  it too, and writes it into a hidden channel that head C (layer 1) reads
+                  and writes back with the opposite sign: A's direct and indirect effects
+                  cancel, its total effect is 0, while each of its paths carries the answer.
+
+Every trap also has three *distractor* heads with small real effects (faint copies of the
+circuit's last step, each 1-2.5% of the answer): the noise floor of a real model. A method
+that scores a circuit component at 0 ranks it below them, as a method on a large model would.
+Which heads play which role is drawn from the seed (``trap_heads``), so a method cannot
+learn the answer from head indices; the weights of the distractors too.
+
+Residual stream (``Layout``): one-hot ``tok`` [d_vocab] and ``pos`` [n_ctx], then four
+scalar channels: ``ans`` (read by the unembedding: logit(true) - logit(false) =
+LOGIT_SCALE * ans), ``hidden`` (cancellation), ``or_in`` (or-gate) and ``sel`` (saturation).
+No LayerNorm; every bias is 0 except MLP0's in the or-gate.
+
+    model = build_trap("self-repair", Logic("copy"), seed=0)
+    truth = trap_truth("self-repair", seed=0)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from toylab.components import Edge, head_id
+from toylab.models import Transformer, TransformerConfig
+from toylab.tasks.base import seeded_generator
+from toylab.tasks.logic import BIT_POS, FALSE, QUERY, TRUE, Logic, bit_token
+from toylab.truth.truth import AttentionRole, Trap, Truth
+
+TRAPS = ("self-repair", "or-gate", "saturation", "narrow-switch", "cancellation")
+GATE = {"self-repair": "copy", "or-gate": "or", "saturation": "mux", "narrow-switch": "mux", "cancellation": "copy"}
+KIND = {"narrow-switch": "saturation"}  # the Trap kind of each trap whose name is not one
+N_LAYERS, N_HEADS, D_HEAD, D_MLP = 2, 4, 4, 4
+ATTN_GAIN = 20.0  # score of the key a head is built to attend to, over the others
+SELECT_GAIN = 10.0  # the selector's score gap per unit of sel (saturation)
+NARROW_GAIN, SWITCH_AT = 40.0, 0.8  # narrow-switch: gaps of 16 (sel = 1) and 144 (sel = -1)
+LOGIT_SCALE = 8.0  # logit(true) - logit(false) per unit of ans
+BACKUP_WEIGHT = 2.0  # what the backup writes, in units of the primary's write: full repair
+CHANNELS = ("ans", "hidden", "or_in", "sel")
+
+# Where each trap's roles live: layer -> roles, in the order trap_heads assigns them.
+# "distractor" heads are faint copies of the circuit's last step.
+ROLES: dict[str, dict[int, tuple[str, ...]]] = {
+    "self-repair": {0: ("primary", "distractor", "distractor"), 1: ("backup", "distractor")},
+    "or-gate": {0: ("path_a", "path_b", "distractor"), 1: ("distractor", "distractor")},
+    "saturation": {0: ("mover",), 1: ("selector", "distractor", "distractor", "distractor")},
+    "narrow-switch": {0: ("mover",), 1: ("selector", "distractor", "distractor", "distractor")},
+    "cancellation": {0: ("direct", "cancelling", "distractor"), 1: ("canceller", "distractor", "distractor")},
+}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each subspace lies in the residual stream (see the module docstring)."""
+
+    d_vocab: int
+    n_ctx: int
+
+    def tok(self, token: int) -> int:
+        return token
+
+    def pos(self, position: int) -> int:
+        return self.d_vocab + position
+
+    def channel(self, name: str) -> int:
+        return self.d_vocab + self.n_ctx + CHANNELS.index(name)
+
+    @property
+    def d_model(self) -> int:
+        return self.d_vocab + self.n_ctx + len(CHANNELS)
+
+
+def _check(trap: str, task: object) -> None:
+    if trap not in TRAPS:
+        raise ValueError(f"unknown trap {trap!r}; the traps are {list(TRAPS)}")
+    if not isinstance(task, Logic) or task.gate != GATE[trap]:
+        raise ValueError(f"the {trap} trap is built on Logic(gate={GATE[trap]!r}), got {task!r}")
+
+
+def config_for(task: Logic) -> TransformerConfig:
+    lay = Layout(task.d_vocab, task.n_ctx)
+    return TransformerConfig(n_layers=N_LAYERS, d_model=lay.d_model, n_heads=N_HEADS, d_head=D_HEAD, d_mlp=D_MLP,
+                             act_fn="relu", d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx,
+                             normalization_type=None)
+
+
+def trap_heads(trap: str, seed: int) -> dict[str, list[str]]:
+    """Which head plays which role on this seed: {role: [head ids]} (a seeded shuffle per layer)."""
+    if trap not in TRAPS:
+        raise ValueError(f"unknown trap {trap!r}; the traps are {list(TRAPS)}")
+    out: dict[str, list[str]] = {}
+    for layer, roles in ROLES[trap].items():
+        order = torch.randperm(N_HEADS, generator=seeded_generator(seed * 100 + layer)).tolist()
+        for role, head in zip(roles, order):
+            out.setdefault(role, []).append(head_id(layer, head))
+    return out
+
+
+def _distractor_weights(seed: int, n: int) -> list[float]:
+    """Each distractor's share of the answer: uniform in [0.01, 0.025)."""
+    g = seeded_generator(seed * 100 + 99)
+    return [0.01 + 0.015 * float(u) for u in torch.rand(n, generator=g)]
+
+
+def build_trap(trap: str, task: Logic, seed: int = 0) -> Transformer:
+    """The hand-built model of ``trap`` on ``task`` (see the module docstring)."""
+    _check(trap, task)
+    lay = Layout(task.d_vocab, task.n_ctx)
+    model = Transformer(config_for(task))
+    heads = trap_heads(trap, seed)
+    gain = ATTN_GAIN * math.sqrt(D_HEAD)  # undoes the attention's 1 / sqrt(d_head)
+
+    def attn(node: str):
+        layer, head = int(node[1]), int(node[3:])
+        return model.blocks[layer].attn, head
+
+    def attend(node: str, position: int) -> None:
+        """From the "?" position, attend to ``position`` (d_head index 0 of q and k)."""
+        a, h = attn(node)
+        a.W_Q[h, lay.tok(QUERY), 0] = gain
+        a.W_K[h, lay.pos(position), 0] = 1.0
+
+    def read_bit(node: str, bit: str, signed: bool = True) -> None:
+        """Value index 0: +1 where ``bit`` is 1, -1 (or 0 if not ``signed``) where it is 0."""
+        a, h = attn(node)
+        a.W_V[h, lay.tok(bit_token(bit, 1)), 0] = 1.0
+        if signed:
+            a.W_V[h, lay.tok(bit_token(bit, 0)), 0] = -1.0
+
+    def write(node: str, channel: str, weight: float) -> None:
+        a, h = attn(node)
+        a.W_O[h, 0, lay.channel(channel)] = weight
+
+    def copy_a(node: str, weight: float) -> None:
+        attend(node, BIT_POS["a"])
+        read_bit(node, "a")
+        write(node, "ans", weight)
+
+    def selector(node: str, select_gain: float, weight: float, switch_at: float = 0.0) -> None:
+        """Attend to b where sel > switch_at and to a where sel < switch_at, copy that bit to ans."""
+        a, h = attn(node)
+        a.W_Q[h, lay.channel("sel"), 0] = select_gain * math.sqrt(D_HEAD)
+        a.b_Q[h, 0] = -select_gain * switch_at * math.sqrt(D_HEAD)
+        a.W_K[h, lay.pos(BIT_POS["b"]), 0] = 1.0
+        a.W_K[h, lay.pos(BIT_POS["a"]), 0] = -1.0
+        a.W_Q[h, lay.tok(QUERY), 1] = gain  # a and b only: every other key scores 0
+        a.W_K[h, lay.pos(BIT_POS["a"]), 1] = 1.0
+        a.W_K[h, lay.pos(BIT_POS["b"]), 1] = 1.0
+        read_bit(node, "a")
+        read_bit(node, "b")
+        write(node, "ans", weight)
+
+    with torch.no_grad():
+        for param in model.parameters():
+            param.zero_()
+        for token in range(task.d_vocab):
+            model.embed.W_E[token, lay.tok(token)] = 1.0
+        for position in range(task.n_ctx):
+            model.pos_embed.W_pos[position, lay.pos(position)] = 1.0
+        model.unembed.W_U[lay.channel("ans"), TRUE] = LOGIT_SCALE / 2
+        model.unembed.W_U[lay.channel("ans"), FALSE] = -LOGIT_SCALE / 2
+
+        distractors = heads.pop("distractor")
+        for node, weight in zip(distractors, _distractor_weights(seed, len(distractors))):
+            if GATE[trap] == "mux":
+                selector(node, select_gain=0.5, weight=weight)  # soft: its gradient is alive
+            else:
+                copy_a(node, weight)
+
+        if trap == "self-repair":
+            (primary,), (backup,) = heads["primary"], heads["backup"]
+            copy_a(primary, 1.0)
+            # The backup attends to a (score G) unless what is in ans already agrees with
+            # a (then -G), against BOS at G / 2: a bilinear query-key suppression.
+            a, h = attn(backup)
+            a.W_Q[h, lay.tok(QUERY), 0] = gain
+            a.W_K[h, lay.pos(BIT_POS["a"]), 0] = 1.0
+            a.W_Q[h, lay.channel("ans"), 1] = -2 * gain
+            a.W_K[h, lay.tok(bit_token("a", 1)), 1] = 1.0
+            a.W_K[h, lay.tok(bit_token("a", 0)), 1] = -1.0
+            a.W_Q[h, lay.tok(QUERY), 2] = gain / 2
+            a.W_K[h, lay.pos(0), 2] = 1.0
+            read_bit(backup, "a")
+            write(backup, "ans", BACKUP_WEIGHT)
+        elif trap == "or-gate":
+            for role, bit in (("path_a", "a"), ("path_b", "b")):
+                (node,) = heads[role]
+                attend(node, BIT_POS[bit])
+                read_bit(node, bit, signed=False)  # 1 or 0
+                write(node, "or_in", 1.0)
+            # MLP0: ans = 2 min(or_in, 1) - 1 = 2 relu(or_in) - 2 relu(or_in - 1) - 1
+            mlp = model.blocks[0].mlp
+            mlp.W_in[lay.channel("or_in"), 0] = 1.0
+            mlp.W_in[lay.channel("or_in"), 1] = 1.0
+            mlp.b_in[1] = -1.0
+            mlp.W_out[0, lay.channel("ans")] = 2.0
+            mlp.W_out[1, lay.channel("ans")] = -2.0
+            mlp.b_out[lay.channel("ans")] = -1.0
+        elif GATE[trap] == "mux":
+            (mover,), (select,) = heads["mover"], heads["selector"]
+            attend(mover, BIT_POS["s"])
+            read_bit(mover, "s")
+            write(mover, "sel", 1.0)
+            if trap == "saturation":
+                selector(select, select_gain=SELECT_GAIN, weight=1.0)
+            else:
+                selector(select, select_gain=NARROW_GAIN, weight=1.0, switch_at=SWITCH_AT)
+        else:  # cancellation
+            (direct,), (cancelling,), (canceller,) = heads["direct"], heads["cancelling"], heads["canceller"]
+            copy_a(direct, 1.0)
+            copy_a(cancelling, 1.0)
+            write(cancelling, "hidden", 1.0)
+            a, h = attn(canceller)  # attends to its own position ("?"), reads hidden, writes -hidden
+            a.W_Q[h, lay.tok(QUERY), 0] = gain
+            a.W_K[h, lay.tok(QUERY), 0] = 1.0
+            a.W_V[h, lay.channel("hidden"), 0] = 1.0
+            write(canceller, "ans", -1.0)
+    return model
+
+
+_DESCRIPTIONS = {
+    "self-repair": "y = a. The primary head copies a to the answer; a backup head in layer 1 attends to a only "
+    "when what is already in the answer disagrees with a, and then writes it with twice the primary's weight. "
+    "On clean inputs the backup writes nothing; with the primary ablated it restores the answer exactly.",
+    "or-gate": "y = a or b. One head moves a, another b, to the answer position; MLP0 computes min(a + b, 1). "
+    "From a = b = 1 either path alone keeps the answer.",
+    "saturation": "y = b if s else a. A layer-0 head moves s to the answer position; the selector head's query "
+    "reads it and attends to b or to a with a saturated softmax, and copies that bit to the answer.",
+    "narrow-switch": "y = b if s else a. As the saturation trap, but the selector attends to b only when what "
+    "it reads of s exceeds 0.8, with a steep gain: the switch is narrow and off-centre.",
+    "cancellation": "y = a. One head copies a to the answer; another copies it too and writes it into a hidden "
+    "channel that a layer-1 head writes back with the opposite sign, so the second head's effects cancel.",
+}
+
+_TRAPS = {
+    "self-repair": dict(
+        mechanism="Ablating the primary head lets the backup head take over: its total effect (resample "
+        "ablation, noising) is 0 although it writes the answer. Its direct effect, and edge-level methods that "
+        "ablate its edge to the logits alone, see it.",
+        reference="McGrath et al. 2023, The Hydra Effect; Rushing & Nanda 2024, Explorations of self-repair",
+        falls_in=("resample-ablation",), remedies=("eap", "acdc", "denoising")),
+    "or-gate": dict(
+        mechanism="Two paths, each sufficient alone: noising one at a time (resample ablation, ACDC's pruning) "
+        "sees nothing, so ACDC keeps one path and drops the other, and the gradient at the clean input is 0 "
+        "(MLP0 is past its kink), so EAP sees neither. Denoising (patching one path's clean activations into "
+        "the corrupted run) restores the answer through each.",
+        reference="Heimersheim & Nanda 2024, How to use and interpret activation patching",
+        falls_in=("resample-ablation", "eap", "acdc"), remedies=("denoising", "eap-ig")),
+    "saturation": dict(
+        mechanism="The selector's softmax is saturated, so the first-order estimate of patching its query "
+        "(attribution patching, EAP) is ~0 while flipping s flips the answer. Integrating the gradient along the "
+        "path (EAP-IG) or patching for real (ACDC, resample ablation) sees it.",
+        reference="Kramár et al. 2024, AtP*; Syed et al. 2023, Attribution patching outperforms ACDC",
+        falls_in=("eap",), remedies=("eap-ig", "acdc", "resample-ablation")),
+    "narrow-switch": dict(
+        mechanism="The selector's softmax is saturated at both ends and switches in a window ~0.01 wide near "
+        "alpha = 0.1 or 0.9 of the straight path from the corrupted to the clean input. EAP's gradient at the "
+        "clean input is ~0, and so is EAP-IG's: its 5-step Riemann sum samples alpha = 0, 0.2, ..., 0.8, never "
+        "inside the window. Patching for real (ACDC, resample ablation) sees it, as does EAP-IG with enough "
+        "steps to land in the window.",
+        reference="Kramár et al. 2024, AtP*; Hanna et al. 2024, Have faith in faithfulness (EAP-IG)",
+        falls_in=("eap", "eap-ig"), remedies=("acdc", "resample-ablation")),
+    "cancellation": dict(
+        mechanism="A head whose direct effect and whose effect through a later head cancel: its total effect "
+        "is 0 though the answer runs through both its paths. Node ablation misses it; edge-level methods see "
+        "each path.",
+        reference="Kramár et al. 2024, AtP* (cancellation of direct and indirect effects)",
+        falls_in=("resample-ablation",), remedies=("eap", "eap-ig", "acdc")),
+}
+
+
+def trap_truth(trap: str, seed: int = 0) -> Truth:
+    """The ground truth of ``trap`` built with ``seed`` (its roles sit in seeded heads)."""
+    if trap not in TRAPS:
+        raise ValueError(f"unknown trap {trap!r}; the traps are {list(TRAPS)}")
+    heads = trap_heads(trap, seed)
+    name = f"trap-{trap}"
+    nodes: dict[str, str] = {"embed": "input bits"}
+    edges: list[Edge] = []
+    trap_nodes: dict[str, tuple[str, ...]] = {}
+    paths: tuple[tuple[Edge, ...], ...] = ()
+    attention: tuple[AttentionRole, ...] = ()
+    if trap == "self-repair":
+        (p,), (b,) = heads["primary"], heads["backup"]
+        nodes[p] = "primary"
+        edges = [Edge("embed", p, "v"), Edge(p, "logits", "resid")]
+        trap_nodes = {"primary": (p,), "backup": (b,)}
+    elif trap == "or-gate":
+        (a,), (b,) = heads["path_a"], heads["path_b"]
+        nodes.update({a: "moves a", b: "moves b", "MLP0": "or"})
+        paths = ((Edge("embed", a, "v"), Edge(a, "MLP0", "resid")), (Edge("embed", b, "v"), Edge(b, "MLP0", "resid")))
+        edges = [*paths[0], *paths[1], Edge("MLP0", "logits", "resid")]
+    elif GATE[trap] == "mux":
+        (z,), (m,) = heads["mover"], heads["selector"]
+        nodes.update({z: "moves s", m: "selector"})
+        edges = [Edge("embed", z, "v"), Edge(z, m, "q"), Edge(m, "logits", "resid")]
+        trap_nodes = {"saturated": (m,)}
+    else:
+        (d,), (a,), (c,) = heads["direct"], heads["cancelling"], heads["canceller"]
+        nodes.update({d: "copies a", a: "cancelling", c: "canceller"})
+        edges = [Edge("embed", d, "v"), Edge(d, "logits", "resid"), Edge("embed", a, "v"), Edge(a, "logits", "resid"),
+                 Edge(a, c, "v"), Edge(c, "logits", "resid")]
+        trap_nodes = {"cancelling": (a,)}
+    nodes["logits"] = "output"
+    return Truth(
+        model=name, provenance="constructed", description=_DESCRIPTIONS[trap], nodes=nodes, edges=tuple(edges),
+        attention=attention,
+        trap=Trap(kind=KIND.get(trap, trap), nodes=trap_nodes, paths=paths, **_TRAPS[trap]),
+    )
+
+
+__all__ = ["GATE", "TRAPS", "Layout", "build_trap", "config_for", "trap_heads", "trap_truth"]
