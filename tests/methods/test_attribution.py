@@ -141,3 +141,43 @@ def test_bad_inputs_raise_clear_errors(siit, pair):
     with pytest.raises(ValueError, match="nothing to attribute"):
         eap(siit.model, same)
     assert not siit.model.has_hooks()
+
+
+def test_edge_patching_into_the_logits_is_the_unembedded_difference_of_the_sender(siit, pair):
+    """Into the logits an edge is linear: noising it moves m by the sender's corrupted-minus-clean
+    output through W_U, denoising by the reverse, computed here from a cache by hand."""
+    from toylab.methods import edge_patching
+
+    model = siit.model
+    noise, denoise = (edge_patching(model, pair, direction=d) for d in ("noise", "denoise"))
+    with torch.no_grad():
+        _, clean = model.run_with_cache(pair.clean.tokens, names=["blocks.1.attn.hook_result"])
+        _, corr = model.run_with_cache(pair.corrupted.tokens, names=["blocks.1.attn.hook_result"])
+        m_clean, m_corr = (float(logit_diff(model(b.tokens), pair)) for b in (pair.clean, pair.corrupted))
+        for head in range(model.cfg.n_heads):
+            delta = corr["blocks.1.attn.hook_result"][:, :, head] - clean["blocks.1.attn.hook_result"][:, :, head]
+            moved = float(logit_diff(delta @ model.unembed.W_U, pair))  # the logit diff the swap adds
+            edge = Edge(f"L1H{head}", "logits", "resid")
+            assert noise[edge] == pytest.approx(-moved / (m_clean - m_corr), abs=1e-4)
+            assert denoise[edge] == pytest.approx(-moved / (m_clean - m_corr), abs=1e-4)
+    with pytest.raises(ValueError, match="direction must be"):
+        edge_patching(model, pair, direction="sideways")
+
+
+def test_the_qk_fix_is_exact_where_everything_after_the_pattern_is_linear(siit, pair, result):
+    """Into a last-layer head's query or key, the fixed estimate recomputes the pattern exactly and
+    what follows (values, W_O, W_U) is linear: it equals real patching, where the plain gradient
+    of this saturated model misses most of the effect. Other edges keep EAP's estimate."""
+    from toylab.methods import edge_patching
+
+    fixed = eap(siit.model, pair, qk_fix=True)
+    real = edge_patching(siit.model, pair)
+    assert fixed.method == "eap-qk"
+    last = siit.model.cfg.n_layers - 1
+    for edge, value in result.scores.items():
+        if edge.kind not in ("q", "k"):
+            assert fixed[edge] == pytest.approx(value, abs=1e-6)
+        elif comp.parse(edge.receiver)[1] == last:
+            assert fixed[edge] == pytest.approx(real[edge], abs=1e-4)
+    key = Edge("L0H2", "L1H1", "k")  # the circuit's K-composition
+    assert real[key] > 0.5 and abs(result[key]) < 0.1

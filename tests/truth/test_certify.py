@@ -20,7 +20,8 @@ def test_every_shipped_model_has_a_truth_whose_recorded_certificate_matches_its_
     zm = zoo.load(name, seed=seed)
     assert zm.truth is not None and zm.truth.provenance in ("constructed", "enforced", "certified")
     rec = zoo.recipe(name)
-    assert zm.truth.nodes == rec.seed_truths.get(seed, rec.truth).nodes  # the shipped JSON is the recipe's truth
+    declared = rec.seed_truths.get(seed, rec.truth)
+    assert zm.truth.nodes == declared.nodes and zm.truth.trap == declared.trap  # the shipped JSON is the recipe's
     recorded = zm.truth.certificate
     assert recorded["passed"] and zm.card["certificate"]["passed"]
     assert recorded["seed"] == CERTIFICATE_SEED != IDENTIFY_SEED and recorded["n_pairs"] == CERTIFICATE_PAIRS

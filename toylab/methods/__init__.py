@@ -7,7 +7,8 @@ The families, each a module (helpers and slow references stay there, importable 
     circuits             ov_circuit, qk_circuit, composition_scores: QK/OV circuits from the weights
     lens                 logit_lens, direct_logit_attribution: reading the residual stream as logits
     patching             activation_patching, path_patching: fast and exact
-    attribution          eap, eap_ig: edge attribution patching, every edge from one backward pass
+    attribution          eap (qk_fix: AtP*'s QK fix), eap_ig: edge attribution patching, every edge
+                         from one backward pass; edge_patching: the exact reference, a forward per edge
     circuit_discovery    acdc: automatic circuit discovery by greedy edge pruning
     fourier, progress    key_frequencies, frequency_losses, progress_measures: grokking modular addition
     superposition        feature_status, reconstruction, phase_diagram: toy models of superposition
@@ -21,7 +22,7 @@ Upper-case names list the choices of an option (``ablate(..., method=m)`` for m 
 """
 
 from toylab.methods.ablation import ABLATIONS, AblationScores, ablate, ablation_scores
-from toylab.methods.attribution import EdgeAttribution, eap, eap_ig
+from toylab.methods.attribution import EdgeAttribution, eap, eap_ig, edge_patching
 from toylab.methods.check import Check
 from toylab.methods.circuit_discovery import ACDC_METRICS, ACDCResult, acdc
 from toylab.methods.circuits import (
@@ -106,6 +107,7 @@ __all__ = [
     "acdc",
     "eap",
     "eap_ig",
+    "edge_patching",
     # Fourier analysis of modular addition; Check is the result of a method that tests a claim
     "SPLITS",
     "Check",

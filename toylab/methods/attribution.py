@@ -50,6 +50,31 @@ ranking circuit discovery uses (``top(k, absolute=True)``).
 With ``steps=1`` EAP-IG takes its gradient on the corrupted run alone (e_0 = e_corr), so it
 equals plain EAP on the pair with clean and corrupted swapped.
 
+eap(..., qk_fix=True)  ("eap-qk", the QK fix of AtP*, Kramár et al. 2024, applied to edges).
+         A saturated softmax has a ~0 gradient however much patching its query or keys
+         would move it, so for edges into a head's q or k the estimate skips the
+         softmax's linearisation: the receiving head's attention pattern is recomputed
+         exactly with the sender's corrupted output in its query (or keys) input, and
+         only what follows the pattern is linearised:
+             sum over batch, head's query and key positions of
+             (pattern(patched) - pattern) * dm/d(pattern)
+         Edges into v, MLPs and the logits keep plain EAP's estimate. Cost: eap's, plus
+         one pattern per (sender, head, q or k), computed from cached inputs (no forward).
+         Where the sender's own output moves only through a saturated softmax further
+         down (the edge into the sender's v, say), the estimate stays ~0: the fix repairs
+         the receiver's softmax, not the ones after it.
+
+edge_patching  (the exact reference the estimates above approximate: one patched
+         forward per edge). ``direction="noise"``: the clean run with edge e alone
+         reading its sender's corrupted output; scores[e] = (m_clean - m(e ablated)) /
+         (m_clean - m_corr), the share of the effect that noising e destroys.
+         ``direction="denoise"``: the corrupted run with edge e alone reading its
+         sender's output on the clean input, everything downstream recomputed;
+         scores[e] = (m(e restored) - m_corr) / (m_clean - m_corr), the share denoising
+         e restores. Noising one edge of two redundant paths shows
+         nothing, denoising shows each (Heimersheim & Nanda 2024).
+         Cost: one forward (plus one cached corrupted run) per edge.
+
     result = eap(model, pair)
     result.top(5, absolute=True)          # [(Edge("L0H1", "L1H1", "k"), 0.93), ...]
     result[("L0H1", "L1H1", "k")]         # one edge's signed score
@@ -68,6 +93,7 @@ from torch import Tensor
 from toylab import components as comp
 from toylab.components import Edge
 from toylab.hooks import UnknownNameError
+from toylab.interventions import ablated_logits
 from toylab.models import Transformer
 from toylab.tasks import CounterfactualPair, logit_diff
 
@@ -117,11 +143,13 @@ class EdgeAttribution:
 # ---- the public functions ----------------------------------------------------------------
 
 
-def eap(model: Transformer, pair: CounterfactualPair, *, metric: Metric | None = None) -> EdgeAttribution:
+def eap(model: Transformer, pair: CounterfactualPair, *, metric: Metric | None = None,
+        qk_fix: bool = False) -> EdgeAttribution:
     """Edge attribution patching: 2 forwards and 1 backward (see the module docstring).
 
     ``metric(logits)`` maps logits [batch, pos, d_vocab_out] to a scalar; by default the
-    task's ``logit_diff(logits, pair)``.
+    task's ``logit_diff(logits, pair)``. ``qk_fix`` recomputes the attention pattern
+    exactly for edges into queries and keys (AtP*'s QK fix; the result's method is "eap-qk").
     """
     metric = _default_metric(pair) if metric is None else metric
     clean_tokens, corrupted_tokens = _tokens(model, pair)
@@ -131,7 +159,32 @@ def eap(model: Transformer, pair: CounterfactualPair, *, metric: Metric | None =
     m_corr = float(metric(logits))
     grads, clean, m_clean = _receiver_gradients(model, clean_tokens, metric)  # [b, p, receiver, m], [b, p, sender, m]
     delta = _stack_senders(corrupted, cfg) - clean  # [batch, pos, sender, d_model]
-    return _attribution("eap", cfg, delta, grads, m_clean, m_corr)
+    if not qk_fix:
+        return _attribution("eap", cfg, delta, grads, m_clean, m_corr)
+    return _attribution("eap-qk", cfg, delta, grads, m_clean, m_corr,
+                        exact=_qk_fixed(model, clean_tokens, metric, delta))
+
+
+def edge_patching(model: Transformer, pair: CounterfactualPair, *, direction: str = "noise",
+                  metric: Metric | None = None) -> EdgeAttribution:
+    """Patch every edge alone, for real (see the module docstring): one forward per edge."""
+    if direction not in ("noise", "denoise"):
+        raise ValueError(f"direction must be 'noise' or 'denoise', got {direction!r}")
+    metric = _default_metric(pair) if metric is None else metric
+    clean_tokens, corrupted_tokens = _tokens(model, pair)
+    cfg = model.cfg
+    edges = [e for e in comp.edges(cfg) if e.sender != "pos_embed"]
+    everything = set(comp.edges(cfg))
+    with torch.no_grad():
+        m_clean, m_corr = float(metric(model(clean_tokens))), float(metric(model(corrupted_tokens)))
+    _check_effect(m_clean, m_corr)
+    # Noising runs the clean input and patches from the corrupted one; denoising the reverse.
+    base, source = (clean_tokens, corrupted_tokens) if direction == "noise" else (corrupted_tokens, clean_tokens)
+    scores = {}
+    for edge in edges:
+        m = float(metric(ablated_logits(model, base, source, everything - {edge})))
+        scores[edge] = (m_clean - m if direction == "noise" else m - m_corr) / (m_clean - m_corr)
+    return EdgeAttribution(f"edge-patching-{direction}", scores, m_clean, m_corr)
 
 
 def eap_ig(model: Transformer, pair: CounterfactualPair, *, steps: int = 5,
@@ -266,14 +319,78 @@ def _receiver_gradients(model: Transformer, tokens: Tensor, metric: Metric,
     return torch.cat(parts, dim=2).detach(), _stack_senders(outputs, cfg), float(m.detach())
 
 
-def _attribution(method: str, cfg, delta: Tensor, grads: Tensor, m_clean: float, m_corr: float) -> EdgeAttribution:
-    """delta . grad summed over batch and pos, per edge, over m_corr - m_clean."""
+def _check_effect(m_clean: float, m_corr: float) -> None:
     # float32 forwards of the same tokens agree to ~1e-7 relative: below 1e-6 there is no effect.
     if abs(m_clean - m_corr) <= 1e-6 * max(1.0, abs(m_clean), abs(m_corr)):
         raise ValueError("the model's metric does not change between clean and corrupted inputs "
                          f"(m = {m_clean:.3g} on both): nothing to attribute")
-    scores = torch.einsum("bpsm,bprm->sr", delta, grads) / (m_corr - m_clean)  # [sender, receiver]
-    scores = scores.cpu()
+
+
+def _qk_fixed(model: Transformer, tokens: Tensor, metric: Metric, delta: Tensor) -> dict[tuple[int, int], Tensor]:
+    """AtP*'s QK fix: for each (sender, q or k receiver), sum of (pattern(patched) - pattern)
+    . dm/d(pattern), the patched pattern recomputed exactly. {(sender, receiver) index: value}."""
+    cfg = model.cfg
+    names = [f"blocks.{layer}.{name}" for layer in range(cfg.n_layers)
+             for name in ("hook_resid_pre", "attn.hook_q", "attn.hook_k")]
+    cache: dict[str, Tensor] = {}
+    patterns: dict[int, Tensor] = {}
+
+    def record(x: Tensor, hook) -> None:
+        cache[hook.name] = x.detach()
+
+    def probe(x: Tensor, hook) -> Tensor:
+        y = x.clone()  # its own node in the graph, so its gradient is the pattern's alone
+        patterns[int(hook.name.split(".")[1])] = y
+        return y
+
+    hooks = [(name, record) for name in names]
+    hooks += [(f"blocks.{layer}.attn.hook_pattern", probe) for layer in range(cfg.n_layers)]
+    with torch.enable_grad(), model.hooks(hooks):
+        m = metric(model(tokens))
+        layers = sorted(patterns)
+        grads = torch.autograd.grad(m, [patterns[layer] for layer in layers], allow_unused=True)
+    receiver_index = {r: i for i, r in enumerate(_receiver_ids(cfg))}
+    out: dict[tuple[int, int], Tensor] = {}
+    per_layer = cfg.n_heads + (0 if cfg.attn_only else 1)
+    with torch.no_grad():
+        for layer, grad in zip(layers, grads):
+            if grad is None:
+                continue
+            block = model.blocks[layer]
+            attn = block.attn
+            n_senders = 1 + layer * per_layer  # embed and everything before this layer
+            resid = cache[f"blocks.{layer}.hook_resid_pre"]  # [batch, pos, d_model]
+            q, k = cache[f"blocks.{layer}.attn.hook_q"], cache[f"blocks.{layer}.attn.hook_k"]  # [b, p, head, d_head]
+            patched_in = block.ln1(resid.unsqueeze(2) + delta[:, :, :n_senders])  # [batch, pos, sender, d_model]
+            n = resid.shape[1]
+            mask = attn.mask[:n, :n]
+            for head in range(cfg.n_heads):
+                clean_pattern = patterns[layer][:, head].detach()  # [batch, query_pos, key_pos]
+                for kind in ("q", "k"):
+                    W, b = (attn.W_Q, attn.b_Q) if kind == "q" else (attn.W_K, attn.b_K)
+                    new = torch.einsum("bpsm,md->bpsd", patched_in, W[head]) + b[head]  # [b, pos, sender, d_head]
+                    if kind == "q":
+                        scores = torch.einsum("bqsd,bkd->bsqk", new, k[:, :, head])
+                    else:
+                        scores = torch.einsum("bqd,bksd->bsqk", q[:, :, head], new)
+                    scores = (scores / attn.scale).masked_fill(~mask, float("-inf"))
+                    change = scores.softmax(-1) - clean_pattern.unsqueeze(1)  # [batch, sender, query_pos, key_pos]
+                    values = torch.einsum("bsqk,bqk->s", change, grad[:, head])  # [sender]
+                    r = receiver_index[(comp.head_id(layer, head), kind)]
+                    for sender in range(n_senders):
+                        out[(sender, r)] = values[sender]
+    return out
+
+
+def _attribution(method: str, cfg, delta: Tensor, grads: Tensor, m_clean: float, m_corr: float,
+                 exact: dict[tuple[int, int], Tensor] | None = None) -> EdgeAttribution:
+    """delta . grad summed over batch and pos, per edge, over m_corr - m_clean; ``exact``
+    replaces the first-order sum of some (sender, receiver) entries."""
+    _check_effect(m_clean, m_corr)
+    raw = torch.einsum("bpsm,bprm->sr", delta, grads)  # [sender, receiver]
+    for (sender, receiver), value in (exact or {}).items():
+        raw[sender, receiver] = value
+    scores = (raw / (m_corr - m_clean)).cpu()
     sender_index = {s: i for i, s in enumerate(_sender_ids(cfg))}
     receiver_index = {r: i for i, r in enumerate(_receiver_ids(cfg))}
     edges = [e for e in comp.edges(cfg) if e.sender != "pos_embed"]
@@ -281,4 +398,4 @@ def _attribution(method: str, cfg, delta: Tensor, grads: Tensor, m_clean: float,
                                     for e in edges}, m_clean, m_corr)
 
 
-__all__ = ["EdgeAttribution", "eap", "eap_ig"]
+__all__ = ["EdgeAttribution", "eap", "eap_ig", "edge_patching"]

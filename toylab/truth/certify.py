@@ -41,9 +41,9 @@ interval and its bound):
                    primaries (and completeness removes them too); each path of an or-gate
                    is sufficient alone, redundant alone and necessary with the others
                    (these replace its paths' one-at-a-time minimality and necessity); a
-                   cancelling node's removal changes f by <= 0.1 while each of its outgoing
-                   edges' changes it by >= 0.5 (these replace its own and its inputs'
-                   minimality); a saturated head's attention on its top key is >= 0.999.
+                   cancelling node's removal leaves f <= 0.1 while the first-order estimate
+                   of that removal (EAP's, summed over its edges) is <= 0.1 of the effect;
+                   a saturated head's attention on its top key is >= 0.999.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ from toylab.interventions import (
     interchanged,
     ratio_estimate,
 )
+from toylab.methods.attribution import eap
 from toylab.methods.check import Check
 from toylab.methods.detectors import row_scores, uniform_score
 from toylab.methods.fourier import check_key_frequencies
@@ -245,7 +246,7 @@ TRAP_THRESHOLDS = {
     "takes_over": 0.9,  # self-repair: f of the model without its primaries at least
     "path_alone": 0.9,  # or-gate: f of the circuit with one path only at least
     "no_change": 0.1,  # |f change| at most, where the trap says a removal changes nothing
-    "runs_through": 0.5,  # cancellation: |f change| of removing one path of the cancelling node at least
+    "first_order": 0.1,  # cancellation: |first-order estimate| of removing the cancelling node at most
     "saturated": 0.999,  # saturation: mean attention on the head's top key at the scored positions
 }
 
@@ -253,8 +254,7 @@ TRAP_THRESHOLDS = {
 def trap_exemptions(truth: Truth) -> tuple[set[str], set[Edge]]:
     """The nodes and edges whose one-at-a-time minimality and necessity a trap replaces by
     its own checks: an or-gate's paths (each alone is redundant by design, ``_trap_checks``
-    shows each is sufficient and both together necessary), a cancelling node and its inputs
-    (its effects cancel by design; each of its outgoing paths is checked instead)."""
+    shows each is sufficient and both together necessary)."""
     trap = truth.trap
     if trap is None:
         return set(), set()
@@ -263,9 +263,6 @@ def trap_exemptions(truth: Truth) -> tuple[set[str], set[Edge]]:
     if trap.paths:
         on_path = [{n for e in path for n in (e.sender, e.receiver)} for path in trap.paths]
         nodes |= set.union(*on_path) - set.intersection(*on_path)
-    for node in trap.nodes.get("cancelling", ()):
-        nodes.add(node)
-        edges |= {e for e in truth.edges if e.receiver == node}
     return nodes, edges
 
 
@@ -294,13 +291,12 @@ def _trap_checks(model: Transformer, task: Task, truth: Truth, f: Faithfulness, 
         checks.append(check("every path removed: f", f.estimate(circuit - trap.path_edges(), neurons), "<=",
                             THRESHOLDS["completeness"]))
     elif trap.kind == "cancellation":
+        estimate = eap(model, f.pair).nodes()  # the first-order estimate of each node's ablation
         for node in trap.nodes["cancelling"]:
-            without = f.estimate({e for e in circuit if node not in (e.sender, e.receiver)}, neurons)
-            checks.append(check(f"{node} removed: |f change| (its effects cancel)", abs(whole - without), "<=",
-                                t["no_change"]))
-            for edge in sorted(e for e in circuit if e.sender == node):
-                checks.append(check(f"{edge} removed: |f change| (the answer runs through it)",
-                                    abs(whole - f.estimate(circuit - {edge}, neurons)), ">=", t["runs_through"]))
+            checks.append(check(f"f without {node}", f.estimate(edges_without(model.cfg, [node])), "<=",
+                                THRESHOLDS["completeness"]))
+            checks.append(Check(f"{trap.kind}: |first-order estimate of removing {node}| (EAP, summed over its edges)",
+                                abs(estimate[node]), "<=", t["first_order"]))
     elif trap.kind == "saturation":
         checks += [_saturation_check(model, task, node, n, seed) for node in trap.nodes["saturated"]]
     return checks

@@ -24,10 +24,13 @@ weight set by hand so that the mechanism is exactly what is written here:
                   and along the straight path from the corrupted to the clean input the
                   switch happens within ~0.01 of alpha = 0.1 or 0.9, between the points
                   where a 5-step Riemann sum of the gradient (EAP-IG's default) looks.
-    cancellation  (Kramár et al. 2024) y = a. Head D copies a to the answer; head A copies
-                  it too, and writes it into a hidden channel that head C (layer 1) reads
-                  and writes back with the opposite sign: A's direct and indirect effects
-                  cancel, its total effect is 0, while each of its paths carries the answer.
+    cancellation  (Kramár et al. 2024, AtP*'s GradDrop) y = a. Head A copies a to the
+                  answer, and into a hidden channel that MLP1 reads. MLP1 writes back
+                  -g(hidden), with g piecewise linear, slope 1 at hidden = +-1 and
+                  g(1) = g(-1): to first order A's effect through MLP1 cancels its direct
+                  effect exactly, while for real MLP1 writes the same on both inputs. A
+                  carries the whole answer; the gradient at the clean input says it and
+                  its input carry nothing.
 
 Every trap also has three *distractor* heads with small real effects (faint copies of the
 circuit's last step, each 1-2.5% of the answer): the noise floor of a real model. A method
@@ -75,7 +78,7 @@ ROLES: dict[str, dict[int, tuple[str, ...]]] = {
     "or-gate": {0: ("path_a", "path_b", "distractor"), 1: ("distractor", "distractor")},
     "saturation": {0: ("mover",), 1: ("selector", "distractor", "distractor", "distractor")},
     "narrow-switch": {0: ("mover",), 1: ("selector", "distractor", "distractor", "distractor")},
-    "cancellation": {0: ("direct", "cancelling", "distractor"), 1: ("canceller", "distractor", "distractor")},
+    "cancellation": {0: ("cancelling", "distractor", "distractor"), 1: ("distractor",)},
 }
 
 
@@ -236,15 +239,19 @@ def build_trap(trap: str, task: Logic, seed: int = 0) -> Transformer:
             else:
                 selector(select, select_gain=NARROW_GAIN, weight=1.0, switch_at=SWITCH_AT)
         else:  # cancellation
-            (direct,), (cancelling,), (canceller,) = heads["direct"], heads["cancelling"], heads["canceller"]
-            copy_a(direct, 1.0)
+            (cancelling,) = heads["cancelling"]
             copy_a(cancelling, 1.0)
             write(cancelling, "hidden", 1.0)
-            a, h = attn(canceller)  # attends to its own position ("?"), reads hidden, writes -hidden
-            a.W_Q[h, lay.tok(QUERY), 0] = gain
-            a.W_K[h, lay.tok(QUERY), 0] = 1.0
-            a.W_V[h, lay.channel("hidden"), 0] = 1.0
-            write(canceller, "ans", -1.0)
+            # MLP1 writes -g(hidden) - 1 to ans, g = relu(h) - relu(-h) - 2 relu(h + 1/2) + 2 relu(h - 1/2):
+            # slope 1 at h = +-1, g(1) = g(-1) = -1, so the write is 0 on both inputs.
+            mlp = model.blocks[1].mlp
+            hidden = lay.channel("hidden")
+            for neuron, (w_in, b_in, w_out) in enumerate(((1.0, 0.0, -1.0), (-1.0, 0.0, 1.0), (1.0, 0.5, 2.0),
+                                                         (1.0, -0.5, -2.0))):
+                mlp.W_in[hidden, neuron] = w_in
+                mlp.b_in[neuron] = b_in
+                mlp.W_out[neuron, lay.channel("ans")] = w_out
+            mlp.b_out[lay.channel("ans")] = -1.0
     return model
 
 
@@ -258,30 +265,35 @@ _DESCRIPTIONS = {
     "reads it and attends to b or to a with a saturated softmax, and copies that bit to the answer.",
     "narrow-switch": "y = b if s else a. As the saturation trap, but the selector attends to b only when what "
     "it reads of s exceeds 0.8, with a steep gain: the switch is narrow and off-centre.",
-    "cancellation": "y = a. One head copies a to the answer; another copies it too and writes it into a hidden "
-    "channel that a layer-1 head writes back with the opposite sign, so the second head's effects cancel.",
+    "cancellation": "y = a. One head copies a to the answer and into a hidden channel; MLP1 reads that channel "
+    "and writes back a function whose slope cancels the head's direct effect to first order but whose value is "
+    "the same on both inputs.",
 }
 
 _TRAPS = {
     "self-repair": dict(
         mechanism="Ablating the primary head lets the backup head take over: its total effect (resample "
-        "ablation, noising) is 0 although it writes the answer. Its direct effect, and edge-level methods that "
-        "ablate its edge to the logits alone, see it.",
+        "ablation, noising, and denoising alike) is 0 although it writes the answer. Patching one edge at a "
+        "time (and EAP's QK fix, which recomputes the backup's attention exactly) flags the edges that hold "
+        "the backup back instead: ablated alone, its query or key edge makes it fire on top of the primary. "
+        "The primary's direct effect (EAP, EAP-IG, ACDC's edge to the logits) sees the circuit.",
         reference="McGrath et al. 2023, The Hydra Effect; Rushing & Nanda 2024, Explorations of self-repair",
-        falls_in=("resample-ablation",), remedies=("eap", "acdc", "denoising")),
+        falls_in=("resample-ablation", "denoising", "edge-noising", "edge-denoising", "eap-qk"),
+        remedies=("eap", "eap-ig", "acdc")),
     "or-gate": dict(
         mechanism="Two paths, each sufficient alone: noising one at a time (resample ablation, ACDC's pruning) "
         "sees nothing, so ACDC keeps one path and drops the other, and the gradient at the clean input is 0 "
         "(MLP0 is past its kink), so EAP sees neither. Denoising (patching one path's clean activations into "
         "the corrupted run) restores the answer through each.",
         reference="Heimersheim & Nanda 2024, How to use and interpret activation patching",
-        falls_in=("resample-ablation", "eap", "acdc"), remedies=("denoising", "eap-ig")),
+        falls_in=("resample-ablation", "edge-noising", "eap", "eap-qk", "acdc"),
+        remedies=("denoising", "edge-denoising", "eap-ig")),
     "saturation": dict(
         mechanism="The selector's softmax is saturated, so the first-order estimate of patching its query "
         "(attribution patching, EAP) is ~0 while flipping s flips the answer. Integrating the gradient along the "
         "path (EAP-IG) or patching for real (ACDC, resample ablation) sees it.",
         reference="Kramár et al. 2024, AtP*; Syed et al. 2023, Attribution patching outperforms ACDC",
-        falls_in=("eap",), remedies=("eap-ig", "acdc", "resample-ablation")),
+        falls_in=("eap",), remedies=("eap-qk", "eap-ig", "acdc", "resample-ablation", "edge-noising")),
     "narrow-switch": dict(
         mechanism="The selector's softmax is saturated at both ends and switches in a window ~0.01 wide near "
         "alpha = 0.1 or 0.9 of the straight path from the corrupted to the clean input. EAP's gradient at the "
@@ -289,13 +301,15 @@ _TRAPS = {
         "inside the window. Patching for real (ACDC, resample ablation) sees it, as does EAP-IG with enough "
         "steps to land in the window.",
         reference="Kramár et al. 2024, AtP*; Hanna et al. 2024, Have faith in faithfulness (EAP-IG)",
-        falls_in=("eap", "eap-ig"), remedies=("acdc", "resample-ablation")),
+        falls_in=("eap", "eap-ig"), remedies=("eap-qk", "acdc", "resample-ablation", "edge-noising")),
     "cancellation": dict(
-        mechanism="A head whose direct effect and whose effect through a later head cancel: its total effect "
-        "is 0 though the answer runs through both its paths. Node ablation misses it; edge-level methods see "
-        "each path.",
-        reference="Kramár et al. 2024, AtP* (cancellation of direct and indirect effects)",
-        falls_in=("resample-ablation",), remedies=("eap", "eap-ig", "acdc")),
+        mechanism="The head's direct effect and its effect through MLP1 cancel to first order: the gradient at "
+        "the clean input says the head and its input edge carry nothing, and that its edge into MLP1 carries as "
+        "much as its edge to the logits, while for real MLP1 writes the same on both inputs and the head carries "
+        "the whole answer. Attribution patching (EAP, its QK fix) falls in; integrating the gradient along the "
+        "path (EAP-IG: the cancelling slopes integrate to g(1) - g(-1) = 0) or patching for real does not.",
+        reference="Kramár et al. 2024, AtP* (cancellation; GradDrop)",
+        falls_in=("eap", "eap-qk"), remedies=("eap-ig", "acdc", "resample-ablation", "edge-noising")),
 }
 
 
@@ -326,10 +340,9 @@ def trap_truth(trap: str, seed: int = 0) -> Truth:
         edges = [Edge("embed", z, "v"), Edge(z, m, "q"), Edge(m, "logits", "resid")]
         trap_nodes = {"saturated": (m,)}
     else:
-        (d,), (a,), (c,) = heads["direct"], heads["cancelling"], heads["canceller"]
-        nodes.update({d: "copies a", a: "cancelling", c: "canceller"})
-        edges = [Edge("embed", d, "v"), Edge(d, "logits", "resid"), Edge("embed", a, "v"), Edge(a, "logits", "resid"),
-                 Edge(a, c, "v"), Edge(c, "logits", "resid")]
+        (a,) = heads["cancelling"]
+        nodes[a] = "copies a (cancelled to first order)"
+        edges = [Edge("embed", a, "v"), Edge(a, "logits", "resid")]
         trap_nodes = {"cancelling": (a,)}
     nodes["logits"] = "output"
     return Truth(

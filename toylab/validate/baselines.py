@@ -11,8 +11,15 @@ the method's docstring gives the definition and the cost. ``pos_embed`` is never
 random               EdgeScores "qkv": seeded uniform [0, 1) scores, the floor (AUROC 0.5).
 truth                EdgeScores "qkv": the truth's edges above every other, the ceiling (peeks).
 resample-ablation    NodeScores: |normalised effect| of resample-ablating each node alone,
-                     ``methods.ablation_scores(..., method="resample")``.
+                     ``methods.ablation_scores(..., method="resample")``: activation
+                     patching of nodes, noising (clean run, corrupted activation).
+denoising            NodeScores: the same in the other direction: |normalised effect| of
+                     patching each node's clean output into the corrupted run.
+edge-noising         EdgeScores "qkv": |score| of ``methods.edge_patching(direction="noise")``,
+                     each edge ablated alone for real (what EAP estimates).
+edge-denoising       EdgeScores "qkv": |score| of ``methods.edge_patching(direction="denoise")``.
 eap                  EdgeScores "qkv": |score| of ``methods.eap``.
+eap-qk               EdgeScores "qkv": |score| of ``methods.eap(qk_fix=True)`` (AtP*'s QK fix).
 eap-ig               EdgeScores "qkv": |score| of ``methods.eap_ig`` (5 steps).
 acdc                 EdgeScores "qkv": the damage ``methods.acdc`` measured per edge (KL,
                      threshold 0.1); ``acdc_circuit`` returns the circuit it keeps.
@@ -127,6 +134,24 @@ def resample_ablation(problem: Problem, *, n: int = 64) -> NodeScores:
     return NodeScores({node: float(e) for node, e in zip(result.components, effect)})
 
 
+def denoising(problem: Problem, *, n: int = 64) -> NodeScores:
+    """|normalised effect| of patching each node's clean output into the corrupted run.
+
+    For each node v, |m(corrupted run with v's output from the clean row) - m_corr| /
+    |m_clean - m_corr|: the share of the effect v alone restores (everything downstream
+    recomputes). Where two paths are each sufficient, noising sees neither and denoising
+    each (Heimersheim & Nanda 2024).
+    """
+    run = _run(problem, n)
+    reverse = CounterfactualPair(run.pair.corrupted, run.pair.clean, f"reverse of: {run.pair.description}")
+    with torch.no_grad():
+        m_clean = float(_metric(problem, problem.model(run.clean), run.pair))
+    result = ablation_scores(problem.model, reverse, components=problem.nodes(), method="resample",
+                             metric=lambda logits: _metric(problem, logits, run.pair))
+    restored = (result.scores - result.baseline).abs() / _scale(m_clean, result.baseline)  # [node]
+    return NodeScores({node: float(e) for node, e in zip(result.components, restored)})
+
+
 # ---- edge attribution patching and ACDC: toylab.methods --------------------------------
 def _edge_scores(result, problem: Problem) -> EdgeScores:
     """An ``EdgeAttribution``'s |score| per candidate edge."""
@@ -137,6 +162,24 @@ def eap(problem: Problem, *, n: int = 64) -> EdgeScores:
     """|score| of ``toylab.methods.eap``: edge attribution patching."""
     _check_n("n", n)
     return _edge_scores(methods.eap(problem.model, problem.pair(n)), problem)
+
+
+def eap_qk(problem: Problem, *, n: int = 64) -> EdgeScores:
+    """|score| of ``toylab.methods.eap(qk_fix=True)``: EAP with AtP*'s QK fix."""
+    _check_n("n", n)
+    return _edge_scores(methods.eap(problem.model, problem.pair(n), qk_fix=True), problem)
+
+
+def edge_noising(problem: Problem, *, n: int = 64) -> EdgeScores:
+    """|score| of ``toylab.methods.edge_patching(direction="noise")``: each edge ablated alone."""
+    _check_n("n", n)
+    return _edge_scores(methods.edge_patching(problem.model, problem.pair(n), direction="noise"), problem)
+
+
+def edge_denoising(problem: Problem, *, n: int = 64) -> EdgeScores:
+    """|score| of ``toylab.methods.edge_patching(direction="denoise")``: each edge restored alone."""
+    _check_n("n", n)
+    return _edge_scores(methods.edge_patching(problem.model, problem.pair(n), direction="denoise"), problem)
 
 
 def eap_ig(problem: Problem, *, n: int = 64, steps: int = 5) -> EdgeScores:
@@ -193,7 +236,11 @@ BASELINES: dict[str, Method] = {
     "random": random_scores,
     "truth": truth_scores,
     "resample-ablation": resample_ablation,
+    "denoising": denoising,
+    "edge-noising": edge_noising,
+    "edge-denoising": edge_denoising,
     "eap": eap,
+    "eap-qk": eap_qk,
     "eap-ig": eap_ig,
     "acdc": acdc,
     "attention-heuristic": attention_heuristic,
@@ -202,8 +249,12 @@ BASELINES: dict[str, Method] = {
 DESCRIPTIONS: dict[str, str] = {
     "random": "uniform random edge scores (seeded): the floor",
     "truth": "1 for the truth's edges, 0 otherwise: the ceiling (reads the answer key)",
-    "resample-ablation": "|normalised effect| of resample-ablating each node's output",
+    "resample-ablation": "|normalised effect| of resample-ablating each node's output (noising)",
+    "denoising": "|normalised effect| of patching each node's clean output into the corrupted run",
+    "edge-noising": "each edge ablated alone for real: the share of the effect it destroys",
+    "edge-denoising": "each edge restored alone in the corrupted run: the share of the effect it restores",
     "eap": "edge attribution patching: |(corrupted - clean sender) . gradient at the receiver|",
+    "eap-qk": "EAP with AtP*'s QK fix: attention patterns recomputed exactly for edges into q and k",
     "eap-ig": "EAP with gradients integrated over interpolated input embeddings (5 steps)",
     "acdc": "ACDC: greedy edge pruning from the output back, KL damage, threshold 0.1",
     "attention-heuristic": "best attention-detector score per head (correlational)",
@@ -212,4 +263,5 @@ DESCRIPTIONS: dict[str, str] = {
 PEEKS = frozenset({"truth"})  # baselines that read the answer key
 
 __all__ = ["ACDC_METRICS", "ACDC_THRESHOLDS", "BASELINES", "DESCRIPTIONS", "PEEKS", "acdc", "acdc_circuit",
-           "attention_heuristic", "eap", "eap_ig", "random_scores", "resample_ablation", "truth_scores"]
+           "attention_heuristic", "denoising", "eap", "eap_ig", "eap_qk", "edge_denoising", "edge_noising",
+           "random_scores", "resample_ablation", "truth_scores"]

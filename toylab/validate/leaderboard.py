@@ -6,6 +6,11 @@
 Rows are methods, one table per model, each cell the mean ± standard deviation over the
 model's seeds; a first table averages each figure over the models (each model weighs
 once, whatever its number of seeds).
+
+On a method trap (``toylab.truth.traps``) the board also says which methods fell in:
+a method's *shortfall* on one seed is the largest gap, over ``TRAP_FIGURES``, between the
+best method's figure and its own (the best among the methods that do not read the answer
+key); it fell in when the mean shortfall over the seeds is at least ``TRAP_MARGIN``.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from toylab.truth.truth import Trap
 from toylab.validate.harness import N_PAIRS, Report, fmt_stat, score
 from toylab.validate.suite import subjects
 
+TRAP_FIGURES = ("node_auroc", "edge_auroc[head]", "faithfulness")
+TRAP_MARGIN = 0.2  # a shortfall this large is a fall, not noise (seed spreads are < 0.03)
 COLUMNS = ("node_auroc", "edge_auroc[head]", "edge_auroc[qkv]", "edge_ap[head]", "edge_precision[head]", "cpr",
            "cpr_truth", "cmd", "faithfulness", "completeness", "minimality")
 
@@ -26,6 +34,58 @@ COLUMNS = ("node_auroc", "edge_auroc[head]", "edge_auroc[qkv]", "edge_ap[head]",
 @dataclass
 class Leaderboard:
     reports: dict[str, Report]  # method label -> its report
+    traps: dict[str, Trap] = field(default_factory=dict)  # model -> the trap it is, for trap models
+
+    def shortfalls(self) -> dict[str, dict[str, tuple[float, float, int, str]]]:
+        """{trap model: {method: (mean shortfall, std over seeds, n seeds, the figure it fell most on)}}."""
+        from toylab.validate.baselines import PEEKS
+
+        out: dict[str, dict[str, tuple[float, float, int, str]]] = {}
+        for model in self.traps:
+            entries = {label: {e.seed: e for e in r.entries if e.model == model and e.error is None}
+                       for label, r in self.reports.items()}
+            seeds = sorted({seed for by_seed in entries.values() for seed in by_seed})
+            best = {(seed, f): max((by_seed[seed].metrics.get(f, math.nan) for label, by_seed in entries.items()
+                                    if label not in PEEKS and seed in by_seed
+                                    and not math.isnan(by_seed[seed].metrics.get(f, math.nan))), default=math.nan)
+                    for seed in seeds for f in TRAP_FIGURES}
+            out[model] = {}
+            for label, by_seed in entries.items():
+                if label in PEEKS or not by_seed:
+                    continue
+                per_seed, worst = [], {}
+                for seed, entry in by_seed.items():
+                    gaps = {f: best[seed, f] - entry.metrics[f] for f in TRAP_FIGURES
+                            if not math.isnan(entry.metrics.get(f, math.nan)) and not math.isnan(best[seed, f])}
+                    if gaps:
+                        figure = max(gaps, key=gaps.get)
+                        per_seed.append(gaps[figure])
+                        worst[figure] = worst.get(figure, 0) + 1
+                if per_seed:
+                    out[model][label] = (statistics.fmean(per_seed),
+                                         statistics.pstdev(per_seed) if len(per_seed) > 1 else 0.0,
+                                         len(per_seed), max(worst, key=worst.get))
+        return out
+
+    def _trap_section(self) -> list[str]:
+        lines = ["## Traps: which methods fell in", "",
+                 "Each trap model reproduces a documented failure (`toylab/truth/traps.py`; its truth says which "
+                 "methods it expects to fail and what recovers). *Shortfall*: the largest gap, over "
+                 f"{', '.join(TRAP_FIGURES)}, between the best method's figure and this method's, mean ± std over "
+                 f"the seeds, with the figure it fell most on; **fell in** when the shortfall is at least "
+                 f"{TRAP_MARGIN}. *Expected*: the trap's own prediction (falls in / remedy).", ""]
+        shortfalls = self.shortfalls()
+        for model, trap in self.traps.items():
+            lines += [f"### {model}: {trap.kind}", "", trap.mechanism, "",
+                      "| method | shortfall | on | fell in | expected |", "|---|---|---|---|---|"]
+            for label, (mean, std, n, figure) in shortfalls.get(model, {}).items():
+                if label == "random":  # the floor falls into everything
+                    continue
+                expected = ("falls in" if label in trap.falls_in else "remedy" if label in trap.remedies else "")
+                fell = "**yes**" if mean >= TRAP_MARGIN else "no"
+                lines.append(f"| {label} | {fmt_stat((mean, std, n))} | {figure} | {fell} | {expected} |")
+            lines.append("")
+        return lines
 
     def overall(self) -> dict[str, dict[str, tuple[float, float, int]]]:
         """{method: {figure: (mean over models, std over models, n models)}}."""
@@ -52,6 +112,8 @@ class Leaderboard:
                  "optional (a circuit without one is as true) count neither for nor against a method. "
                  "`time s` is the method's own time per model and seed on this machine.", "",
                  "## Mean over models", "", _table(self.overall(), columns, "method", of=len(models)), ""]
+        if self.traps:
+            lines += self._trap_section()
         for model in models:
             rows = {label: r.summary().get(model, {}) for label, r in self.reports.items()}
             seeds = max(sum(1 for e in r.entries if e.model == model) for r in self.reports.values())
@@ -91,7 +153,8 @@ def leaderboard(methods: Mapping[str, Callable] | None = None, names: Sequence[s
         if progress:
             progress(label)
         reports[label] = score(method, label=label, suite=suite)
-    return Leaderboard(reports)
+    traps = {s.name: s.truth.trap for s in suite if s.truth.trap is not None}
+    return Leaderboard(reports, traps)
 
 
-__all__ = ["COLUMNS", "Leaderboard", "leaderboard"]
+__all__ = ["COLUMNS", "TRAP_FIGURES", "TRAP_MARGIN", "Leaderboard", "leaderboard"]

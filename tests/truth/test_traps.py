@@ -1,0 +1,115 @@
+"""The method traps: each mechanism does what its docstring says, and together they tell methods apart."""
+
+import json
+
+import pytest
+
+from toylab import methods, zoo
+from toylab.interventions import Faithfulness, edges_without
+from toylab.truth import Truth
+from toylab.truth.traps import TRAPS, build_trap, trap_heads, trap_truth
+from toylab.validate.baselines import BASELINES
+from toylab.validate.leaderboard import TRAP_MARGIN, leaderboard
+
+MODELS = [f"trap-{trap}" for trap in TRAPS]
+SEED = 4  # a data seed of this test only
+
+
+def _load(trap: str):
+    zm = zoo.load(f"trap-{trap}")
+    return zm, zm.task.counterfactual(128, SEED)
+
+
+def test_roles_move_with_the_seed_and_the_truth_follows_them():
+    placements = {seed: trap_heads("or-gate", seed) for seed in range(3)}
+    assert len({tuple(p["path_a"] + p["path_b"]) for p in placements.values()}) > 1
+    for seed, heads in placements.items():
+        assert {*heads["path_a"], *heads["path_b"]} <= set(trap_truth("or-gate", seed).nodes)
+
+
+def test_a_trap_is_data_that_round_trips_through_json(tmp_path):
+    truth = trap_truth("or-gate", 1)
+    again = Truth.from_dict(json.loads(json.dumps(truth.to_dict())))
+    assert again == truth and again.trap.paths == truth.trap.paths and "eap" in again.trap.falls_in
+    with pytest.raises(ValueError, match="unknown trap"):
+        build_trap("hydra", zoo.load("trap-or-gate").task)
+    with pytest.raises(ValueError, match="built on Logic"):
+        build_trap("or-gate", zoo.load("trap-saturation").task)
+
+
+def test_self_repair_the_backup_restores_exactly_what_ablating_the_primary_removes():
+    zm, pair = _load("self-repair")
+    (primary,), (backup,) = zm.truth.trap.nodes["primary"], zm.truth.trap.nodes["backup"]
+    f = Faithfulness(zm.model, pair)
+    assert f(edges_without(zm.model.cfg, [primary])) == pytest.approx(1.0, abs=1e-3)  # total effect 0
+    assert f(edges_without(zm.model.cfg, [primary, backup])) < 0.1  # ... because of the backup
+    assert f(set(zm.truth.edges)) > 0.9  # the primary's path alone does it, the backup idle
+    direct = methods.edge_patching(zm.model, pair)[(primary, "logits", "resid")]
+    assert direct > 0.9  # the edge to the logits alone, backup kept clean, carries it
+
+
+def test_or_gate_noising_sees_neither_path_and_denoising_sees_each():
+    zm, pair = _load("or-gate")
+    noise, denoise = (methods.edge_patching(zm.model, pair, direction=d) for d in ("noise", "denoise"))
+    for path in zm.truth.trap.paths:
+        for edge in path:
+            assert abs(noise[edge]) < 0.01 and denoise[edge] > 0.9
+    eap = methods.eap(zm.model, pair)
+    assert all(abs(eap[e]) < 0.01 for e in zm.truth.trap.path_edges())  # MLP0 past its kink: no gradient
+    assert all(abs(methods.eap_ig(zm.model, pair)[e]) > 0.3 for e in zm.truth.trap.path_edges())
+
+
+@pytest.mark.parametrize("trap", ["saturation", "narrow-switch"])
+def test_a_saturated_query_has_no_gradient_but_the_qk_fix_is_exact(trap):
+    zm, pair = _load(trap)
+    query = next(e for e in zm.truth.edges if e.kind == "q")
+    real = methods.edge_patching(zm.model, pair)[query]
+    assert real > 0.9 and abs(methods.eap(zm.model, pair)[query]) < 1e-3
+    # After the pattern the selector and the logits are linear: the fixed estimate is exact.
+    assert methods.eap(zm.model, pair, qk_fix=True)[query] == pytest.approx(real, abs=1e-4)
+    ig = methods.eap_ig(zm.model, pair)[query]  # 5 steps
+    if trap == "saturation":
+        assert ig > 0.2
+    else:  # the switch lies between alpha = 0.8 and 1 (or 0 and 0.2): 5 steps miss it, 10 land on it
+        assert abs(ig) < 1e-3 and methods.eap_ig(zm.model, pair, steps=10)[query] > 0.9
+
+
+def test_cancellation_the_gradient_sees_nothing_of_a_head_that_carries_the_answer():
+    zm, pair = _load("cancellation")
+    (head,) = zm.truth.trap.nodes["cancelling"]
+    f = Faithfulness(zm.model, pair)
+    assert f(edges_without(zm.model.cfg, [head])) < 0.1  # for real: the whole answer
+    eap = methods.eap(zm.model, pair)
+    assert abs(eap.nodes()[head]) < 0.01 and abs(eap[("embed", head, "v")]) < 0.01
+    assert abs(eap[(head, "MLP1", "resid")]) > 0.9  # and a non-circuit edge looks as big as the real one
+    assert abs(methods.edge_patching(zm.model, pair)[(head, "MLP1", "resid")]) < 0.01
+    assert methods.eap_ig(zm.model, pair)[("embed", head, "v")] > 0.5
+
+
+@pytest.fixture(scope="module")
+def board():
+    scored = {name: BASELINES[name] for name in BASELINES if name not in ("random", "truth", "attention-heuristic")}
+    return leaderboard(scored, names=MODELS, seeds=[0])
+
+
+def test_every_trap_catches_the_methods_it_predicts_and_lets_its_remedies_through(board):
+    shortfalls = board.shortfalls()
+    for model, trap in board.traps.items():
+        for method in trap.falls_in:
+            assert shortfalls[model][method][0] >= TRAP_MARGIN, (model, method, shortfalls[model][method])
+        for method in trap.remedies:
+            assert shortfalls[model][method][0] <= 0.05, (model, method, shortfalls[model][method])
+
+
+def test_the_traps_tell_the_causal_baselines_apart(board):
+    """The round's bar: on every trap one of activation patching, EAP, EAP-IG and ACDC falls
+    >= 0.2 below the best, and none of them is within 0.05 of the best on every trap."""
+    shortfalls = board.shortfalls()
+    causal = ("resample-ablation", "eap", "eap-ig", "acdc")
+    assert set(shortfalls) == set(MODELS)
+    for model in MODELS:
+        assert max(shortfalls[model][m][0] for m in causal) >= TRAP_MARGIN, model
+    for method in causal:
+        assert max(shortfalls[model][method][0] for model in MODELS) > 0.05, method
+    text = board.to_markdown()
+    assert "## Traps: which methods fell in" in text and "| eap | 0.9" in text
