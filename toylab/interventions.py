@@ -58,18 +58,22 @@ def edges_without(cfg, nodes: Iterable[str]) -> set[Edge]:
 def ablated(
     model: Transformer,
     corrupted_tokens: Tensor,
-    keep: Iterable[Edge | tuple[str, str, str]],
+    keep: Iterable[Edge | tuple[str, str, str]] | Mapping[Edge, Tensor],
     keep_neurons: Mapping[int, Sequence[int]] | None = None,
 ) -> Iterator[Transformer]:
     """Within the block, ``model(tokens)`` runs with every edge outside ``keep`` ablated.
 
-    ``keep`` holds edges at either granularity. ``keep_neurons`` maps a layer to the
-    neurons of its MLP that stay intact; the MLP's other neurons take their corrupted
-    values. ``tokens`` inside the block must have the shape of ``corrupted_tokens``.
-    Gradients flow through the current run, so the block also serves training objectives.
+    ``keep`` holds edges at either granularity, or maps qkv edges to how much of each is
+    kept, a scalar tensor in [0, 1] (the receiver reads w * clean + (1 - w) * corrupted;
+    edges it leaves out are ablated): soft masks, which gradients reach (edge pruning).
+    ``keep_neurons`` maps a layer to the neurons of its MLP that stay intact; the MLP's
+    other neurons take their corrupted values. ``tokens`` inside the block must have the
+    shape of ``corrupted_tokens``. Gradients flow through the current run, so the block
+    also serves training objectives.
     """
     cfg = model.cfg
-    kept = expand_to_qkv(keep)
+    weights = dict(keep) if isinstance(keep, Mapping) else None
+    kept = set(weights) if weights is not None else expand_to_qkv(keep)
     all_edges = set(comp.edges(cfg))
     for edge in kept - all_edges:
         comp.check_edge(edge, cfg)  # raises, saying what is wrong with it
@@ -94,10 +98,17 @@ def ablated(
             deltas[sender_of[hook.name]] = corrupted[hook.name] - x
 
     def ablate_mask(receivers: Sequence[str], kind: str) -> tuple[list[str], Tensor]:
-        """The upstream senders with an ablated edge into any of ``receivers``, and which."""
+        """The upstream senders with an ablated edge into any of ``receivers``, and how much
+        of each is ablated: [sender, receiver]."""
         upstream = [s for s in sender_names if Edge(s, receivers[0], kind) in all_edges]
-        mask = torch.tensor([[float(Edge(s, r, kind) not in kept) for r in receivers] for s in upstream])
-        rows = mask.reshape(len(upstream), -1).any(dim=1)  # [sender, receiver] -> [sender]
+        if weights is None:
+            mask = torch.tensor([[float(Edge(s, r, kind) not in kept) for r in receivers] for s in upstream])
+        else:
+            one = torch.ones((), device=model.device)
+            rows = [[one - weights[Edge(s, r, kind)] if Edge(s, r, kind) in weights else one for r in receivers]
+                    for s in upstream]
+            mask = torch.stack([torch.stack(row) for row in rows]) if rows else one.new_zeros(0, len(receivers))
+        rows = (mask.detach().reshape(len(upstream), -1) != 0).any(dim=1)  # [sender, receiver] -> [sender]
         return [s for s, row in zip(upstream, rows) if row], mask[rows].to(model.device)
 
     fwd_hooks = [(name, record) for name in sender_of]
@@ -110,10 +121,10 @@ def ablated(
         if not cfg.attn_only:
             senders, mask = ablate_mask([f"MLP{layer}"], "resid")
             if senders:
-                fwd_hooks.append((f"blocks.{layer}.hook_mlp_in", _patch_stream(deltas, senders)))
-    senders, _ = ablate_mask([comp.OUTPUT], "resid")
+                fwd_hooks.append((f"blocks.{layer}.hook_mlp_in", _patch_stream(deltas, senders, mask)))
+    senders, mask = ablate_mask([comp.OUTPUT], "resid")
     if senders:
-        fwd_hooks.append((f"blocks.{cfg.n_layers - 1}.hook_resid_post", _patch_stream(deltas, senders)))
+        fwd_hooks.append((f"blocks.{cfg.n_layers - 1}.hook_resid_post", _patch_stream(deltas, senders, mask)))
     for name, layer in neuron_hooks.items():
         keep_mask = torch.zeros(cfg.d_mlp, dtype=torch.bool, device=model.device)
         keep_mask[list(keep_neurons[layer])] = True
@@ -130,9 +141,9 @@ def _patch_per_head(deltas: dict[str, Tensor], senders: list[str], mask: Tensor)
     return hook
 
 
-def _patch_stream(deltas: dict[str, Tensor], senders: list[str]):
-    def hook(x: Tensor, hook) -> Tensor:  # x: [batch, pos, d_model]
-        return x + sum(deltas[s] for s in senders)
+def _patch_stream(deltas: dict[str, Tensor], senders: list[str], mask: Tensor):
+    def hook(x: Tensor, hook) -> Tensor:  # x: [batch, pos, d_model]; mask: [sender, 1]
+        return x + sum(deltas[s] * mask[i, 0] for i, s in enumerate(senders))
     return hook
 
 

@@ -24,7 +24,7 @@ Upper-case names list the choices of an option (``ablate(..., method=m)`` for m 
 from toylab.methods.ablation import ABLATIONS, AblationScores, ablate, ablation_scores
 from toylab.methods.attribution import EdgeAttribution, eap, eap_ig, edge_patching
 from toylab.methods.check import Check
-from toylab.methods.circuit_discovery import ACDC_METRICS, ACDCResult, acdc
+from toylab.methods.circuit_discovery import ACDC_METRICS, ACDCResult, EdgePruningResult, acdc, edge_pruning
 from toylab.methods.circuits import (
     COMPOSITIONS,
     CompositionScores,
@@ -105,6 +105,8 @@ __all__ = [
     "ACDCResult",
     "EdgeAttribution",
     "acdc",
+    "edge_pruning",
+    "EdgePruningResult",
     "eap",
     "eap_ig",
     "edge_patching",

@@ -163,4 +163,93 @@ def _acdc_order(cfg) -> list[tuple[str, list[Edge]]]:
     return out
 
 
-__all__ = ["ACDC_METRICS", "ACDC_THRESHOLDS", "ACDCResult", "acdc"]
+
+
+# ---- edge pruning -----------------------------------------------------------------------
+
+# Swept on six zoo models (induction-siit, -2l, brackets-siit and three traps; data seed 3,
+# n=64): 60 steps at lr 0.3 rank as well as 200 at 0.1 (edge AUROC 0.97-1.0) in a quarter
+# of the time; sparsity 3 (against 0.5, 1) keeps the circuits closest to the truths' size.
+EDGE_PRUNING_DEFAULTS = {"steps": 60, "lr": 0.3, "sparsity": 3.0}
+# Hard concrete (Louizos et al. 2018), the relaxation Bhaskar et al. use: stretched to
+# (GAMMA, ZETA) and clipped, so a mask reaches exactly 0 or 1; BETA its temperature.
+BETA, GAMMA, ZETA = 2 / 3, -0.1, 1.1
+
+
+@dataclass(frozen=True)
+class EdgePruningResult:
+    scores: dict[Edge, float]  # each edge's log alpha: how strongly the masks keep it (qkv edges, no pos_embed)
+    circuit: frozenset[Edge]  # edges whose deterministic mask is > 0.5
+    kl: float  # KL(full || the circuit alone) at the end, on the training pair
+    losses: list[float]  # the objective, step by step
+
+    def top(self, k: int = 3) -> list[tuple[Edge, float]]:
+        return [(e, self.scores[e]) for e in sorted(self.scores, key=self.scores.get, reverse=True)[:k]]
+
+
+def edge_pruning(model: Transformer, pair: CounterfactualPair, *, steps: int = EDGE_PRUNING_DEFAULTS["steps"],
+                 lr: float = EDGE_PRUNING_DEFAULTS["lr"], sparsity: float = EDGE_PRUNING_DEFAULTS["sparsity"],
+                 seed: int = 0) -> EdgePruningResult:
+    """Edge pruning (Bhaskar et al. 2024): learn a mask per edge by gradient descent.
+
+    Every edge e (qkv granularity, ``pos_embed``'s left intact) gets a hard-concrete mask
+    z_e in [0, 1] with learnable log alpha_e; the receiver reads z_e * (sender's output) +
+    (1 - z_e) * (sender's output on the corrupted input) (``interventions.ablated`` with
+    soft weights). Adam on ``lr`` minimises, over ``steps`` full-batch steps,
+
+        KL(full model || masked model) at the scored positions
+        + sparsity * (expected number of edges kept) / (number of edges)
+
+    Each edge's score is its final log alpha; the circuit is the edges whose deterministic
+    mask (the noise-free hard concrete) is above 0.5. Never changes the model's weights.
+    Cost: ``steps`` forwards and backwards of the masked model.
+    """
+    for name, value, low in (("steps", steps, 1), ("lr", lr, 0.0), ("sparsity", sparsity, 0.0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low or math.isinf(value):
+            raise ValueError(f"{name} must be a number >= {low}, got {value!r}")
+    if not isinstance(steps, int):
+        raise ValueError(f"steps must be an int, got {steps!r}")
+    device = model.device
+    edges = [e for e in comp.edges(model.cfg) if e.sender != "pos_embed"]
+    always = {e: torch.ones((), device=device) for e in comp.edges(model.cfg) if e.sender == "pos_embed"}
+    clean_tokens, corrupted_tokens = pair.clean.tokens.to(device), pair.corrupted.tokens.to(device)
+    scored = pair.clean.scored.to(device)  # [batch, pos]
+    with torch.no_grad():
+        full_logp = model(clean_tokens)[scored].log_softmax(-1)  # [scored, d_vocab_out]
+    log_alpha = torch.full((len(edges),), 3.0, device=device, requires_grad=True)  # [edge]: start near "keep all"
+    optimiser = torch.optim.Adam([log_alpha], lr=lr)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    frozen = [p.requires_grad for p in model.parameters()]
+    losses = []
+
+    def kl_of(masks: Tensor) -> Tensor:
+        weights = {**always, **dict(zip(edges, masks))}
+        with ablated(model, corrupted_tokens, weights):
+            logp = model(clean_tokens)[scored].log_softmax(-1)
+        return (full_logp.exp() * (full_logp - logp)).sum(-1).mean()
+
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for _ in range(steps):
+            u = torch.rand(len(edges), generator=g).clamp(1e-6, 1 - 1e-6).to(device)
+            s = torch.sigmoid((u.log() - (1 - u).log() + log_alpha) / BETA)
+            masks = (s * (ZETA - GAMMA) + GAMMA).clamp(0, 1)  # [edge]
+            kept = torch.sigmoid(log_alpha - BETA * math.log(-GAMMA / ZETA)).mean()  # expected L0 / |edges|
+            loss = kl_of(masks) + sparsity * kept
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+    finally:
+        for p, requires in zip(model.parameters(), frozen):
+            p.requires_grad_(requires)
+    with torch.no_grad():
+        final = (torch.sigmoid(log_alpha) * (ZETA - GAMMA) + GAMMA).clamp(0, 1)
+        circuit = frozenset(e for e, z in zip(edges, final.tolist()) if z > 0.5)
+        kl = float(kl_of(torch.tensor([float(e in circuit) for e in edges], device=device)))
+    return EdgePruningResult({e: float(a) for e, a in zip(edges, log_alpha.detach().cpu())}, circuit, kl, losses)
+
+
+__all__ = ["ACDC_METRICS", "ACDC_THRESHOLDS", "ACDCResult", "EDGE_PRUNING_DEFAULTS", "EdgePruningResult", "acdc",
+           "edge_pruning"]

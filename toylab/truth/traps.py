@@ -290,18 +290,19 @@ _TRAPS = {
         remedies=("denoising", "edge-denoising", "eap-ig")),
     "saturation": dict(
         mechanism="The selector's softmax is saturated, so the first-order estimate of patching its query "
-        "(attribution patching, EAP) is ~0 while flipping s flips the answer. Integrating the gradient along the "
-        "path (EAP-IG) or patching for real (ACDC, resample ablation) sees it.",
+        "(attribution patching, EAP) is ~0 while flipping s flips the answer, and masks learned by gradient "
+        "descent (edge pruning) get no signal to keep it. Recomputing the pattern exactly (EAP's QK fix), "
+        "integrating the gradient along the path (EAP-IG) or patching for real (ACDC, resample ablation) sees it.",
         reference="Kramár et al. 2024, AtP*; Syed et al. 2023, Attribution patching outperforms ACDC",
-        falls_in=("eap",), remedies=("eap-qk", "eap-ig", "acdc", "resample-ablation", "edge-noising")),
+        falls_in=("eap", "edge-pruning"), remedies=("eap-qk", "eap-ig", "acdc", "resample-ablation", "edge-noising")),
     "narrow-switch": dict(
         mechanism="The selector's softmax is saturated at both ends and switches in a window ~0.01 wide near "
         "alpha = 0.1 or 0.9 of the straight path from the corrupted to the clean input. EAP's gradient at the "
         "clean input is ~0, and so is EAP-IG's: its 5-step Riemann sum samples alpha = 0, 0.2, ..., 0.8, never "
-        "inside the window. Patching for real (ACDC, resample ablation) sees it, as does EAP-IG with enough "
-        "steps to land in the window.",
+        "inside the window; edge pruning's masks get no gradient to keep it. Patching for real (ACDC, resample "
+        "ablation) sees it, as do EAP's QK fix and EAP-IG with enough steps to land in the window.",
         reference="Kramár et al. 2024, AtP*; Hanna et al. 2024, Have faith in faithfulness (EAP-IG)",
-        falls_in=("eap", "eap-ig"), remedies=("eap-qk", "acdc", "resample-ablation", "edge-noising")),
+        falls_in=("eap", "eap-ig", "edge-pruning"), remedies=("eap-qk", "acdc", "resample-ablation", "edge-noising")),
     "cancellation": dict(
         mechanism="The head's direct effect and its effect through MLP1 cancel to first order: the gradient at "
         "the clean input says the head and its input edge carry nothing, and that its edge into MLP1 carries as "

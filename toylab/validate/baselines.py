@@ -23,6 +23,8 @@ eap-qk               EdgeScores "qkv": |score| of ``methods.eap(qk_fix=True)`` (
 eap-ig               EdgeScores "qkv": |score| of ``methods.eap_ig`` (5 steps).
 acdc                 EdgeScores "qkv": the damage ``methods.acdc`` measured per edge (KL,
                      threshold 0.1); ``acdc_circuit`` returns the circuit it keeps.
+edge-pruning         EdgeScores "qkv": each edge's learned log alpha from
+                     ``methods.edge_pruning`` (Bhaskar et al. 2024; hard-concrete masks).
 attention-heuristic  NodeScores: a head's best ``methods.detectors.DETECTORS`` score.
 
 ``resample-ablation`` was called "activation-patching" before: it is node ablation, not
@@ -195,6 +197,13 @@ def acdc(problem: Problem, *, threshold: float | None = None, metric: str = "kl"
     return EdgeScores(methods.acdc(problem.model, problem.pair(n), threshold=threshold, metric=metric).scores, "qkv")
 
 
+def edge_pruning(problem: Problem, *, n: int = 64, seed: int = 0) -> EdgeScores:
+    """Each edge's learned log alpha from ``toylab.methods.edge_pruning`` (default steps, lr, sparsity)."""
+    _check_n("n", n)
+    result = methods.edge_pruning(problem.model, problem.pair(n), seed=seed)
+    return EdgeScores({e: result.scores[e] for e in problem.edges("qkv")}, "qkv")
+
+
 def acdc_circuit(problem: Problem, *, threshold: float | None = None, metric: str = "kl", n: int = 64) -> Circuit:
     """The circuit ACDC keeps at ``threshold`` (qkv edges)."""
     _check_n("n", n)
@@ -243,6 +252,7 @@ BASELINES: dict[str, Method] = {
     "eap-qk": eap_qk,
     "eap-ig": eap_ig,
     "acdc": acdc,
+    "edge-pruning": edge_pruning,
     "attention-heuristic": attention_heuristic,
 }
 
@@ -257,11 +267,12 @@ DESCRIPTIONS: dict[str, str] = {
     "eap-qk": "EAP with AtP*'s QK fix: attention patterns recomputed exactly for edges into q and k",
     "eap-ig": "EAP with gradients integrated over interpolated input embeddings (5 steps)",
     "acdc": "ACDC: greedy edge pruning from the output back, KL damage, threshold 0.1",
+    "edge-pruning": "edge pruning: hard-concrete edge masks learned against KL to the full model (60 steps)",
     "attention-heuristic": "best attention-detector score per head (correlational)",
 }
 
 PEEKS = frozenset({"truth"})  # baselines that read the answer key
 
 __all__ = ["ACDC_METRICS", "ACDC_THRESHOLDS", "BASELINES", "DESCRIPTIONS", "PEEKS", "acdc", "acdc_circuit",
-           "attention_heuristic", "denoising", "eap", "eap_ig", "eap_qk", "edge_denoising", "edge_noising",
+           "attention_heuristic", "denoising", "eap", "eap_ig", "eap_qk", "edge_denoising", "edge_noising", "edge_pruning",
            "random_scores", "resample_ablation", "truth_scores"]
