@@ -27,6 +27,7 @@ LESSONS = [
     ("pages/grokking.py", "6 Grokking modular addition"),
     ("pages/validate.py", "7 Validate your method"),
     ("pages/probes.py", "8 Probes and factual recall"),
+    ("pages/traps.py", "9 Why methods fail"),
 ]
 
 

@@ -104,3 +104,19 @@ def test_interchange_patches_only_the_named_components_and_positions(model):
     with pytest.raises(ValueError, match="only heads, MLPs and neurons"):
         with interchanged(model, source, ["embed"]):
             pass
+
+
+def test_a_batch_of_ablations_gives_each_row_what_it_would_get_alone():
+    from toylab import components as comp
+    from toylab import zoo
+    from toylab.interventions import ablated_logits, ablated_logits_batch
+
+    zm = zoo.load("brackets-siit")  # MLPs and heads: every kind of receiver
+    pair = zm.task.counterfactual(16, 7)
+    everything = set(comp.edges(zm.model.cfg))
+    keeps = [everything, set(), set(zm.truth.edges), everything - {zm.truth.edges[0]}, set(zm.truth.edges[:2])]
+    batched = ablated_logits_batch(zm.model, pair.clean.tokens, pair.corrupted.tokens, keeps, rows=32)  # 2 a forward
+    assert batched.shape[:2] == (len(keeps), 16)
+    for keep, logits in zip(keeps, batched):
+        alone = ablated_logits(zm.model, pair.clean.tokens, pair.corrupted.tokens, keep)
+        assert torch.allclose(logits, alone, atol=1e-5)

@@ -409,7 +409,10 @@ def cmd_truth(args: argparse.Namespace) -> int:
               "it was identified on", file=sys.stderr)
         return 1
     if args.record:
-        certificate = zoo.record_truth(zm.path, zm.model, zm.task, zm.truth, zm.algorithm)
+        # A zoo recipe's truth is declared in toylab.zoo.truths: record that one (an edited
+        # declaration reaches the shipped JSON); a folder's own truth.json otherwise.
+        declared = zm.recipe.truth_for(zm.seed, zm.model) if zm.recipe and args.name in zoo.RECIPES else None
+        certificate = zoo.record_truth(zm.path, zm.model, zm.task, declared or zm.truth, zm.algorithm)
         print(f"recorded {zm.path / 'truth.json'}: optional edges declared, certificate "
               f"{'PASSED' if certificate.passed else 'FAILED'} on held-out data seed {certificate.seed}")
         zm = zoo.load(zm.path)

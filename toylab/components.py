@@ -24,6 +24,8 @@ answers at qkv granularity against the truth as written.
 
 from __future__ import annotations
 
+import functools
+
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -65,6 +67,7 @@ def head_id(layer: int, head: int) -> str:
     return f"L{layer}H{head}"
 
 
+@functools.lru_cache(maxsize=4096)  # ids repeat endlessly in graph code; parsing is pure
 def parse(component: str) -> tuple[str, int | None, int | None]:
     """``"L1H2"`` -> ("head", 1, 2); ``"MLP0"`` -> ("mlp", 0, None); ``"MLP0N7"`` -> ("neuron", 0, 7)."""
     if component in INPUTS or component == OUTPUT:
@@ -113,6 +116,17 @@ def receivers(cfg: TransformerConfig) -> list[str]:
 def edges(cfg: TransformerConfig, granularity: str = "qkv") -> list[Edge]:
     """Every edge of the model's graph at ``granularity`` ("qkv" or "head")."""
     check_granularity(granularity)
+    return list(_edges(cfg, granularity))
+
+
+@functools.lru_cache(maxsize=64)
+def edge_set(cfg: TransformerConfig) -> frozenset[Edge]:
+    """``edges(cfg)`` as a set (qkv granularity), built once per config."""
+    return frozenset(_edges(cfg, "qkv"))
+
+
+@functools.lru_cache(maxsize=64)
+def _edges(cfg: TransformerConfig, granularity: str) -> tuple[Edge, ...]:
     out = []
     for receiver in receivers(cfg):
         kinds = (QKV if granularity == "qkv" else ("head",)) if parse(receiver)[0] == "head" else ("resid",)
@@ -121,7 +135,7 @@ def edges(cfg: TransformerConfig, granularity: str = "qkv") -> list[Edge]:
                     parse(sender)[0] == "head" and parse(receiver)[0] == "mlp"
                     and parse(sender)[1] == parse(receiver)[1]):
                 out += [Edge(sender, receiver, kind) for kind in kinds]
-    return out
+    return tuple(out)
 
 
 def check_granularity(granularity: str) -> None:
@@ -161,7 +175,7 @@ def check_edge(edge: Edge, cfg: TransformerConfig) -> None:
     valid = QKV + ("head",) if kind == "head" else ("resid",)
     if edge.kind not in valid:
         raise ValueError(f"edge {edge}: an edge into {edge.receiver} has kind one of {list(valid)}")
-    if Edge(edge.sender, edge.receiver, "resid" if kind != "head" else "q") not in edges(cfg):
+    if Edge(edge.sender, edge.receiver, "resid" if kind != "head" else "q") not in edge_set(cfg):
         raise ValueError(
             f"edge {edge} does not exist: {edge.sender} is not upstream of {edge.receiver} "
             "(senders are embed, pos_embed, heads and MLPs; a head reaches later layers, its own "

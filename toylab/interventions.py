@@ -23,6 +23,7 @@ paths (the MIB / ACDC convention). Neurons are ablated node-wise at ``mlp.hook_p
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -40,7 +41,9 @@ from toylab.tasks.base import IGNORE, Batch, CounterfactualPair, logit_diff_mask
 def expand_to_qkv(edges: Iterable[Edge | tuple[str, str, str]]) -> set[Edge]:
     """Edges at qkv granularity: a promoted head edge stands for its q, k and v edges."""
     out: set[Edge] = set()
-    for edge in map(Edge.parse, edges):
+    for edge in edges:
+        if type(edge) is not Edge:
+            edge = Edge.parse(edge)
         if edge.kind == "head":
             out.update(Edge(edge.sender, edge.receiver, kind) for kind in comp.QKV)
         else:
@@ -54,12 +57,67 @@ def edges_without(cfg, nodes: Iterable[str]) -> set[Edge]:
     return {e for e in comp.edges(cfg) if e.sender not in removed}
 
 
+@dataclass(frozen=True)
+class _Receivers:
+    """One group of receivers that read through one hook: a layer's heads' q, k or v input,
+    an MLP's input, or the logits; with, for each of their upstream senders, the index of
+    the edge (sender, receiver) in ``comp.edges(cfg)``."""
+
+    hook: str
+    senders: tuple[str, ...]  # upstream senders, in residual-stream order
+    index: Tensor  # [sender, receiver] int64: the edges' positions in comp.edges(cfg)
+    per_head: bool  # a head's q/k/v input ([batch, pos, head, d_model]) or a stream ([batch, pos, d_model])
+
+
+@functools.lru_cache(maxsize=64)
+def _receiver_groups(cfg) -> tuple[_Receivers, ...]:
+    position = {e: i for i, e in enumerate(comp.edges(cfg))}
+    all_senders = comp.senders(cfg)
+
+    def group(hook: str, receivers: list[str], kind: str, per_head: bool) -> _Receivers:
+        upstream = tuple(s for s in all_senders if Edge(s, receivers[0], kind) in position)
+        index = torch.tensor([[position[Edge(s, r, kind)] for r in receivers] for s in upstream], dtype=torch.long)
+        return _Receivers(hook, upstream, index.reshape(len(upstream), len(receivers)), per_head)
+
+    groups = []
+    for layer in range(cfg.n_layers):
+        heads = [comp.head_id(layer, h) for h in range(cfg.n_heads)]
+        groups += [group(f"blocks.{layer}.hook_{kind}_input", heads, kind, True) for kind in comp.QKV]
+        if not cfg.attn_only:
+            groups.append(group(f"blocks.{layer}.hook_mlp_in", [f"MLP{layer}"], "resid", False))
+    groups.append(group(f"blocks.{cfg.n_layers - 1}.hook_resid_post", [comp.OUTPUT], "resid", False))
+    return tuple(groups)
+
+
+def _sender_hooks(cfg) -> dict[str, str]:
+    """Output hook -> the sender it belongs to (a layer's hook_result holds all its heads: "L{l}")."""
+    sender_of = {"hook_embed": "embed", "hook_pos_embed": "pos_embed"}
+    for layer in range(cfg.n_layers):
+        sender_of[f"blocks.{layer}.attn.hook_result"] = f"L{layer}"
+        if not cfg.attn_only:
+            sender_of[f"blocks.{layer}.hook_mlp_out"] = f"MLP{layer}"
+    return sender_of
+
+
+def corrupted_run(model: Transformer, corrupted_tokens: Tensor,
+                  keep_neurons: Mapping[int, Sequence[int]] | None = None) -> dict[str, Tensor]:
+    """What ``ablated`` patches in: every sender's output (and the MLP neurons ``keep_neurons``
+    names layers of) on the corrupted input. Pass it as ``ablated(..., corrupted=...)`` to
+    run many ablations against one corrupted input without rerunning it each time."""
+    names = [*_sender_hooks(model.cfg), *(f"blocks.{layer}.mlp.hook_post" for layer in (keep_neurons or {}))]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(corrupted_tokens, names=names)
+    return {name: cache[name] for name in names}
+
+
 @contextmanager
 def ablated(
     model: Transformer,
     corrupted_tokens: Tensor,
     keep: Iterable[Edge | tuple[str, str, str]] | Mapping[Edge, Tensor],
     keep_neurons: Mapping[int, Sequence[int]] | None = None,
+    *,
+    corrupted: Mapping[str, Tensor] | None = None,
 ) -> Iterator[Transformer]:
     """Within the block, ``model(tokens)`` runs with every edge outside ``keep`` ablated.
 
@@ -68,82 +126,113 @@ def ablated(
     edges it leaves out are ablated): soft masks, which gradients reach (edge pruning).
     ``keep_neurons`` maps a layer to the neurons of its MLP that stay intact; the MLP's
     other neurons take their corrupted values. ``tokens`` inside the block must have the
-    shape of ``corrupted_tokens``. Gradients flow through the current run, so the block
-    also serves training objectives.
+    shape of ``corrupted_tokens``. ``corrupted``: ``corrupted_run(model, corrupted_tokens,
+    keep_neurons)``, computed once by a caller that ablates many times. Gradients flow
+    through the current run, so the block also serves training objectives.
     """
     cfg = model.cfg
-    weights = dict(keep) if isinstance(keep, Mapping) else None
-    kept = set(weights) if weights is not None else expand_to_qkv(keep)
-    all_edges = set(comp.edges(cfg))
-    for edge in kept - all_edges:
-        comp.check_edge(edge, cfg)  # raises, saying what is wrong with it
-    sender_names = comp.senders(cfg)
-    # Output hook -> the sender it belongs to (a layer's hook_result holds all its heads).
-    sender_of = {"hook_embed": "embed", "hook_pos_embed": "pos_embed"}
-    for layer in range(cfg.n_layers):
-        sender_of[f"blocks.{layer}.attn.hook_result"] = f"L{layer}"
-        if not cfg.attn_only:
-            sender_of[f"blocks.{layer}.hook_mlp_out"] = f"MLP{layer}"
-    neuron_hooks = {f"blocks.{layer}.mlp.hook_post": layer for layer in (keep_neurons or {})}
-    with torch.no_grad():
-        _, corrupted = model.run_with_cache(corrupted_tokens, names=[*sender_of, *neuron_hooks])
-
-    deltas: dict[str, Tensor] = {}  # sender id -> corrupted - current output [batch, pos, d_model]
-
-    def record(x: Tensor, hook) -> None:
-        if hook.name.endswith("hook_result"):  # x: [batch, pos, head, d_model]
-            for h in range(cfg.n_heads):
-                deltas[f"{sender_of[hook.name]}H{h}"] = corrupted[hook.name][:, :, h] - x[:, :, h]
-        else:
-            deltas[sender_of[hook.name]] = corrupted[hook.name] - x
-
-    def ablate_mask(receivers: Sequence[str], kind: str) -> tuple[list[str], Tensor]:
-        """The upstream senders with an ablated edge into any of ``receivers``, and how much
-        of each is ablated: [sender, receiver]."""
-        upstream = [s for s in sender_names if Edge(s, receivers[0], kind) in all_edges]
-        if weights is None:
-            mask = torch.tensor([[float(Edge(s, r, kind) not in kept) for r in receivers] for s in upstream])
-        else:
-            one = torch.ones((), device=model.device)
-            rows = [[one - weights[Edge(s, r, kind)] if Edge(s, r, kind) in weights else one for r in receivers]
-                    for s in upstream]
-            mask = torch.stack([torch.stack(row) for row in rows]) if rows else one.new_zeros(0, len(receivers))
-        rows = (mask.detach().reshape(len(upstream), -1) != 0).any(dim=1)  # [sender, receiver] -> [sender]
-        return [s for s, row in zip(upstream, rows) if row], mask[rows].to(model.device)
-
-    fwd_hooks = [(name, record) for name in sender_of]
-    for layer in range(cfg.n_layers):
-        heads = [comp.head_id(layer, h) for h in range(cfg.n_heads)]
-        for kind in comp.QKV:
-            senders, mask = ablate_mask(heads, kind)
-            if senders:
-                fwd_hooks.append((f"blocks.{layer}.hook_{kind}_input", _patch_per_head(deltas, senders, mask)))
-        if not cfg.attn_only:
-            senders, mask = ablate_mask([f"MLP{layer}"], "resid")
-            if senders:
-                fwd_hooks.append((f"blocks.{layer}.hook_mlp_in", _patch_stream(deltas, senders, mask)))
-    senders, mask = ablate_mask([comp.OUTPUT], "resid")
-    if senders:
-        fwd_hooks.append((f"blocks.{cfg.n_layers - 1}.hook_resid_post", _patch_stream(deltas, senders, mask)))
-    for name, layer in neuron_hooks.items():
-        keep_mask = torch.zeros(cfg.d_mlp, dtype=torch.bool, device=model.device)
-        keep_mask[list(keep_neurons[layer])] = True
-        fwd_hooks.append((name, _patch_neurons(corrupted[name], keep_mask)))
-
-    with model.hooks(fwd_hooks):
+    if isinstance(keep, Mapping):
+        for edge in set(keep) - comp.edge_set(cfg):
+            comp.check_edge(edge, cfg)  # raises, saying what is wrong with it
+        zero = torch.zeros((), device=model.device)
+        kept = torch.stack([keep.get(e, zero) for e in comp.edges(cfg)]).unsqueeze(0)  # [1, edge]
+    else:
+        kept = _kept(cfg, [keep], model.device)  # [1, edge]
+    if corrupted is None:
+        corrupted = corrupted_run(model, corrupted_tokens, keep_neurons)
+    with model.hooks(_ablation_hooks(model, kept, corrupted, keep_neurons)):
         yield model
 
 
+def ablated_logits_batch(model: Transformer, clean_tokens: Tensor, corrupted_tokens: Tensor,
+                         keeps: Sequence[Iterable[Edge]], *, corrupted: Mapping[str, Tensor] | None = None,
+                         rows: int = 4096) -> Tensor:
+    """``ablated_logits`` for many kept sets at once: [variant, batch, pos, d_vocab_out].
+
+    The variants' runs are stacked along the batch, about ``rows`` token rows a forward, so
+    one edge-at-a-time sweep (``methods.edge_patching``) costs a few forwards, not one per
+    edge; each row reads exactly what ``ablated`` would give it alone.
+    """
+    if corrupted is None:
+        corrupted = corrupted_run(model, corrupted_tokens)
+    batch = clean_tokens.shape[0]
+    per_forward = max(1, rows // max(1, batch))
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(keeps), per_forward):
+            kept = _kept(model.cfg, keeps[start:start + per_forward], model.device)  # [variant, edge]
+            with model.hooks(_ablation_hooks(model, kept, corrupted, None)):
+                logits = model(clean_tokens.repeat(kept.shape[0], 1))  # [variant * batch, pos, d_vocab_out]
+            out.append(logits.view(kept.shape[0], batch, *logits.shape[1:]))
+    return torch.cat(out)
+
+
+def _kept(cfg, keeps: Sequence[Iterable[Edge | tuple[str, str, str]]], device) -> Tensor:
+    """Which edges each kept set keeps: [variant, edge] (1.0 kept, 0.0 ablated)."""
+    everything, all_edges = comp.edge_set(cfg), comp.edges(cfg)
+    rows = []
+    for keep in keeps:
+        wanted = expand_to_qkv(keep)
+        for edge in wanted - everything:
+            comp.check_edge(edge, cfg)  # raises, saying what is wrong with it
+        rows.append([e in wanted for e in all_edges])
+    return torch.tensor(rows, dtype=torch.float32, device=device)
+
+
+def _ablation_hooks(model: Transformer, kept: Tensor, corrupted: Mapping[str, Tensor],
+                    keep_neurons: Mapping[int, Sequence[int]] | None) -> list:
+    """The hooks that ablate what ``kept`` [variant, edge] does not keep, for a batch of
+    variant-major rows ([variant * batch, ...]) against the ``corrupted`` run ([batch, ...])."""
+    cfg = model.cfg
+    sender_of = _sender_hooks(cfg)
+    variants = kept.shape[0]
+    deltas: dict[str, Tensor] = {}  # sender id -> corrupted - current output [variant * batch, pos, d_model]
+
+    def source(name: str) -> Tensor:
+        x = corrupted[name]
+        return x if variants == 1 else x.repeat(variants, *[1] * (x.ndim - 1))
+
+    def record(x: Tensor, hook) -> None:
+        if hook.name.endswith("hook_result"):  # x: [batch, pos, head, d_model]
+            delta = source(hook.name) - x
+            for h in range(cfg.n_heads):
+                deltas[f"{sender_of[hook.name]}H{h}"] = delta[:, :, h]
+        else:
+            deltas[sender_of[hook.name]] = source(hook.name) - x
+
+    hooks = [(name, record) for name in sender_of]
+    for group in _receiver_groups(cfg):
+        mask = 1 - kept[:, group.index.to(kept.device)]  # [variant, sender, receiver]: how much is ablated
+        used = (mask.detach() != 0).any(dim=2).any(dim=0)  # [sender]: with an ablated edge anywhere
+        if not bool(used.any()):
+            continue
+        senders = [s for s, u in zip(group.senders, used.tolist()) if u]
+        patch = _patch_per_head if group.per_head else _patch_stream
+        hooks.append((group.hook, patch(deltas, senders, mask[:, used])))
+    for layer in keep_neurons or {}:
+        name = f"blocks.{layer}.mlp.hook_post"
+        keep_mask = torch.zeros(cfg.d_mlp, dtype=torch.bool, device=model.device)
+        keep_mask[list(keep_neurons[layer])] = True
+        hooks.append((name, _patch_neurons(source(name), keep_mask)))
+    return hooks
+
+
 def _patch_per_head(deltas: dict[str, Tensor], senders: list[str], mask: Tensor):
-    def hook(x: Tensor, hook) -> Tensor:  # x: [batch, pos, head, d_model]
-        stacked = torch.stack([deltas[s] for s in senders], dim=2)  # [batch, pos, sender, d_model]
-        return x + torch.einsum("bpsm,sh->bphm", stacked, mask)
+    def hook(x: Tensor, hook) -> Tensor:  # x: [variant * batch, pos, head, d_model]; mask: [variant, sender, head]
+        stacked = torch.stack([deltas[s] for s in senders], dim=2)  # [variant * batch, pos, sender, d_model]
+        if mask.shape[0] == 1:
+            return x + torch.einsum("bpsm,sh->bphm", stacked, mask[0])
+        stacked = stacked.view(mask.shape[0], -1, *stacked.shape[1:])  # [variant, batch, pos, sender, d_model]
+        return x + torch.einsum("vbpsm,vsh->vbphm", stacked, mask).reshape(x.shape)
     return hook
 
 
 def _patch_stream(deltas: dict[str, Tensor], senders: list[str], mask: Tensor):
-    def hook(x: Tensor, hook) -> Tensor:  # x: [batch, pos, d_model]; mask: [sender, 1]
-        return x + sum(deltas[s] * mask[i, 0] for i, s in enumerate(senders))
+    def hook(x: Tensor, hook) -> Tensor:  # x: [variant * batch, pos, d_model]; mask: [variant, sender, 1]
+        if mask.shape[0] == 1:
+            return x + sum(deltas[s] * mask[0, i, 0] for i, s in enumerate(senders))
+        weight = mask[:, :, 0].repeat_interleave(x.shape[0] // mask.shape[0], dim=0)  # [variant * batch, sender]
+        return x + sum(deltas[s] * weight[:, i, None, None] for i, s in enumerate(senders))
     return hook
 
 
@@ -159,9 +248,11 @@ def ablated_logits(
     corrupted_tokens: Tensor,
     keep: Iterable[Edge | tuple[str, str, str]],
     keep_neurons: Mapping[int, Sequence[int]] | None = None,
+    *,
+    corrupted: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     """Logits [batch, pos, d_vocab_out] of the clean run with only ``keep`` intact."""
-    with torch.no_grad(), ablated(model, corrupted_tokens, keep, keep_neurons):
+    with torch.no_grad(), ablated(model, corrupted_tokens, keep, keep_neurons, corrupted=corrupted):
         return model(clean_tokens)
 
 
@@ -230,6 +321,7 @@ class Faithfulness:
         self.model, self.pair = model, pair
         self.clean = pair.clean.tokens.to(model.device)
         self.corrupted = pair.corrupted.tokens.to(model.device)
+        self._corrupted: dict[str, Tensor] | None = None
         batch = self.clean.shape[0]
         self._rows = bootstrap_rows(batch, replicates, seed)  # [replicate, batch]
         self._n_scored = logit_diff_mask(pair).sum().clamp(min=1).item()
@@ -241,7 +333,10 @@ class Faithfulness:
 
     def _pair_sums(self, keep: Iterable[Edge], keep_neurons: Mapping[int, Sequence[int]] | None = None) -> Tensor:
         """Per pair, the sum of its logit differences over its scored positions: [batch] float64."""
-        logits = ablated_logits(self.model, self.clean, self.corrupted, keep, keep_neurons)
+        if self._corrupted is None:  # recorded once: every circuit is ablated against the same run
+            layers = {} if self.model.cfg.attn_only else dict.fromkeys(range(self.model.cfg.n_layers), ())
+            self._corrupted = corrupted_run(self.model, self.corrupted, layers)
+        logits = ablated_logits(self.model, self.clean, self.corrupted, keep, keep_neurons, corrupted=self._corrupted)
         return logit_diff_terms(logits, self.pair).sum(-1).double().cpu()
 
     def m(self, keep: Iterable[Edge], keep_neurons: Mapping[int, Sequence[int]] | None = None) -> float:

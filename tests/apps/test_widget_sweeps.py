@@ -26,7 +26,7 @@ LESSONS = [path for node in ast.parse(HOME.read_text()).body  # Home.py's LESSON
            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "LESSONS"
            for path, _ in ast.literal_eval(node.value)]
 TRAINING = ["pages/superposition.py", "pages/sae.py", "pages/probes.py"]  # most settings retrain
-ON_DEMAND = ["pages/induction.py"]  # 19 s: with the training pages, past the test command's budget
+ON_DEMAND = ["pages/induction.py", "pages/traps.py"]  # 19 s, 12 s: past the test command's budget
 MAX_RUNS = 12  # runs per page, on top of the default render
 KINDS = ("selectbox", "radio", "select_slider", "multiselect", "number_input", "slider",
          "checkbox", "toggle", "text_input")

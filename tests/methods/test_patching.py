@@ -320,3 +320,19 @@ def test_bad_input_gives_clear_errors(models):
     with pytest.raises(ValueError, match="upstream"):
         path_patching(model, pair, "L1H1", "k", senders=["L1H0"])
     assert not model.has_hooks()
+
+
+@pytest.mark.parametrize("name", ["brackets-siit", "trap-self-repair", "induction-siit"])
+@pytest.mark.parametrize("direction", ["noise", "denoise"])
+def test_edge_patching_gives_the_edge_ablation_engines_scores(name, direction):
+    """The fast sweep (each edge resumed at its receiver, on the rows it changes) against one
+    hooked forward per edge through toylab.interventions, the engine the certificates use."""
+    from toylab import zoo
+    from toylab.methods.patching import edge_patching, naive_edge_patching
+
+    zm = zoo.load(name)
+    pair = zm.task.counterfactual(12, 11)
+    fast, naive = edge_patching(zm.model, pair, direction=direction), naive_edge_patching(zm.model, pair,
+                                                                                          direction=direction)
+    assert fast.scores.keys() == naive.scores.keys()
+    assert max(abs(fast[e] - naive[e]) for e in fast.scores) < 1e-4

@@ -11,7 +11,8 @@ from toylab.truth.traps import TRAPS, build_trap, trap_heads, trap_truth
 from toylab.validate.baselines import BASELINES
 from toylab.validate.leaderboard import TRAP_MARGIN, leaderboard
 
-MODELS = [f"trap-{trap}" for trap in TRAPS]
+MODELS = [f"trap-{trap}" for trap in TRAPS]  # the hand-built traps on Logic gates
+DECOYS = ["trap-decoys", "induction-constructed"]  # decoys fool correlational methods only, by design
 SEED = 4  # a data seed of this test only
 
 
@@ -88,8 +89,8 @@ def test_cancellation_the_gradient_sees_nothing_of_a_head_that_carries_the_answe
 
 @pytest.fixture(scope="module")
 def board():
-    scored = {name: BASELINES[name] for name in BASELINES if name not in ("random", "truth", "attention-heuristic")}
-    return leaderboard(scored, names=MODELS, seeds=[0])
+    scored = {name: BASELINES[name] for name in BASELINES if name not in ("random", "truth")}
+    return leaderboard(scored, names=MODELS + DECOYS, seeds=[0])
 
 
 def test_every_trap_catches_the_methods_it_predicts_and_lets_its_remedies_through(board):
@@ -102,11 +103,13 @@ def test_every_trap_catches_the_methods_it_predicts_and_lets_its_remedies_throug
 
 
 def test_the_traps_tell_the_causal_baselines_apart(board):
-    """The round's bar: on every trap one of activation patching, EAP, EAP-IG and ACDC falls
-    >= 0.2 below the best, and none of them is within 0.05 of the best on every trap."""
+    """The round's bar: on every trap built on a Logic gate one of activation patching, EAP,
+    EAP-IG and ACDC falls >= 0.2 below the best, and none of them is within 0.05 of the best
+    on every trap. (The decoy traps fool correlational methods only, by design: the test
+    above holds them to their own predictions.)"""
     shortfalls = board.shortfalls()
     causal = ("resample-ablation", "eap", "eap-ig", "acdc")
-    assert set(shortfalls) == set(MODELS)
+    assert set(shortfalls) == set(MODELS + DECOYS)
     for model in MODELS:
         assert max(shortfalls[model][m][0] for m in causal) >= TRAP_MARGIN, model
     for method in causal:

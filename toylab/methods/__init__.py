@@ -8,7 +8,7 @@ The families, each a module (helpers and slow references stay there, importable 
     lens                 logit_lens, direct_logit_attribution: reading the residual stream as logits
     patching             activation_patching, path_patching: fast and exact
     attribution          eap (qk_fix: AtP*'s QK fix), eap_ig: edge attribution patching, every edge
-                         from one backward pass; edge_patching: the exact reference, a forward per edge
+                         from one backward pass
     circuit_discovery    acdc: automatic circuit discovery by greedy edge pruning
     fourier, progress    key_frequencies, frequency_losses, progress_measures: grokking modular addition
     superposition        feature_status, reconstruction, phase_diagram: toy models of superposition
@@ -22,7 +22,7 @@ Upper-case names list the choices of an option (``ablate(..., method=m)`` for m 
 """
 
 from toylab.methods.ablation import ABLATIONS, AblationScores, ablate, ablation_scores
-from toylab.methods.attribution import EdgeAttribution, eap, eap_ig, edge_patching
+from toylab.methods.attribution import EdgeAttribution, eap, eap_ig
 from toylab.methods.check import Check
 from toylab.methods.circuit_discovery import ACDC_METRICS, ACDCResult, EdgePruningResult, acdc, edge_pruning
 from toylab.methods.circuits import (
@@ -64,6 +64,7 @@ from toylab.methods.patching import (
     RECEIVER_INPUTS,
     PatchingResult,
     activation_patching,
+    edge_patching,
     path_patching,
 )
 from toylab.methods.probes import LinearProbe, ProbeConfig, ProbeGrid, ProbeResult, probe_grid, train_probe

@@ -64,8 +64,8 @@ eap(..., qk_fix=True)  ("eap-qk", the QK fix of AtP*, Kramár et al. 2024, appli
          down (the edge into the sender's v, say), the estimate stays ~0: the fix repairs
          the receiver's softmax, not the ones after it.
 
-edge_patching  (the exact reference the estimates above approximate: one patched
-         forward per edge). ``direction="noise"``: the clean run with edge e alone
+edge_patching  (``toylab.methods.patching``: the exact reference the estimates above
+         approximate, every edge patched for real). ``direction="noise"``: the clean run with edge e alone
          reading its sender's corrupted output; scores[e] = (m_clean - m(e ablated)) /
          (m_clean - m_corr), the share of the effect that noising e destroys.
          ``direction="denoise"``: the corrupted run with edge e alone reading its
@@ -73,7 +73,8 @@ edge_patching  (the exact reference the estimates above approximate: one patched
          scores[e] = (m(e restored) - m_corr) / (m_clean - m_corr), the share denoising
          e restores. Noising one edge of two redundant paths shows
          nothing, denoising shows each (Heimersheim & Nanda 2024).
-         Cost: one forward (plus one cached corrupted run) per edge.
+         Cost: one forward per edge, resumed at the receiver's layer on the rows the
+         edge changes, stacked into a few large forwards.
 
     result = eap(model, pair)
     result.top(5, absolute=True)          # [(Edge("L0H1", "L1H1", "k"), 0.93), ...]
@@ -93,7 +94,6 @@ from torch import Tensor
 from toylab import components as comp
 from toylab.components import Edge
 from toylab.hooks import UnknownNameError
-from toylab.interventions import ablated_logits
 from toylab.models import Transformer
 from toylab.tasks import CounterfactualPair, logit_diff
 
@@ -163,28 +163,6 @@ def eap(model: Transformer, pair: CounterfactualPair, *, metric: Metric | None =
         return _attribution("eap", cfg, delta, grads, m_clean, m_corr)
     return _attribution("eap-qk", cfg, delta, grads, m_clean, m_corr,
                         exact=_qk_fixed(model, clean_tokens, metric, delta))
-
-
-def edge_patching(model: Transformer, pair: CounterfactualPair, *, direction: str = "noise",
-                  metric: Metric | None = None) -> EdgeAttribution:
-    """Patch every edge alone, for real (see the module docstring): one forward per edge."""
-    if direction not in ("noise", "denoise"):
-        raise ValueError(f"direction must be 'noise' or 'denoise', got {direction!r}")
-    metric = _default_metric(pair) if metric is None else metric
-    clean_tokens, corrupted_tokens = _tokens(model, pair)
-    cfg = model.cfg
-    edges = [e for e in comp.edges(cfg) if e.sender != "pos_embed"]
-    everything = set(comp.edges(cfg))
-    with torch.no_grad():
-        m_clean, m_corr = float(metric(model(clean_tokens))), float(metric(model(corrupted_tokens)))
-    _check_effect(m_clean, m_corr)
-    # Noising runs the clean input and patches from the corrupted one; denoising the reverse.
-    base, source = (clean_tokens, corrupted_tokens) if direction == "noise" else (corrupted_tokens, clean_tokens)
-    scores = {}
-    for edge in edges:
-        m = float(metric(ablated_logits(model, base, source, everything - {edge})))
-        scores[edge] = (m_clean - m if direction == "noise" else m - m_corr) / (m_clean - m_corr)
-    return EdgeAttribution(f"edge-patching-{direction}", scores, m_clean, m_corr)
 
 
 def eap_ig(model: Transformer, pair: CounterfactualPair, *, steps: int = 5,
@@ -398,4 +376,4 @@ def _attribution(method: str, cfg, delta: Tensor, grads: Tensor, m_clean: float,
                                     for e in edges}, m_clean, m_corr)
 
 
-__all__ = ["EdgeAttribution", "eap", "eap_ig", "edge_patching"]
+__all__ = ["EdgeAttribution", "eap", "eap_ig"]

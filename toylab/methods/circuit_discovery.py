@@ -51,7 +51,7 @@ import torch
 from toylab import components as comp
 from toylab.components import Edge
 from toylab.hooks import UnknownNameError
-from toylab.interventions import ablated
+from toylab.interventions import ablated, corrupted_run
 from toylab.models import Transformer
 from toylab.tasks import CounterfactualPair, logit_diff
 
@@ -115,9 +115,11 @@ def acdc(model: Transformer, pair: CounterfactualPair, *, threshold: float | Non
         raise ValueError("the model's metric does not change between clean and corrupted inputs "
                          f"(m = {m_clean:.3g} on both): nothing to attribute")
 
+    corrupted = corrupted_run(model, corrupted_tokens)  # once: every trial ablates against it
+
     def value_of(keep: set[Edge]) -> float:
         """The metric of the clean run with only ``keep`` intact: KL to the full model, or f."""
-        with torch.no_grad(), ablated(model, corrupted_tokens, keep):
+        with torch.no_grad(), ablated(model, corrupted_tokens, keep, corrupted=corrupted):
             logits = model(clean_tokens).cpu()  # [batch, pos, d_vocab_out]
         if metric == "kl":
             logp = logits[scored].log_softmax(-1)  # [scored, d_vocab_out]
@@ -219,12 +221,13 @@ def edge_pruning(model: Transformer, pair: CounterfactualPair, *, steps: int = E
     log_alpha = torch.full((len(edges),), 3.0, device=device, requires_grad=True)  # [edge]: start near "keep all"
     optimiser = torch.optim.Adam([log_alpha], lr=lr)
     g = torch.Generator(device="cpu").manual_seed(seed)
+    corrupted = corrupted_run(model, corrupted_tokens)
     frozen = [p.requires_grad for p in model.parameters()]
     losses = []
 
     def kl_of(masks: Tensor) -> Tensor:
         weights = {**always, **dict(zip(edges, masks))}
-        with ablated(model, corrupted_tokens, weights):
+        with ablated(model, corrupted_tokens, weights, corrupted=corrupted):
             logp = model(clean_tokens)[scored].log_softmax(-1)
         return (full_logp.exp() * (full_logp - logp)).sum(-1).mean()
 

@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from toylab.interventions import ablated_logits_batch
+from toylab.methods.attribution import EdgeAttribution
 from toylab.models import Transformer
 from toylab.models.fast import HookFree
 from toylab.tasks.base import CounterfactualPair, logit_diff, logit_diff_mask, logit_diff_terms, normalised
@@ -198,6 +200,59 @@ def naive_path_patching(model: Transformer, pair: CounterfactualPair, receivers:
         with model.hooks(hooks):
             scores[layer, head] = setup.score(model(setup.base_tokens))
     return setup.result(plan.target, ("layer", "head"), scores)
+
+
+@torch.no_grad()
+def edge_patching(model: Transformer, pair: CounterfactualPair, *, direction: str = "noise",
+                  metric: Metric | None = None) -> EdgeAttribution:
+    """Every edge of the graph patched alone, for real: what EAP estimates, measured.
+
+    For edge (s, r, kind) the receiver's input reads the base run's stream plus s's
+    source-minus-base output, and the forward runs on from there (path patching of one
+    edge). ``direction="noise"``: the clean run with the corrupted sender,
+    ``scores[e] = (m_clean - m) / (m_clean - m_corr)``, the share noising e destroys;
+    ``"denoise"``: the corrupted run with the clean sender, ``scores[e] = (m - m_corr) /
+    (m_clean - m_corr)``, the share it restores. Every edge but pos_embed's (the same in
+    both runs). Each patch resumes the forward at its receiver's layer on the rows the edge
+    changes; patches into one receiver input share forwards. ``naive_edge_patching``, one
+    hooked forward per edge through ``toylab.interventions``, gives the same scores.
+    """
+    if direction not in ("noise", "denoise"):
+        raise ValueError(f"direction must be 'noise' or 'denoise', got {direction!r}")
+    if model.has_hooks():  # the fast path fires no hooks; the reference fires them all
+        return naive_edge_patching(model, pair, direction=direction, metric=metric)
+    setup = _Setup.make(model, pair, None, metric, direction)
+    edges = [e for e in comp.edges(model.cfg) if e.sender != "pos_embed"]
+    patched = _run_patches(setup, [_edge_patch(setup, i, e) for i, e in enumerate(edges)], (len(edges),))
+    # patched is the normalised metric: 1 clean-like, 0 corrupted-like.
+    shares = 1 - patched if direction == "noise" else patched  # [edge]
+    return EdgeAttribution(f"edge-patching-{direction}", {e: float(v) for e, v in zip(edges, shares)},
+                           setup.clean_metric, setup.corrupted_metric)
+
+
+@torch.no_grad()
+def naive_edge_patching(model: Transformer, pair: CounterfactualPair, *, direction: str = "noise",
+                        metric: Metric | None = None) -> EdgeAttribution:
+    """The reference for ``edge_patching``: each edge ablated alone by ``toylab.interventions``
+    (the edge-ablation engine the certificates use), the runs stacked along the batch."""
+    if direction not in ("noise", "denoise"):
+        raise ValueError(f"direction must be 'noise' or 'denoise', got {direction!r}")
+    if metric is None:
+        def metric(logits: Tensor) -> Tensor:
+            return logit_diff(logits.cpu(), pair)
+    clean_tokens, corrupted_tokens = pair.clean.tokens.to(model.device), pair.corrupted.tokens.to(model.device)
+    edges = [e for e in comp.edges(model.cfg) if e.sender != "pos_embed"]
+    everything = set(comp.edges(model.cfg))
+    m_clean, m_corr = _scalar(metric(model(clean_tokens))), _scalar(metric(model(corrupted_tokens)))
+    normalised(m_clean, m_clean, m_corr)  # raises where no score is defined
+    # Noising runs the clean input and patches from the corrupted one; denoising the reverse.
+    base, source = (clean_tokens, corrupted_tokens) if direction == "noise" else (corrupted_tokens, clean_tokens)
+    logits = ablated_logits_batch(model, base, source, [everything - {edge} for edge in edges])  # [edge, b, p, v]
+    scores = {}
+    for edge, one in zip(edges, logits):
+        m = _scalar(metric(one))
+        scores[edge] = (m_clean - m if direction == "noise" else m - m_corr) / (m_clean - m_corr)
+    return EdgeAttribution(f"edge-patching-{direction}", scores, m_clean, m_corr)
 
 
 # ---- shared setup: the two runs, the metric, normalisation ----------------------------
@@ -571,6 +626,36 @@ def _path_patch(setup: _Setup, plan: _PathPlan, sender: tuple[int, int]) -> _Pat
         return reads
 
     return _Patch(sender, *entry, rows, firsts, stream, apply, group=entry)
+
+
+def _edge_patch(setup: _Setup, index: int, edge: comp.Edge) -> _Patch:
+    """One edge: the receiver's input plus the sender's source-minus-base output."""
+    cfg, model = setup.model.cfg, setup.model
+    kind, layer, head = comp.parse(edge.sender)
+    if kind == "head":
+        name = f"blocks.{layer}.attn.hook_z"
+        W_O = model.blocks[layer].attn.W_O[head]  # [d_head, d_model]
+        delta = setup.source[name][:, :, head] @ W_O - setup.base[name][:, :, head] @ W_O  # [batch, pos, d_model]
+        rows, firsts = _changed_rows(setup, name, head)
+    else:  # embed (pos_embed is the same in both runs: the stream entering block 0 differs by it alone) or an MLP
+        name = "blocks.0.hook_resid_pre" if edge.sender == "embed" else f"blocks.{layer}.hook_mlp_out"
+        delta = setup.source[name] - setup.base[name]  # [batch, pos, d_model]
+        rows, firsts = _changed_rows(setup, name)
+    r_kind, r_layer, r_head = comp.parse(edge.receiver)
+    if r_kind == "head":
+        entry, key = (r_layer, "pre"), (r_layer, edge.kind, r_head)
+        stream = f"blocks.{r_layer}.hook_resid_pre"
+    elif r_kind == "mlp":
+        entry, key = (r_layer, "mid"), (r_layer, "mlp")
+        stream = f"blocks.{r_layer}.hook_resid_mid"
+    else:
+        entry, key = (cfg.n_layers, "pre"), (cfg.n_layers, "logits")
+        stream = f"blocks.{cfg.n_layers - 1}.hook_resid_post"
+
+    def apply(resid: Tensor, start: int, end: int, rows: Tensor) -> dict:
+        return {key: delta[rows, start:end]}
+
+    return _Patch((index,), *entry, rows, firsts, stream, apply, group=key)
 
 
 def _chunks(setup: _Setup, group: list[_Patch]):

@@ -32,6 +32,13 @@ weight set by hand so that the mechanism is exactly what is written here:
                   carries the whole answer; the gradient at the clean input says it and
                   its input carry nothing.
 
+    long-chain    y = a, through a chain of six edges in a 4-layer, 8-head model with MLPs
+                  (about 1,500 edges, the circuit 0.4% of them): a mover, three relay
+                  heads and MLP1 pass a from layer to layer, and sixteen distractors read
+                  the chain at every stage and add a little each. What it tests is scale:
+                  precision at the circuit's size among many small real effects, and the
+                  cost of methods that patch edge by edge.
+
 Every trap also has three *distractor* heads with small real effects (faint copies of the
 circuit's last step, each 1-2.5% of the answer): the noise floor of a real model. A method
 that scores a circuit component at 0 ranks it below them, as a method on a large model would.
@@ -60,16 +67,18 @@ from toylab.tasks.base import seeded_generator
 from toylab.tasks.logic import BIT_POS, FALSE, QUERY, TRUE, Logic, bit_token
 from toylab.truth.truth import AttentionRole, Trap, Truth
 
-TRAPS = ("self-repair", "or-gate", "saturation", "narrow-switch", "cancellation")
-GATE = {"self-repair": "copy", "or-gate": "or", "saturation": "mux", "narrow-switch": "mux", "cancellation": "copy"}
+TRAPS = ("self-repair", "or-gate", "saturation", "narrow-switch", "cancellation", "long-chain")
+GATE = {"self-repair": "copy", "or-gate": "or", "saturation": "mux", "narrow-switch": "mux", "cancellation": "copy",
+        "long-chain": "copy"}
 KIND = {"narrow-switch": "saturation"}  # the Trap kind of each trap whose name is not one
-N_LAYERS, N_HEADS, D_HEAD, D_MLP = 2, 4, 4, 4
+D_HEAD, D_MLP = 4, 4
+SHAPE = {"long-chain": (4, 8)}  # (layers, heads) where not (2, 4)
 ATTN_GAIN = 20.0  # score of the key a head is built to attend to, over the others
 SELECT_GAIN = 10.0  # the selector's score gap per unit of sel (saturation)
 NARROW_GAIN, SWITCH_AT = 40.0, 0.8  # narrow-switch: gaps of 16 (sel = 1) and 144 (sel = -1)
 LOGIT_SCALE = 8.0  # logit(true) - logit(false) per unit of ans
 BACKUP_WEIGHT = 2.0  # what the backup writes, in units of the primary's write: full repair
-CHANNELS = ("ans", "hidden", "or_in", "sel")
+CHANNELS = ("ans", "hidden", "or_in", "sel", "c0", "c1", "c2", "c3")
 
 # Where each trap's roles live: layer -> roles, in the order trap_heads assigns them.
 # "distractor" heads are faint copies of the circuit's last step.
@@ -79,6 +88,8 @@ ROLES: dict[str, dict[int, tuple[str, ...]]] = {
     "saturation": {0: ("mover",), 1: ("selector", "distractor", "distractor", "distractor")},
     "narrow-switch": {0: ("mover",), 1: ("selector", "distractor", "distractor", "distractor")},
     "cancellation": {0: ("cancelling", "distractor", "distractor"), 1: ("distractor",)},
+    "long-chain": {layer: (role, *["distractor"] * 4)
+                   for layer, role in enumerate(("mover", "relay1", "relay2", "relay3"))},
 }
 
 
@@ -110,9 +121,10 @@ def _check(trap: str, task: object) -> None:
         raise ValueError(f"the {trap} trap is built on Logic(gate={GATE[trap]!r}), got {task!r}")
 
 
-def config_for(task: Logic) -> TransformerConfig:
+def config_for(trap: str, task: Logic) -> TransformerConfig:
     lay = Layout(task.d_vocab, task.n_ctx)
-    return TransformerConfig(n_layers=N_LAYERS, d_model=lay.d_model, n_heads=N_HEADS, d_head=D_HEAD, d_mlp=D_MLP,
+    n_layers, n_heads = SHAPE.get(trap, (2, 4))
+    return TransformerConfig(n_layers=n_layers, d_model=lay.d_model, n_heads=n_heads, d_head=D_HEAD, d_mlp=D_MLP,
                              act_fn="relu", d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx,
                              normalization_type=None)
 
@@ -123,23 +135,25 @@ def trap_heads(trap: str, seed: int) -> dict[str, list[str]]:
         raise ValueError(f"unknown trap {trap!r}; the traps are {list(TRAPS)}")
     out: dict[str, list[str]] = {}
     for layer, roles in ROLES[trap].items():
-        order = torch.randperm(N_HEADS, generator=seeded_generator(seed * 100 + layer)).tolist()
+        order = torch.randperm(SHAPE.get(trap, (2, 4))[1], generator=seeded_generator(seed * 100 + layer)).tolist()
         for role, head in zip(roles, order):
             out.setdefault(role, []).append(head_id(layer, head))
     return out
 
 
 def _distractor_weights(seed: int, n: int) -> list[float]:
-    """Each distractor's share of the answer: uniform in [0.01, 0.025)."""
+    """Each distractor's share of the answer: uniform in [0.01, 0.025), or for many
+    distractors in [0.03, 0.075) / n, so that together they stay under 7.5%."""
     g = seeded_generator(seed * 100 + 99)
-    return [0.01 + 0.015 * float(u) for u in torch.rand(n, generator=g)]
+    low, width = (0.01, 0.015) if n <= 3 else (0.03 / n, 0.045 / n)
+    return [low + width * float(u) for u in torch.rand(n, generator=g)]
 
 
 def build_trap(trap: str, task: Logic, seed: int = 0) -> Transformer:
     """The hand-built model of ``trap`` on ``task`` (see the module docstring)."""
     _check(trap, task)
     lay = Layout(task.d_vocab, task.n_ctx)
-    model = Transformer(config_for(task))
+    model = Transformer(config_for(trap, task))
     heads = trap_heads(trap, seed)
     gain = ATTN_GAIN * math.sqrt(D_HEAD)  # undoes the attention's 1 / sqrt(d_head)
 
@@ -169,6 +183,14 @@ def build_trap(trap: str, task: Logic, seed: int = 0) -> Transformer:
         read_bit(node, "a")
         write(node, "ans", weight)
 
+    def relay(node: str, read: str, written: str, weight: float = 1.0) -> None:
+        """At the "?" position, attend to itself and copy channel ``read`` into ``written``."""
+        a, h = attn(node)
+        a.W_Q[h, lay.tok(QUERY), 0] = gain
+        a.W_K[h, lay.tok(QUERY), 0] = 1.0
+        a.W_V[h, lay.channel(read), 0] = 1.0
+        write(node, written, weight)
+
     def selector(node: str, select_gain: float, weight: float, switch_at: float = 0.0) -> None:
         """Attend to b where sel > switch_at and to a where sel < switch_at, copy that bit to ans."""
         a, h = attn(node)
@@ -197,6 +219,8 @@ def build_trap(trap: str, task: Logic, seed: int = 0) -> Transformer:
         for node, weight in zip(distractors, _distractor_weights(seed, len(distractors))):
             if GATE[trap] == "mux":
                 selector(node, select_gain=0.5, weight=weight)  # soft: its gradient is alive
+            elif trap == "long-chain" and node[1] != "0":  # reads the chain where it is at its layer
+                relay(node, {"1": "c0", "2": "c2", "3": "c3"}[node[1]], "ans", weight)
             else:
                 copy_a(node, weight)
 
@@ -238,6 +262,19 @@ def build_trap(trap: str, task: Logic, seed: int = 0) -> Transformer:
                 selector(select, select_gain=SELECT_GAIN, weight=1.0)
             else:
                 selector(select, select_gain=NARROW_GAIN, weight=1.0, switch_at=SWITCH_AT)
+        elif trap == "long-chain":
+            # a -> c0 (mover, L0) -> c1 (relay1, L1) -> c2 (MLP1) -> c3 (relay2, L2) -> ans (relay3, L3)
+            (mover,), (relay1,), (relay2,), (relay3,) = (heads[r] for r in ("mover", "relay1", "relay2", "relay3"))
+            attend(mover, BIT_POS["a"])
+            read_bit(mover, "a")
+            write(mover, "c0", 1.0)
+            relay(relay1, "c0", "c1")
+            mlp = model.blocks[1].mlp  # c2 = relu(c1) - relu(-c1)
+            for neuron, sign in enumerate((1.0, -1.0)):
+                mlp.W_in[lay.channel("c1"), neuron] = sign
+                mlp.W_out[neuron, lay.channel("c2")] = sign
+            relay(relay2, "c2", "c3")
+            relay(relay3, "c3", "ans")
         else:  # cancellation
             (cancelling,) = heads["cancelling"]
             copy_a(cancelling, 1.0)
@@ -265,6 +302,9 @@ _DESCRIPTIONS = {
     "reads it and attends to b or to a with a saturated softmax, and copies that bit to the answer.",
     "narrow-switch": "y = b if s else a. As the saturation trap, but the selector attends to b only when what "
     "it reads of s exceeds 0.8, with a steep gain: the switch is narrow and off-centre.",
+    "long-chain": "y = a, passed along a chain: a layer-0 head moves a to the answer position, a layer-1 head "
+    "relays it, MLP1 relays it, a layer-2 and a layer-3 head relay it to the answer; sixteen faint distractors "
+    "read the chain at each stage.",
     "cancellation": "y = a. One head copies a to the answer and into a hidden channel; MLP1 reads that channel "
     "and writes back a function whose slope cancels the head's direct effect to first order but whose value is "
     "the same on both inputs.",
@@ -311,6 +351,12 @@ _TRAPS = {
         "path (EAP-IG: the cancelling slopes integrate to g(1) - g(-1) = 0) or patching for real does not.",
         reference="Kramár et al. 2024, AtP* (cancellation; GradDrop)",
         falls_in=("eap", "eap-qk"), remedies=("eap-ig", "acdc", "resample-ablation", "edge-noising")),
+    "long-chain": dict(
+        mechanism="Six edges among about 1,500, and sixteen distractor heads reading the chain at every stage, each "
+        "adding 0.2-0.5% of the answer: hundreds of edges carry small real effects. Methods must rank the chain "
+        "above them (precision at the circuit's size), and methods that patch edge by edge pay for every edge.",
+        reference="Conmy et al. 2023 (ACDC's cost grows with the edges); MIB (Mueller et al. 2025), larger graphs",
+        falls_in=("attention-heuristic",), remedies=("eap", "eap-ig", "acdc", "edge-noising")),
 }
 
 
@@ -340,6 +386,11 @@ def trap_truth(trap: str, seed: int = 0) -> Truth:
         nodes.update({z: "moves s", m: "selector"})
         edges = [Edge("embed", z, "v"), Edge(z, m, "q"), Edge(m, "logits", "resid")]
         trap_nodes = {"saturated": (m,)}
+    elif trap == "long-chain":
+        (mover,), (r1,), (r2,), (r3,) = (heads[r] for r in ("mover", "relay1", "relay2", "relay3"))
+        nodes.update({mover: "moves a", r1: "relay", "MLP1": "relay", r2: "relay", r3: "relay"})
+        edges = [Edge("embed", mover, "v"), Edge(mover, r1, "v"), Edge(r1, "MLP1", "resid"), Edge("MLP1", r2, "v"),
+                 Edge(r2, r3, "v"), Edge(r3, "logits", "resid")]
     else:
         (a,) = heads["cancelling"]
         nodes[a] = "copies a (cancelled to first order)"

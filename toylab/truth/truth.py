@@ -67,7 +67,7 @@ class FeatureDirection:
     description: str = ""
 
 
-TRAP_KINDS = ("self-repair", "or-gate", "saturation", "cancellation")
+TRAP_KINDS = ("self-repair", "or-gate", "saturation", "cancellation", "decoys", "long-chain")
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,8 @@ class Trap:
     falls_in: tuple[str, ...]  # baselines expected to fail on it
     remedies: tuple[str, ...]  # baselines expected to recover the truth
     # The components the mechanism names, by role: "primary"/"backup" (self-repair),
-    # "cancelling" (cancellation), "saturated" (saturation).
+    # "cancelling" (cancellation), "saturated" (saturation), "decoy" (decoys: heads outside
+    # the circuit whose attention roles, in the truth's ``attention``, mimic its heads').
     nodes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # or-gate: alternative paths, each sufficient alone (each a tuple of edges of the truth).
     paths: tuple[tuple[Edge, ...], ...] = ()

@@ -50,6 +50,7 @@ class Recipe:
     # identified on each, e.g. modular addition's key frequencies) and constructed ones whose
     # builder places the circuit by seed (the traps). ``truth`` is that of seeds[0].
     seed_truths: Mapping[int, Truth] = dataclasses.field(default_factory=dict)
+    siit_weights: Mapping[str, float] = dataclasses.field(default_factory=dict)  # SIIT's term weights, if not its defaults
 
     def __post_init__(self) -> None:
         if self.seed_truths and (self.provenance not in ("certified", "constructed")
@@ -91,7 +92,7 @@ class Recipe:
         """SIIT for an enforced recipe; None (plain task loss) otherwise."""
         if self.provenance != "enforced":
             return None
-        return SIIT(self.algorithm(self.task), self.truth)
+        return SIIT(self.algorithm(self.task), self.truth, **self.siit_weights)
 
 
 def _modadd_model(task: ModularAddition, d_model: int, n_heads: int, d_mlp: int) -> TransformerConfig:
@@ -239,6 +240,23 @@ def _recipes() -> dict[str, Recipe]:
             algorithm=FactualRecallAlgorithm,
             edges_per_seed=True,
         ),
+        Recipe(
+            name="trap-decoys",
+            description="Induction trained in by SIIT (L0H3 previous-token head, L1H2 induction head) with two "
+            "decoys trained to attend exactly like them and to do nothing: L0H1 (previous-token pattern) and L1H0 "
+            "(induction pattern). The other heads are trained to be inert.",
+            task=induction_tiny,
+            model=_induction_model(induction_tiny, d_model=32, n_heads=4),
+            # At induction-siit's recipe (1500 steps, strict 0.4) the previous-token decoy took over a third of
+            # the circuit's work (inertness 0.29): the strict term has to outweigh the pattern term.
+            train=TrainConfig(steps=2500, lr=3e-3, weight_decay=0.01, betas=(0.9, 0.99), batch_size=64,
+                              grad_clip=1.0, eval_every=100, checkpoint_every=500, seed=0),
+            claims=("test/accuracy >= 0.99", "test/loss <= 0.05"),
+            truth=truths.TRAP_DECOYS,
+            siit_weights={"strict_weight": 1.0},
+            algorithm=InductionAlgorithm,
+            seeds=(0, 1, 2),
+        ),
         *(_trap_recipe(trap) for trap in TRAPS),
     ]
     return {r.name: r for r in recipes}
@@ -253,7 +271,7 @@ def _trap_recipe(trap: str) -> Recipe:
         description=f"A method trap ({trap}), every weight set by hand; which heads play the roles is drawn from "
         f"the seed. {truths_by_seed[0].description} See toylab.truth.traps.",
         task=task,
-        model=config_for(task),
+        model=config_for(trap, task),
         train=TrainConfig(steps=1, seed=0),
         claims=("test/accuracy >= 0.999", "test/loss <= 0.01"),
         truth=truths_by_seed[0],

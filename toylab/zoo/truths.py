@@ -13,7 +13,9 @@ is checked by the certificate like every other truth.
 
 from __future__ import annotations
 
-from toylab.truth import AttentionRole, CausalVariable, Edge, Truth
+import dataclasses
+
+from toylab.truth import AttentionRole, CausalVariable, Edge, Trap, Truth
 
 
 def _edges(*groups: tuple[list[str], list[str], str]) -> list[tuple[str, str, str]]:
@@ -108,10 +110,33 @@ def _single_induction_circuit(name: str, provenance: str, prev: str, induction: 
 INDUCTION_SIIT = _single_induction_circuit(
     "induction-siit", "enforced", "L0H2", "L1H1",
     "Heads chosen before training (not head 0); the six other heads are trained to be inert.", 0.5)
-INDUCTION_CONSTRUCTED = _single_induction_circuit(
+
+
+def _decoys(truth: Truth, prev: str, induction: str, how: str) -> Truth:
+    """``truth`` with a previous-token decoy ``prev`` and an induction decoy ``induction``."""
+    trap = Trap(
+        kind="decoys",
+        mechanism=f"Heads outside the circuit attend exactly like its heads: {prev} like its previous-token head, "
+        f"{induction} like its induction head, {how}. A method that goes by attention patterns (or by probing "
+        "the residual stream for 'previous token' and 'next token') cannot tell them from the circuit; a causal "
+        "method can.",
+        reference="Olsson et al. 2022 (induction heads found by attention pattern); Makelov et al. 2023 "
+        "(interpretability illusions: a subspace or pattern that looks right and does nothing)",
+        falls_in=("attention-heuristic",), remedies=("resample-ablation", "eap", "eap-ig", "acdc"),
+        nodes={"decoy": (prev, induction)})
+    roles = (AttentionRole(prev, "previous-token", truth.attention[0].min_score),
+             AttentionRole(induction, "induction", truth.attention[1].min_score))
+    return dataclasses.replace(truth, attention=(*truth.attention, *roles), trap=trap)
+
+
+INDUCTION_CONSTRUCTED = _decoys(_single_induction_circuit(
     "induction-constructed", "constructed", "L0H1", "L1H1",
     "Weights set by hand; decoys L0H0 and L1H0 copy the circuit's attention patterns and write where "
-    "nothing reads.", 0.95)
+    "nothing reads.", 0.95), "L0H0", "L1H0", "set by hand to write where nothing reads")
+TRAP_DECOYS = _decoys(_single_induction_circuit(
+    "trap-decoys", "enforced", "L0H3", "L1H2",
+    "Heads chosen before training and trained in by SIIT, with two decoys trained to attend like them and to "
+    "be inert.", 0.5), "L0H1", "L1H0", "trained (SIIT with a pattern term) to do so and to be inert")
 
 BRACKETS_SIIT = Truth(
     model="brackets-siit",
