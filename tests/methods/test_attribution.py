@@ -1,6 +1,7 @@
 """EAP and EAP-IG called on (model, pair): exact where the model is linear in the edge, the
 identities their definitions imply, and clean hands (no weight, gradient or hook left behind)."""
 
+import dataclasses
 import math
 
 import pytest
@@ -181,3 +182,50 @@ def test_the_qk_fix_is_exact_where_everything_after_the_pattern_is_linear(siit, 
             assert fixed[edge] == pytest.approx(real[edge], abs=1e-4)
     key = Edge("L0H2", "L1H1", "k")  # the circuit's K-composition
     assert real[key] > 0.5 and abs(result[key]) < 0.1
+
+
+def test_grad_drop_keeps_last_layer_edges_and_keeps_only_the_paths_that_skip_a_layer(siit, pair):
+    """AtP*'s GradDrop on a 2-layer model: dropping layer 0 leaves a layer-1 receiver's gradient
+    as it was and dropping layer 1 zeroes it, so a layer-1 receiver's edges score |eap|; a
+    layer-0 receiver keeps only its direct path to the logits (layer 1 dropped); the logits'
+    edges average the same gradient over both layers."""
+    plain, qk = eap(siit.model, pair), eap(siit.model, pair, qk_fix=True)
+    drop, star = eap(siit.model, pair, grad_drop=True), eap(siit.model, pair, qk_fix=True, grad_drop=True)
+    assert (drop.method, star.method) == ("eap-graddrop", "atp-star")
+    direct = {}  # a layer-0 head's v edge through its direct path alone: v-input gradient without layer 1
+    with torch.no_grad():
+        _, cache = siit.model.run_with_cache(pair.clean.tokens, names=["blocks.1.hook_attn_out"])
+    for edge, value in plain.scores.items():
+        layer = None if edge.receiver == "logits" else comp.parse(edge.receiver)[1]
+        assert drop[edge] >= 0 and star[edge] >= 0
+        if layer in (1, None):
+            assert drop[edge] == pytest.approx(abs(value), abs=1e-6)
+            assert star[edge] == pytest.approx(abs(qk[edge]), abs=1e-6)
+        else:
+            direct[edge] = drop[edge]
+    # induction-siit's previous-token head works only through layer 1's key: without layer 1
+    # its input edges carry ~nothing, while plain EAP credits its (small) gradient there.
+    assert max(direct.values()) < 0.01 and any(abs(drop[e] - abs(plain[e])) > 1e-3 for e in direct)
+
+
+def test_grad_drop_recovers_a_cancelled_edge_but_not_the_false_one():
+    """On the cancellation trap the head's input edge has no gradient (its paths cancel); with
+    MLP1's layer dropped the direct path alone carries it, and it scores what noising it does
+    for real. GradDrop undoes false negatives only: the edge into MLP1 keeps its false score."""
+    from toylab.methods import edge_patching
+
+    zm = zoo.load("trap-cancellation")
+    pair = zm.task.counterfactual(64, seed=5)
+    (head,) = [n for n in zm.truth.nodes if n.startswith("L")]
+    plain, drop = eap(zm.model, pair), eap(zm.model, pair, grad_drop=True)
+    real = edge_patching(zm.model, pair)
+    into = Edge("embed", head, "v")
+    assert abs(plain[into]) < 0.05 and real[into] > 0.8
+    assert drop[into] == pytest.approx(real[into], abs=0.1)
+    false = Edge(head, "MLP1", "resid")
+    assert abs(real[false]) < 0.05 and drop[false] > 0.8
+    one_layer = zoo.load("induction-siit").model  # bad input: needs a layer to drop
+    with pytest.raises(ValueError, match="at least 2 layers"):
+        from toylab.models import Transformer
+        m = Transformer(dataclasses.replace(one_layer.cfg, n_layers=1))
+        eap(m, zoo.load("induction-siit").task.counterfactual(4, seed=0), grad_drop=True)

@@ -64,6 +64,19 @@ eap(..., qk_fix=True)  ("eap-qk", the QK fix of AtP*, Kramár et al. 2024, appli
          down (the edge into the sender's v, say), the estimate stays ~0: the fix repairs
          the receiver's softmax, not the ones after it.
 
+eap(..., grad_drop=True)  ("eap-graddrop"; "atp-star", AtP*, with ``qk_fix`` too: GradDrop,
+         Kramár et al. 2024). A node whose effects along two paths cancel has a ~0
+         gradient however large each path is. GradDrop runs one backward per layer l
+         with the gradient stopped at l's outputs (``hook_attn_out``, ``hook_mlp_out``),
+         so only the paths that skip l carry it, and scores each edge by the mean over
+         the layers l other than its receiver's own (dropping that one zeroes it) of
+             |its eap score with l dropped|
+         (unsigned; AtP*'s 1 / (n_layers - 1) sum over l, with the logits, which sit in
+         no layer, averaged over all n_layers). A cancellation through layer l's MLP reappears when l is dropped.
+         It repairs false negatives only: an edge into the cancelling MLP keeps the
+         large first-order score its real effect does not have. Cost: eap's plus
+         n_layers backwards (and, with the QK fix, n_layers more pattern gradients).
+
 edge_patching  (``toylab.methods.patching``: the exact reference the estimates above
          approximate, every edge patched for real). ``direction="noise"``: the clean run with edge e alone
          reading its sender's corrupted output; scores[e] = (m_clean - m(e ablated)) /
@@ -102,7 +115,7 @@ Metric = Callable[[Tensor], Tensor]  # logits [batch, pos, d_vocab_out] -> scala
 
 @dataclass(frozen=True)
 class EdgeAttribution:
-    method: str  # "eap" or "eap-ig"
+    method: str  # "eap", "eap-qk", "eap-graddrop", "atp-star" or "eap-ig"
     scores: dict[Edge, float]  # signed, at qkv granularity; every edge of the model but pos_embed's
     clean_metric: float  # m_clean
     corrupted_metric: float  # m_corr
@@ -144,12 +157,15 @@ class EdgeAttribution:
 
 
 def eap(model: Transformer, pair: CounterfactualPair, *, metric: Metric | None = None,
-        qk_fix: bool = False) -> EdgeAttribution:
+        qk_fix: bool = False, grad_drop: bool = False) -> EdgeAttribution:
     """Edge attribution patching: 2 forwards and 1 backward (see the module docstring).
 
     ``metric(logits)`` maps logits [batch, pos, d_vocab_out] to a scalar; by default the
     task's ``logit_diff(logits, pair)``. ``qk_fix`` recomputes the attention pattern
     exactly for edges into queries and keys (AtP*'s QK fix; the result's method is "eap-qk").
+    ``grad_drop`` averages |score| over one backward per layer with the gradient through
+    that layer's output dropped (AtP*'s GradDrop; "eap-graddrop", or "atp*" with both):
+    the scores are then unsigned.
     """
     metric = _default_metric(pair) if metric is None else metric
     clean_tokens, corrupted_tokens = _tokens(model, pair)
@@ -159,10 +175,20 @@ def eap(model: Transformer, pair: CounterfactualPair, *, metric: Metric | None =
     m_corr = float(metric(logits))
     grads, clean, m_clean = _receiver_gradients(model, clean_tokens, metric)  # [b, p, receiver, m], [b, p, sender, m]
     delta = _stack_senders(corrupted, cfg) - clean  # [batch, pos, sender, d_model]
-    if not qk_fix:
-        return _attribution("eap", cfg, delta, grads, m_clean, m_corr)
-    return _attribution("eap-qk", cfg, delta, grads, m_clean, m_corr,
-                        exact=_qk_fixed(model, clean_tokens, metric, delta))
+    if not grad_drop:
+        exact = _qk_fixed(model, clean_tokens, metric, delta) if qk_fix else None
+        return _attribution("eap-qk" if qk_fix else "eap", cfg, delta, grads, m_clean, m_corr, exact=exact)
+    if cfg.n_layers < 2:
+        raise ValueError("GradDrop drops one layer's gradient at a time: it needs a model of at least 2 layers")
+    total: dict[Edge, float] = {}
+    for layer in range(cfg.n_layers):
+        dropped, _, _ = _receiver_gradients(model, clean_tokens, metric, drop_layer=layer)
+        part = _attribution("eap", cfg, delta, dropped, m_clean, m_corr,
+                            exact=_qk_fixed(model, clean_tokens, metric, delta, layer) if qk_fix else None)
+        for edge, value in part.scores.items():
+            if edge.receiver == "logits" or comp.parse(edge.receiver)[1] != layer:  # its own layer scores 0
+                total[edge] = total.get(edge, 0.0) + abs(value) / (cfg.n_layers - (edge.receiver != "logits"))
+    return EdgeAttribution("atp-star" if qk_fix else "eap-graddrop", total, m_clean, m_corr)
 
 
 def eap_ig(model: Transformer, pair: CounterfactualPair, *, steps: int = 5,
@@ -257,10 +283,12 @@ def _tokens(model: Transformer, pair: CounterfactualPair) -> tuple[Tensor, Tenso
 
 
 def _receiver_gradients(model: Transformer, tokens: Tensor, metric: Metric,
-                        embed: Tensor | None = None) -> tuple[Tensor, Tensor, float]:
+                        embed: Tensor | None = None, drop_layer: int | None = None) -> tuple[Tensor, Tensor, float]:
     """d m / d (each receiver input) on one run of ``tokens`` (1 forward, 1 backward).
 
     ``embed`` [batch, pos, d_model] replaces the token embedding (for integrated gradients).
+    ``drop_layer`` stops the gradient at that layer's outputs (attention and MLP): only the
+    paths that skip the layer carry it (GradDrop); the forward is unchanged.
     Returns (grads [batch, pos, receiver, d_model], the run's sender outputs
     [batch, pos, sender, d_model], the run's metric m).
     """
@@ -283,6 +311,7 @@ def _receiver_gradients(model: Transformer, tokens: Tensor, metric: Metric,
     hooks = [(name, probe) for name in _receiver_hooks(cfg)] + [(name, record) for name in _sender_hooks(cfg)]
     if embed is not None:
         hooks.insert(0, ("hook_embed", lambda x, hook: embed))
+    hooks += _dropped(cfg, drop_layer)
     with torch.enable_grad(), model.hooks(hooks):
         m = metric(model(tokens))
         # autograd.grad, not backward(): the parameters' .grad stay untouched.
@@ -297,6 +326,14 @@ def _receiver_gradients(model: Transformer, tokens: Tensor, metric: Metric,
     return torch.cat(parts, dim=2).detach(), _stack_senders(outputs, cfg), float(m.detach())
 
 
+def _dropped(cfg, layer: int | None) -> list:
+    """Hooks that stop the gradient at ``layer``'s outputs (none for None); values unchanged."""
+    if layer is None:
+        return []
+    names = [f"blocks.{layer}.hook_attn_out"] + ([] if cfg.attn_only else [f"blocks.{layer}.hook_mlp_out"])
+    return [(name, lambda x, hook: x.detach()) for name in names]
+
+
 def _check_effect(m_clean: float, m_corr: float) -> None:
     # float32 forwards of the same tokens agree to ~1e-7 relative: below 1e-6 there is no effect.
     if abs(m_clean - m_corr) <= 1e-6 * max(1.0, abs(m_clean), abs(m_corr)):
@@ -304,9 +341,11 @@ def _check_effect(m_clean: float, m_corr: float) -> None:
                          f"(m = {m_clean:.3g} on both): nothing to attribute")
 
 
-def _qk_fixed(model: Transformer, tokens: Tensor, metric: Metric, delta: Tensor) -> dict[tuple[int, int], Tensor]:
+def _qk_fixed(model: Transformer, tokens: Tensor, metric: Metric, delta: Tensor,
+              drop_layer: int | None = None) -> dict[tuple[int, int], Tensor]:
     """AtP*'s QK fix: for each (sender, q or k receiver), sum of (pattern(patched) - pattern)
-    . dm/d(pattern), the patched pattern recomputed exactly. {(sender, receiver) index: value}."""
+    . dm/d(pattern), the patched pattern recomputed exactly. {(sender, receiver) index: value}.
+    ``drop_layer`` as in ``_receiver_gradients``."""
     cfg = model.cfg
     names = [f"blocks.{layer}.{name}" for layer in range(cfg.n_layers)
              for name in ("hook_resid_pre", "attn.hook_q", "attn.hook_k")]
@@ -323,6 +362,7 @@ def _qk_fixed(model: Transformer, tokens: Tensor, metric: Metric, delta: Tensor)
 
     hooks = [(name, record) for name in names]
     hooks += [(f"blocks.{layer}.attn.hook_pattern", probe) for layer in range(cfg.n_layers)]
+    hooks += _dropped(cfg, drop_layer)
     with torch.enable_grad(), model.hooks(hooks):
         m = metric(model(tokens))
         layers = sorted(patterns)

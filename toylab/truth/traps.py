@@ -37,7 +37,9 @@ weight set by hand so that the mechanism is exactly what is written here:
                   heads and MLP1 pass a from layer to layer, and sixteen distractors read
                   the chain at every stage and add a little each. What it tests is scale:
                   precision at the circuit's size among many small real effects, and the
-                  cost of methods that patch edge by edge.
+                  cost of methods that patch edge by edge. MLP1 clips the bit and is
+                  saturated on every input, so no gradient reaches the chain before it:
+                  first-order methods rank those edges below the distractors after it.
 
 Every trap also has three *distractor* heads with small real effects (faint copies of the
 circuit's last step, each 1-2.5% of the answer): the noise floor of a real model. A method
@@ -269,10 +271,14 @@ def build_trap(trap: str, task: Logic, seed: int = 0) -> Transformer:
             read_bit(mover, "a")
             write(mover, "c0", 1.0)
             relay(relay1, "c0", "c1")
-            mlp = model.blocks[1].mlp  # c2 = relu(c1) - relu(-c1)
-            for neuron, sign in enumerate((1.0, -1.0)):
-                mlp.W_in[lay.channel("c1"), neuron] = sign
+            # MLP1 clips: c2 = clip(2 c1, -1, 1) = relu(2 c1 + 1) - relu(2 c1 - 1) - 1. At c1 = +-1
+            # (clean and corrupted alike) it is flat: no gradient reaches the chain before it.
+            mlp = model.blocks[1].mlp
+            for neuron, (bias, sign) in enumerate(((1.0, 1.0), (-1.0, -1.0))):
+                mlp.W_in[lay.channel("c1"), neuron] = 2.0
+                mlp.b_in[neuron] = bias
                 mlp.W_out[neuron, lay.channel("c2")] = sign
+            mlp.b_out[lay.channel("c2")] = -1.0
             relay(relay2, "c2", "c3")
             relay(relay3, "c3", "ans")
         else:  # cancellation
@@ -303,8 +309,8 @@ _DESCRIPTIONS = {
     "narrow-switch": "y = b if s else a. As the saturation trap, but the selector attends to b only when what "
     "it reads of s exceeds 0.8, with a steep gain: the switch is narrow and off-centre.",
     "long-chain": "y = a, passed along a chain: a layer-0 head moves a to the answer position, a layer-1 head "
-    "relays it, MLP1 relays it, a layer-2 and a layer-3 head relay it to the answer; sixteen faint distractors "
-    "read the chain at each stage.",
+    "relays it, MLP1 relays it clipped to [-1, 1] (saturated on every input), a layer-2 and a layer-3 head relay "
+    "it to the answer; sixteen faint distractors read the chain at each stage.",
     "cancellation": "y = a. One head copies a to the answer and into a hidden channel; MLP1 reads that channel "
     "and writes back a function whose slope cancels the head's direct effect to first order but whose value is "
     "the same on both inputs.",
@@ -318,7 +324,7 @@ _TRAPS = {
         "the backup back instead: ablated alone, its query or key edge makes it fire on top of the primary. "
         "The primary's direct effect (EAP, EAP-IG, ACDC's edge to the logits) sees the circuit.",
         reference="McGrath et al. 2023, The Hydra Effect; Rushing & Nanda 2024, Explorations of self-repair",
-        falls_in=("resample-ablation", "denoising", "edge-noising", "edge-denoising", "eap-qk"),
+        falls_in=("resample-ablation", "denoising", "edge-noising", "edge-denoising", "eap-qk", "atp-star"),
         remedies=("eap", "eap-ig", "acdc")),
     "or-gate": dict(
         mechanism="Two paths, each sufficient alone: noising one at a time (resample ablation, ACDC's pruning) "
@@ -326,15 +332,18 @@ _TRAPS = {
         "(MLP0 is past its kink), so EAP sees neither. Denoising (patching one path's clean activations into "
         "the corrupted run) restores the answer through each.",
         reference="Heimersheim & Nanda 2024, How to use and interpret activation patching",
-        falls_in=("resample-ablation", "edge-noising", "eap", "eap-qk", "acdc"),
+        falls_in=("resample-ablation", "edge-noising", "eap", "eap-qk", "atp-star", "acdc"),
         remedies=("denoising", "edge-denoising", "eap-ig")),
     "saturation": dict(
         mechanism="The selector's softmax is saturated, so the first-order estimate of patching its query "
         "(attribution patching, EAP) is ~0 while flipping s flips the answer, and masks learned by gradient "
         "descent (edge pruning) get no signal to keep it. Recomputing the pattern exactly (EAP's QK fix), "
-        "integrating the gradient along the path (EAP-IG) or patching for real (ACDC, resample ablation) sees it.",
+        "integrating the gradient along the path (EAP-IG) or patching for real (ACDC, resample ablation) sees it. "
+        "The fix repairs the selector's own softmax, not what lies upstream of it: the mover's input edge still "
+        "gets a ~0 gradient, which the plain QK fix ranks third by a hair, and full AtP* (GradDrop, which drops "
+        "layer 1, the only path from that edge) scores exactly 0.",
         reference="Kramár et al. 2024, AtP*; Syed et al. 2023, Attribution patching outperforms ACDC",
-        falls_in=("eap", "edge-pruning"), remedies=("eap-qk", "eap-ig", "acdc", "resample-ablation", "edge-noising")),
+        falls_in=("eap", "atp-star", "edge-pruning"), remedies=("eap-qk", "eap-ig", "acdc", "resample-ablation", "edge-noising")),
     "narrow-switch": dict(
         mechanism="The selector's softmax is saturated at both ends and switches in a window ~0.01 wide near "
         "alpha = 0.1 or 0.9 of the straight path from the corrupted to the clean input. EAP's gradient at the "
@@ -342,21 +351,28 @@ _TRAPS = {
         "inside the window; edge pruning's masks get no gradient to keep it. Patching for real (ACDC, resample "
         "ablation) sees it, as do EAP's QK fix and EAP-IG with enough steps to land in the window.",
         reference="Kramár et al. 2024, AtP*; Hanna et al. 2024, Have faith in faithfulness (EAP-IG)",
-        falls_in=("eap", "eap-ig", "edge-pruning"), remedies=("eap-qk", "acdc", "resample-ablation", "edge-noising")),
+        falls_in=("eap", "eap-ig", "atp-star", "edge-pruning"), remedies=("eap-qk", "acdc", "resample-ablation", "edge-noising")),
     "cancellation": dict(
         mechanism="The head's direct effect and its effect through MLP1 cancel to first order: the gradient at "
         "the clean input says the head and its input edge carry nothing, and that its edge into MLP1 carries as "
         "much as its edge to the logits, while for real MLP1 writes the same on both inputs and the head carries "
         "the whole answer. Attribution patching (EAP, its QK fix) falls in; integrating the gradient along the "
-        "path (EAP-IG: the cancelling slopes integrate to g(1) - g(-1) = 0) or patching for real does not.",
+        "path (EAP-IG: the cancelling slopes integrate to g(1) - g(-1) = 0) or patching for real does not. AtP*'s "
+        "GradDrop (dropping layer 1's gradient) recovers the head's input edge but keeps the false edge into MLP1, "
+        "tied with it, so the circuit of the truth's size takes the wrong one.",
         reference="Kramár et al. 2024, AtP* (cancellation; GradDrop)",
-        falls_in=("eap", "eap-qk"), remedies=("eap-ig", "acdc", "resample-ablation", "edge-noising")),
+        falls_in=("eap", "eap-qk", "atp-star"), remedies=("eap-ig", "acdc", "resample-ablation", "edge-noising")),
     "long-chain": dict(
         mechanism="Six edges among about 1,500, and sixteen distractor heads reading the chain at every stage, each "
         "adding 0.2-0.5% of the answer: hundreds of edges carry small real effects. Methods must rank the chain "
-        "above them (precision at the circuit's size), and methods that patch edge by edge pay for every edge.",
+        "above them (precision at the circuit's size), and methods that patch edge by edge pay for every edge. "
+        "MLP1 clips the relayed bit and sits saturated on clean and corrupted inputs alike, so no gradient reaches "
+        "the chain's first three edges: attribution patching (EAP, its QK fix, AtP*) ranks them below the "
+        "distractors that read the chain after MLP1, while EAP-IG, whose path crosses the clip, and real patching "
+        "see them. Edge pruning's 60 steps, enough on 100-edge graphs, do not separate six edges from 1,600.",
         reference="Conmy et al. 2023 (ACDC's cost grows with the edges); MIB (Mueller et al. 2025), larger graphs",
-        falls_in=("attention-heuristic",), remedies=("eap", "eap-ig", "acdc", "edge-noising")),
+        falls_in=("eap", "eap-qk", "atp-star", "edge-pruning", "attention-heuristic"),
+        remedies=("eap-ig", "acdc", "resample-ablation", "edge-noising")),
 }
 
 

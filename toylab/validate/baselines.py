@@ -20,6 +20,8 @@ edge-noising         EdgeScores "qkv": |score| of ``methods.edge_patching(direct
 edge-denoising       EdgeScores "qkv": |score| of ``methods.edge_patching(direction="denoise")``.
 eap                  EdgeScores "qkv": |score| of ``methods.eap``.
 eap-qk               EdgeScores "qkv": |score| of ``methods.eap(qk_fix=True)`` (AtP*'s QK fix).
+atp-star             EdgeScores "qkv": ``methods.eap(qk_fix=True, grad_drop=True)``: AtP*
+                     (Kramár et al. 2024), the QK fix and GradDrop (which undoes cancellation).
 eap-ig               EdgeScores "qkv": |score| of ``methods.eap_ig`` (5 steps).
 acdc                 EdgeScores "qkv": the damage ``methods.acdc`` measured per edge (KL,
                      threshold 0.1); ``acdc_circuit`` returns the circuit it keeps.
@@ -172,6 +174,12 @@ def eap_qk(problem: Problem, *, n: int = 64) -> EdgeScores:
     return _edge_scores(methods.eap(problem.model, problem.pair(n), qk_fix=True), problem)
 
 
+def atp_star(problem: Problem, *, n: int = 64) -> EdgeScores:
+    """``toylab.methods.eap(qk_fix=True, grad_drop=True)``: AtP* (QK fix and GradDrop), unsigned."""
+    _check_n("n", n)
+    return _edge_scores(methods.eap(problem.model, problem.pair(n), qk_fix=True, grad_drop=True), problem)
+
+
 def edge_noising(problem: Problem, *, n: int = 64) -> EdgeScores:
     """|score| of ``toylab.methods.edge_patching(direction="noise")``: each edge ablated alone."""
     _check_n("n", n)
@@ -250,6 +258,7 @@ BASELINES: dict[str, Method] = {
     "edge-denoising": edge_denoising,
     "eap": eap,
     "eap-qk": eap_qk,
+    "atp-star": atp_star,
     "eap-ig": eap_ig,
     "acdc": acdc,
     "edge-pruning": edge_pruning,
@@ -265,6 +274,7 @@ DESCRIPTIONS: dict[str, str] = {
     "edge-denoising": "each edge restored alone in the corrupted run: the share of the effect it restores",
     "eap": "edge attribution patching: |(corrupted - clean sender) . gradient at the receiver|",
     "eap-qk": "EAP with AtP*'s QK fix: attention patterns recomputed exactly for edges into q and k",
+    "atp-star": "AtP*: EAP with the QK fix and GradDrop (|score| averaged over one layer's gradient dropped at a time)",
     "eap-ig": "EAP with gradients integrated over interpolated input embeddings (5 steps)",
     "acdc": "ACDC: greedy edge pruning from the output back, KL damage, threshold 0.1",
     "edge-pruning": "edge pruning: hard-concrete edge masks learned against KL to the full model (60 steps)",
@@ -274,5 +284,5 @@ DESCRIPTIONS: dict[str, str] = {
 PEEKS = frozenset({"truth"})  # baselines that read the answer key
 
 __all__ = ["ACDC_METRICS", "ACDC_THRESHOLDS", "BASELINES", "DESCRIPTIONS", "PEEKS", "acdc", "acdc_circuit",
-           "attention_heuristic", "denoising", "eap", "eap_ig", "eap_qk", "edge_denoising", "edge_noising", "edge_pruning",
+           "atp_star", "attention_heuristic", "denoising", "eap", "eap_ig", "eap_qk", "edge_denoising", "edge_noising", "edge_pruning",
            "random_scores", "resample_ablation", "truth_scores"]

@@ -112,17 +112,19 @@ INDUCTION_SIIT = _single_induction_circuit(
     "Heads chosen before training (not head 0); the six other heads are trained to be inert.", 0.5)
 
 
-def _decoys(truth: Truth, prev: str, induction: str, how: str) -> Truth:
-    """``truth`` with a previous-token decoy ``prev`` and an induction decoy ``induction``."""
+def _decoys(truth: Truth, prev: str, induction: str, how: str, also: str = "",
+            falls_in: tuple[str, ...] = (), remedies: tuple[str, ...] = ("eap",)) -> Truth:
+    """``truth`` with a previous-token decoy ``prev`` and an induction decoy ``induction``;
+    ``also`` explains the measured failures beyond the attention heuristic (``falls_in``)."""
     trap = Trap(
         kind="decoys",
         mechanism=f"Heads outside the circuit attend exactly like its heads: {prev} like its previous-token head, "
         f"{induction} like its induction head, {how}. A method that goes by attention patterns (or by probing "
         "the residual stream for 'previous token' and 'next token') cannot tell them from the circuit; a causal "
-        "method can.",
+        "method can." + also,
         reference="Olsson et al. 2022 (induction heads found by attention pattern); Makelov et al. 2023 "
         "(interpretability illusions: a subspace or pattern that looks right and does nothing)",
-        falls_in=("attention-heuristic",), remedies=("resample-ablation", "eap", "eap-ig", "acdc"),
+        falls_in=("attention-heuristic", *falls_in), remedies=("resample-ablation", "eap-ig", "acdc", *remedies),
         nodes={"decoy": (prev, induction)})
     roles = (AttentionRole(prev, "previous-token", truth.attention[0].min_score),
              AttentionRole(induction, "induction", truth.attention[1].min_score))
@@ -136,7 +138,12 @@ INDUCTION_CONSTRUCTED = _decoys(_single_induction_circuit(
 TRAP_DECOYS = _decoys(_single_induction_circuit(
     "trap-decoys", "enforced", "L0H3", "L1H2",
     "Heads chosen before training and trained in by SIIT, with two decoys trained to attend like them and to "
-    "be inert.", 0.5), "L0H1", "L1H0", "trained (SIIT with a pattern term) to do so and to be inert")
+    "be inert.", 0.5), "L0H1", "L1H0", "trained (SIIT with a pattern term) to do so and to be inert",
+    also=" Trained to a sharp pattern, the induction head's softmax saturates: attribution patching misses the "
+    "previous-token head's edge into its key (EAP), and the QK fix, which recovers that edge, still misses the "
+    "previous-token head's own input, whose gradient dies in the same softmax; edge pruning's masks get no "
+    "gradient there either.",
+    falls_in=("eap", "eap-qk", "atp-star", "edge-pruning"), remedies=("edge-noising",))
 
 BRACKETS_SIIT = Truth(
     model="brackets-siit",
