@@ -11,6 +11,7 @@ the answer:
     copy   a
     or     a or b
     mux    b if s else a
+    xor    a xor b
 
 The method traps of ``toylab.truth.traps`` are built on it. Each gate has the
 counterfactual its trap needs (a task-level choice, documented on ``counterfactual``).
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from toylab.tasks.algorithm import Algorithm
 from toylab.tasks.base import IGNORE, Batch, CounterfactualPair, SampledTask, seeded_generator
 
 BOS = 0
@@ -31,7 +33,7 @@ BIT_POS = {"a": 1, "b": 2, "s": 3}  # where each input bit sits
 QUERY = 7  # the "?" token, at the last position, where the answer is read
 FIRST_FILLER = 8
 FALSE, TRUE = 0, 1  # output classes
-GATES = ("copy", "or", "mux")
+GATES = ("copy", "or", "mux", "xor")
 
 
 def bit_token(bit: str, value: int) -> int:
@@ -92,6 +94,8 @@ class Logic(SampledTask):
             return a.clone()
         if self.gate == "or":
             return a | b
+        if self.gate == "xor":
+            return a ^ b
         return torch.where(s == 1, b, a)
 
     def bits(self, tokens: Tensor) -> dict[str, Tensor]:
@@ -126,6 +130,7 @@ class Logic(SampledTask):
         """Clean and corrupted prompts with the same fillers, whose answers differ:
 
         copy   a flipped (b and s as drawn, the same in both);
+        xor    a or b flipped, which one drawn per row (both inputs matter, each in half);
         or     a = b = 1 in the clean prompt, a = b = 0 in the corrupted one: from the state
                where both inputs are on, so that turning either off alone changes nothing
                (Heimersheim & Nanda 2024 on noising an OR);
@@ -134,7 +139,12 @@ class Logic(SampledTask):
         g = seeded_generator(seed)
         bits, filler = self._draw(n, g)
         corrupted = dict(bits)
-        if self.gate == "copy":
+        if self.gate == "xor":
+            flip_a = torch.randint(2, (n,), generator=g).bool()
+            corrupted["a"] = torch.where(flip_a, 1 - bits["a"], bits["a"])
+            corrupted["b"] = torch.where(flip_a, bits["b"], 1 - bits["b"])
+            what = "a or b flipped (one per row)"
+        elif self.gate == "copy":
             corrupted["a"] = 1 - bits["a"]
             what = "a flipped"
         elif self.gate == "or":
@@ -150,3 +160,29 @@ class Logic(SampledTask):
     # ---- serialisation --------------------------------------------------------------
     def params(self) -> dict[str, Any]:
         return {"gate": self.gate, "n_filler": self.n_filler, "n_filler_tokens": self.n_filler_tokens}
+
+
+class LogicAlgorithm(Algorithm):
+    """The gate as a causal model: the input bits a, b, s are its variables.
+
+    Intervening on a bit gives the gate's answer on the base prompt with that bit taken
+    from the source. Pairs are two independent prompts (fillers too), so a bit differs
+    in half the pairs, and under a gate that reads two bits a method that swaps both at
+    once is right only where the other bit happens to agree.
+    """
+
+    variables = BITS
+
+    def __init__(self, task: Logic) -> None:
+        self.task = task
+
+    def sample_pairs(self, n: int, generator: torch.Generator) -> tuple[Batch, Batch]:
+        return self.task._sample(n, generator), self.task._sample(n, generator)
+
+    def intervene(self, base: Batch, source: Batch, variable: str) -> Tensor:
+        self.check_variable(variable)
+        bits = self.task.bits(base.tokens)
+        bits[variable] = self.task.bits(source.tokens)[variable]
+        targets = torch.full_like(base.targets, IGNORE)
+        targets[:, -1] = self.task.answer(bits["a"], bits["b"], bits["s"])
+        return targets

@@ -33,7 +33,10 @@ interval and its bound):
     roles          each declared attention role's detector score reaches its bar and twice
                    what uniform causal attention scores on the same inputs.
     variables      with a high-level algorithm, each causal variable's interchange-
-                   intervention accuracy at its declared components is >= 0.9.
+                   intervention accuracy at its declared components is >= 0.9; where it
+                   declares a basis (a distributed variable) the IIA is that of patching the
+                   basis alone, and patching the component's whole output, or a random
+                   subspace as wide, scores <= 0.75.
     claims         algorithm-level claims checked by their own interventions (for modular
                    addition, the key frequencies' restricted and excluded losses).
     trap           (method traps, ``toylab.truth.traps``) the trap's mechanism, by
@@ -48,11 +51,13 @@ interval and its bound):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from toylab import components as comp
 from toylab.components import Edge
@@ -82,6 +87,7 @@ THRESHOLDS = {
     "edge_margin": 0.01,  # each edge's removal from the circuit costs at least this much f
     "inertness": 0.05,  # a non-circuit node changes f by at most this (where promised)
     "iia": 0.9,  # interchange-intervention accuracy of each declared variable
+    "iia_elsewhere": 0.75,  # a distributed variable's IIA through its whole component, or a random subspace
 }
 CERTIFICATE_PAIRS = 512  # counterfactual pairs per measurement
 # Held out: no build step draws data from it. identify chose the certified models' edges
@@ -341,18 +347,36 @@ def _variable_checks(model: Transformer, algorithm: Algorithm, truth: Truth, n: 
     checks = []
     for v in truth.variables:
         iia = variable_accuracy(model, algorithm, v, n, seed)
-        checks.append(Check(f"interchange accuracy of {v.name} at {'+'.join(v.components)}", iia.value, ">=",
+        where = "+".join(v.components) + (f" within its {len(v.basis)}-dim basis" if v.basis else "")
+        checks.append(Check(f"interchange accuracy of {v.name} at {where}", iia.value, ">=",
                             THRESHOLDS["iia"], iia.interval()))
+        if v.basis:  # the basis is the claim: the whole output, or a random subspace as wide, is not the variable
+            whole = variable_accuracy(model, algorithm, dataclasses.replace(v, basis=()), n, seed)
+            checks.append(Check(f"interchange accuracy of {v.name} patching {v.components[0]}'s whole output "
+                                "(it carries more than the variable)", whole.value, "<=", THRESHOLDS["iia_elsewhere"],
+                                whole.interval()))
+            g = torch.Generator().manual_seed(seed)
+            random = torch.linalg.qr(torch.randn(len(v.basis[0]), len(v.basis), generator=g, dtype=torch.float64))[0]
+            other = variable_accuracy(model, algorithm, dataclasses.replace(v, basis=tuple(map(tuple, random.T.tolist()))),
+                                      n, seed)
+            checks.append(Check(f"interchange accuracy of {v.name} within a random subspace as wide", other.value,
+                                "<=", THRESHOLDS["iia_elsewhere"], other.interval()))
     return checks
+
+
+def _basis(variable: CausalVariable) -> Tensor | None:
+    """The variable's subspace as orthonormal columns [d, k]; None: the components' whole outputs."""
+    return torch.tensor(variable.basis).T if variable.basis else None
 
 
 def variable_accuracy(model: Transformer, algorithm: Algorithm, variable: CausalVariable,
                       n: int = CERTIFICATE_PAIRS, seed: int = CERTIFICATE_SEED) -> Estimate:
-    """IIA of a declared causal variable, patching its components whole at its positions,
-    with a bootstrap over the pairs."""
+    """IIA of a declared causal variable, patching its components at its positions (whole, or
+    within its basis), with a bootstrap over the pairs."""
     _, _, expected, logits = interchange_accuracy(
         model, algorithm, variable.name,
-        lambda source: interchanged(model, source, variable.components, variable.positions), n, seed)
+        lambda source: interchanged(model, source, variable.components, variable.positions,
+                                    basis=_basis(variable)), n, seed)
     scored = expected != IGNORE  # [batch, pos]
     hits = ((logits.argmax(-1) == expected) & scored).sum(-1)  # [batch]
     return ratio_estimate(hits, scored.sum(-1), BOOTSTRAP_REPLICATES, seed)  # its value is ``iia``

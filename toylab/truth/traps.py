@@ -41,6 +41,16 @@ weight set by hand so that the mechanism is exactly what is written here:
                   saturated on every input, so no gradient reaches the chain before it:
                   first-order methods rank those edges below the distractors after it.
 
+    distributed   (Geiger et al. 2024, DAS; MIB's causal-variable track) y = a xor b. Heads
+                  move a and b to the answer position; MLP0 re-encodes them as one code
+                  a u + b v over five residual channels (u, v orthonormal, drawn from the
+                  seed, every channel and every neuron mixing both); MLP1 reads a + b off
+                  it. The variables a and b both live in MLP0's output, each along its own
+                  direction (``CausalVariable.basis``): interchanging the whole output moves
+                  both, no subset of channels or neurons holds one alone, and a learned
+                  1-dim subspace (DAS) holds exactly one. A featuriser trap: the circuit
+                  itself is easy; locating the variable within its node is not.
+
 Every trap also has three *distractor* heads with small real effects (faint copies of the
 circuit's last step, each 1-2.5% of the answer): the noise floor of a real model. A method
 that scores a circuit component at 0 ranks it below them, as a method on a large model would.
@@ -67,12 +77,12 @@ from toylab.components import Edge, head_id
 from toylab.models import Transformer, TransformerConfig
 from toylab.tasks.base import seeded_generator
 from toylab.tasks.logic import BIT_POS, FALSE, QUERY, TRUE, Logic, bit_token
-from toylab.truth.truth import AttentionRole, Trap, Truth
+from toylab.truth.truth import AttentionRole, CausalVariable, Trap, Truth
 
-TRAPS = ("self-repair", "or-gate", "saturation", "narrow-switch", "cancellation", "long-chain")
+TRAPS = ("self-repair", "or-gate", "saturation", "narrow-switch", "cancellation", "long-chain", "distributed")
 GATE = {"self-repair": "copy", "or-gate": "or", "saturation": "mux", "narrow-switch": "mux", "cancellation": "copy",
-        "long-chain": "copy"}
-KIND = {"narrow-switch": "saturation"}  # the Trap kind of each trap whose name is not one
+        "long-chain": "copy", "distributed": "xor"}
+KIND = {"narrow-switch": "saturation", "distributed": "distributed-variable"}  # where the name is not the kind
 D_HEAD, D_MLP = 4, 4
 SHAPE = {"long-chain": (4, 8)}  # (layers, heads) where not (2, 4)
 ATTN_GAIN = 20.0  # score of the key a head is built to attend to, over the others
@@ -81,6 +91,8 @@ NARROW_GAIN, SWITCH_AT = 40.0, 0.8  # narrow-switch: gaps of 16 (sel = 1) and 14
 LOGIT_SCALE = 8.0  # logit(true) - logit(false) per unit of ans
 BACKUP_WEIGHT = 2.0  # what the backup writes, in units of the primary's write: full repair
 CHANNELS = ("ans", "hidden", "or_in", "sel", "c0", "c1", "c2", "c3")
+CODE = ("hidden", "or_in", "sel", "c2", "c3")  # the distributed trap's code: a and b mixed over these
+CODE_MIX = math.pi / 6  # MLP0's neurons read a and b rotated by this angle: each neuron mixes both
 
 # Where each trap's roles live: layer -> roles, in the order trap_heads assigns them.
 # "distractor" heads are faint copies of the circuit's last step.
@@ -92,7 +104,16 @@ ROLES: dict[str, dict[int, tuple[str, ...]]] = {
     "cancellation": {0: ("cancelling", "distractor", "distractor"), 1: ("distractor",)},
     "long-chain": {layer: (role, *["distractor"] * 4)
                    for layer, role in enumerate(("mover", "relay1", "relay2", "relay3"))},
+    "distributed": {0: ("mover_a", "mover_b", "distractor"), 1: ("distractor", "distractor")},
 }
+
+
+def code_directions(seed: int) -> tuple[list[float], list[float]]:
+    """The distributed trap's directions of a and of b over the ``CODE`` channels: orthonormal,
+    drawn from the seed, every entry nonzero (each channel carries both)."""
+    g = seeded_generator(seed * 100 + 77)
+    q, _ = torch.linalg.qr(torch.randn(len(CODE), 2, generator=g, dtype=torch.float64))
+    return q[:, 0].tolist(), q[:, 1].tolist()
 
 
 @dataclass(frozen=True)
@@ -281,6 +302,33 @@ def build_trap(trap: str, task: Logic, seed: int = 0) -> Transformer:
             mlp.b_out[lay.channel("c2")] = -1.0
             relay(relay2, "c2", "c3")
             relay(relay3, "c3", "ans")
+        elif trap == "distributed":
+            (mover_a,), (mover_b,) = heads["mover_a"], heads["mover_b"]
+            for mover, bit, channel in ((mover_a, "a", "c0"), (mover_b, "b", "c1")):
+                attend(mover, BIT_POS[bit])
+                read_bit(mover, bit)
+                write(mover, channel, 1.0)
+            # MLP0 writes a u + b v over the CODE channels, linearly (a ReLU pair per
+            # direction), through neurons that read a and b rotated: p = cos a + sin b,
+            # q = -sin a + cos b, so every neuron, and every channel, mixes the two.
+            u, v = (torch.tensor(d) for d in code_directions(seed))
+            c, si = math.cos(CODE_MIX), math.sin(CODE_MIX)
+            reads = ((c, si), (-si, c))  # (weight on a, weight on b) of p and q
+            writes = (c * u + si * v, -si * u + c * v)  # a u + b v = p (c u + s v) + q (-s u + c v)
+            mlp = model.blocks[0].mlp
+            for k, ((wa, wb), out) in enumerate(zip(reads, writes)):
+                for neuron, sign in ((2 * k, 1.0), (2 * k + 1, -1.0)):
+                    mlp.W_in[lay.channel("c0"), neuron] = sign * wa
+                    mlp.W_in[lay.channel("c1"), neuron] = sign * wb
+                    for channel, value in zip(CODE, out.tolist()):
+                        mlp.W_out[neuron, lay.channel(channel)] = sign * value
+            # MLP1: ans = 1 - |a + b| (true iff a != b), reading a + b = (u + v) . code.
+            mlp = model.blocks[1].mlp
+            for neuron, sign in ((0, 1.0), (1, -1.0)):
+                for channel, value in zip(CODE, (u + v).tolist()):
+                    mlp.W_in[lay.channel(channel), neuron] = sign * value
+                mlp.W_out[neuron, lay.channel("ans")] = -1.0
+            mlp.b_out[lay.channel("ans")] = 1.0
         else:  # cancellation
             (cancelling,) = heads["cancelling"]
             copy_a(cancelling, 1.0)
@@ -311,6 +359,9 @@ _DESCRIPTIONS = {
     "long-chain": "y = a, passed along a chain: a layer-0 head moves a to the answer position, a layer-1 head "
     "relays it, MLP1 relays it clipped to [-1, 1] (saturated on every input), a layer-2 and a layer-3 head relay "
     "it to the answer; sixteen faint distractors read the chain at each stage.",
+    "distributed": "y = a xor b. Two layer-0 heads move a and b to the answer position; MLP0 re-encodes them "
+    "as one code, a u + b v over five channels (u, v orthonormal, every channel mixing both); MLP1 reads a + b "
+    "off the code and answers 1 - |a + b|.",
     "cancellation": "y = a. One head copies a to the answer and into a hidden channel; MLP1 reads that channel "
     "and writes back a function whose slope cancels the head's direct effect to first order but whose value is "
     "the same on both inputs.",
@@ -373,6 +424,15 @@ _TRAPS = {
         reference="Conmy et al. 2023 (ACDC's cost grows with the edges); MIB (Mueller et al. 2025), larger graphs",
         falls_in=("eap", "eap-qk", "atp-star", "edge-pruning", "attention-heuristic"),
         remedies=("eap-ig", "acdc", "resample-ablation", "edge-noising")),
+    "distributed": dict(
+        mechanism="The variable a lives in MLP0's output, but only along its direction u of a code that also "
+        "carries b: interchanging MLP0's whole output (what node-level patching and the node's causal variable "
+        "assume) swaps b too, and follows the algorithm only where b happens to agree (IIA ~0.5); every "
+        "channel, and every MLP0 neuron, mixes a and b, so no set of them (a learned neuron mask) carries a "
+        "alone. Distributed alignment search learns the direction and interchanges exactly a.",
+        reference="Geiger et al. 2024 (DAS); Mueller et al. 2025 (MIB, causal variable localisation); "
+        "Elhage et al. 2022 (features are not neurons)",
+        falls_in=("full-vector", "neuron-mask"), remedies=("das",)),
 }
 
 
@@ -387,6 +447,7 @@ def trap_truth(trap: str, seed: int = 0) -> Truth:
     trap_nodes: dict[str, tuple[str, ...]] = {}
     paths: tuple[tuple[Edge, ...], ...] = ()
     attention: tuple[AttentionRole, ...] = ()
+    variables: list[CausalVariable] = []
     if trap == "self-repair":
         (p,), (b,) = heads["primary"], heads["backup"]
         nodes[p] = "primary"
@@ -402,6 +463,20 @@ def trap_truth(trap: str, seed: int = 0) -> Truth:
         nodes.update({z: "moves s", m: "selector"})
         edges = [Edge("embed", z, "v"), Edge(z, m, "q"), Edge(m, "logits", "resid")]
         trap_nodes = {"saturated": (m,)}
+    elif trap == "distributed":
+        (ma,), (mb,) = heads["mover_a"], heads["mover_b"]
+        nodes.update({ma: "moves a", mb: "moves b", "MLP0": "a and b in one distributed code", "MLP1": "xor"})
+        edges = [Edge("embed", ma, "v"), Edge("embed", mb, "v"), Edge(ma, "MLP0", "resid"), Edge(mb, "MLP0", "resid"),
+                 Edge("MLP0", "MLP1", "resid"), Edge("MLP1", "logits", "resid")]
+        lay = Layout(Logic("xor").d_vocab, Logic("xor").n_ctx)
+        variables = []
+        for bit, direction in zip("ab", code_directions(seed)):
+            vector = [0.0] * lay.d_model
+            for channel, value in zip(CODE, direction):
+                vector[lay.channel(channel)] = value
+            variables.append(CausalVariable(bit, f"the bit {bit}, in MLP0's output along its own direction of the code",
+                                            ("MLP0",), "last", basis=(tuple(vector),)))
+        trap_nodes = {"code": ("MLP0",)}
     elif trap == "long-chain":
         (mover,), (r1,), (r2,), (r3,) = (heads[r] for r in ("mover", "relay1", "relay2", "relay3"))
         nodes.update({mover: "moves a", r1: "relay", "MLP1": "relay", r2: "relay", r3: "relay"})
@@ -415,9 +490,9 @@ def trap_truth(trap: str, seed: int = 0) -> Truth:
     nodes["logits"] = "output"
     return Truth(
         model=name, provenance="constructed", description=_DESCRIPTIONS[trap], nodes=nodes, edges=tuple(edges),
-        attention=attention,
+        attention=attention, variables=tuple(variables),
         trap=Trap(kind=KIND.get(trap, trap), nodes=trap_nodes, paths=paths, **_TRAPS[trap]),
     )
 
 
-__all__ = ["GATE", "TRAPS", "Layout", "build_trap", "config_for", "trap_heads", "trap_truth"]
+__all__ = ["CODE", "GATE", "TRAPS", "Layout", "build_trap", "code_directions", "config_for", "trap_heads", "trap_truth"]

@@ -55,6 +55,17 @@ class CausalVariable:
     description: str
     components: tuple[str, ...]  # component ids whose outputs carry the variable
     positions: str  # "all", "last", "scored", or comma-separated indices "0,2"
+    # Where within the (one) component's output it lives: orthonormal vectors spanning its
+    # subspace (d_model wide for an MLP's hook_mlp_out, d_head for a head's hook_z). Empty:
+    # the whole output. A distributed variable shares its component with others.
+    basis: tuple[tuple[float, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "components", tuple(self.components))
+        object.__setattr__(self, "basis", tuple(tuple(float(x) for x in v) for v in self.basis))
+        if self.basis and len(self.components) != 1:
+            raise ValueError(f"variable {self.name!r}: a basis locates it within one component, "
+                             f"got {list(self.components)}")
 
 
 @dataclass(frozen=True)
@@ -67,7 +78,7 @@ class FeatureDirection:
     description: str = ""
 
 
-TRAP_KINDS = ("self-repair", "or-gate", "saturation", "cancellation", "decoys", "long-chain")
+TRAP_KINDS = ("self-repair", "or-gate", "saturation", "cancellation", "decoys", "long-chain", "distributed-variable")
 
 
 @dataclass(frozen=True)
@@ -197,6 +208,14 @@ class Truth:
             for ids in self.trap.nodes.values():
                 for node in ids:
                     comp.check_component(node, cfg)
+        for variable in self.variables:
+            for c in variable.components:
+                comp.check_component(c, cfg)
+            if variable.basis:
+                width = cfg.d_head if comp.parse(variable.components[0])[0] == "head" else cfg.d_model
+                if any(len(v) != width for v in variable.basis):
+                    raise ValueError(f"variable {variable.name!r}: its basis vectors must have {width} entries "
+                                     f"(the width of {variable.components[0]}'s output)")
 
     def with_certificate(self, certificate: dict[str, Any]) -> Truth:
         return Truth(**{**self._fields(), "certificate": certificate})
@@ -225,7 +244,8 @@ class Truth:
             "edges": [e.to_list() for e in self.edges],
             "optional": [e.to_list() for e in self.optional],
             "attention": [vars(a) for a in self.attention],
-            "variables": [{**vars(v), "components": list(v.components)} for v in self.variables],
+            "variables": [{**vars(v), "components": list(v.components), "basis": [list(b) for b in v.basis]}
+                          for v in self.variables],
             "features": [{**vars(f), "vector": list(f.vector)} for f in self.features],
             "trap": None if self.trap is None else self.trap.to_dict(),
         }
@@ -245,7 +265,8 @@ class Truth:
                 "edges": tuple(Edge.parse(e) for e in data.get("edges", ())),
                 "optional": tuple(Edge.parse(e) for e in data.get("optional", ())),
                 "attention": tuple(AttentionRole(**a) for a in data.get("attention", ())),
-                "variables": tuple(CausalVariable(**{**v, "components": tuple(v["components"])})
+                "variables": tuple(CausalVariable(**{**v, "components": tuple(v["components"]),
+                                                     "basis": tuple(tuple(b) for b in v.get("basis", ()))})
                                    for v in data.get("variables", ())),
                 "features": tuple(FeatureDirection(**{**f, "vector": tuple(f["vector"])})
                                   for f in data.get("features", ())),

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from toylab.models import Transformer, TransformerConfig
 from toylab.tasks import Induction, Logic, ModularAddition, Task
+from toylab.tasks.logic import LogicAlgorithm
 from toylab.tasks.brackets import Brackets, BracketsAlgorithm
 from toylab.tasks.factual_recall import FactualRecall, FactualRecallAlgorithm
 from toylab.tasks.induction import InductionAlgorithm
@@ -278,6 +279,7 @@ def _trap_recipe(trap: str) -> Recipe:
         seeds=seeds,
         build=lambda task, seed: build_trap(trap, task, seed),
         seed_truths=truths_by_seed,
+        algorithm=LogicAlgorithm,
     )
 
 
