@@ -43,8 +43,9 @@ weight set by hand so that the mechanism is exactly what is written here:
 
     distributed   (Geiger et al. 2024, DAS; MIB's causal-variable track) y = a xor b. Heads
                   move a and b to the answer position; MLP0 re-encodes them as one code
-                  a u + b v over five residual channels (u, v orthonormal, drawn from the
-                  seed, every channel and every neuron mixing both); MLP1 reads a + b off
+                  a u + b v over four residual channels (u, v orthonormal, entries +-1/2
+                  drawn from the seed: every channel carries both equally, and every
+                  neuron mixes both); MLP1 reads a + b off
                   it. The variables a and b both live in MLP0's output, each along its own
                   direction (``CausalVariable.basis``): interchanging the whole output moves
                   both, no subset of channels or neurons holds one alone, and a learned
@@ -91,7 +92,7 @@ NARROW_GAIN, SWITCH_AT = 40.0, 0.8  # narrow-switch: gaps of 16 (sel = 1) and 14
 LOGIT_SCALE = 8.0  # logit(true) - logit(false) per unit of ans
 BACKUP_WEIGHT = 2.0  # what the backup writes, in units of the primary's write: full repair
 CHANNELS = ("ans", "hidden", "or_in", "sel", "c0", "c1", "c2", "c3")
-CODE = ("hidden", "or_in", "sel", "c2", "c3")  # the distributed trap's code: a and b mixed over these
+CODE = ("hidden", "or_in", "sel", "c2")  # the distributed trap's code: a and b mixed over these
 CODE_MIX = math.pi / 6  # MLP0's neurons read a and b rotated by this angle: each neuron mixes both
 
 # Where each trap's roles live: layer -> roles, in the order trap_heads assigns them.
@@ -110,10 +111,14 @@ ROLES: dict[str, dict[int, tuple[str, ...]]] = {
 
 def code_directions(seed: int) -> tuple[list[float], list[float]]:
     """The distributed trap's directions of a and of b over the ``CODE`` channels: orthonormal,
-    drawn from the seed, every entry nonzero (each channel carries both)."""
+    every entry +-1/2, so each channel carries a and b in equal measure (signs drawn from the
+    seed). Patching any set of channels then moves a + b, what MLP1 reads, as patching the
+    whole output does, only less: no mask of channels moves a alone."""
     g = seeded_generator(seed * 100 + 77)
-    q, _ = torch.linalg.qr(torch.randn(len(CODE), 2, generator=g, dtype=torch.float64))
-    return q[:, 0].tolist(), q[:, 1].tolist()
+    signs = torch.randint(2, (len(CODE),), generator=g) * 2 - 1  # [channel]
+    flip = torch.tensor([1, 1, -1, -1])[torch.randperm(len(CODE), generator=g)]  # orthogonal to all ones
+    u = signs / 2
+    return u.tolist(), (u * flip).tolist()
 
 
 @dataclass(frozen=True)
@@ -360,7 +365,7 @@ _DESCRIPTIONS = {
     "relays it, MLP1 relays it clipped to [-1, 1] (saturated on every input), a layer-2 and a layer-3 head relay "
     "it to the answer; sixteen faint distractors read the chain at each stage.",
     "distributed": "y = a xor b. Two layer-0 heads move a and b to the answer position; MLP0 re-encodes them "
-    "as one code, a u + b v over five channels (u, v orthonormal, every channel mixing both); MLP1 reads a + b "
+    "as one code, a u + b v over four channels (u, v orthonormal, every channel carrying both equally); MLP1 reads a + b "
     "off the code and answers 1 - |a + b|.",
     "cancellation": "y = a. One head copies a to the answer and into a hidden channel; MLP1 reads that channel "
     "and writes back a function whose slope cancels the head's direct effect to first order but whose value is "

@@ -7,10 +7,14 @@ Rows are methods, one table per model, each cell the mean ± standard deviation 
 model's seeds; a first table averages each figure over the models (each model weighs
 once, whatever its number of seeds).
 
+Where a truth locates a causal variable within its component, the featuriser track
+(``toylab.validate.featurisers``) scores which subspace carries it, by held-out IIA.
+
 On a method trap (``toylab.truth.traps``) the board also says which methods fell in:
 a method's *shortfall* on one seed is the largest gap, over ``TRAP_FIGURES``, between the
 best method's figure and its own (the best among the methods that do not read the answer
-key); it fell in when the mean shortfall over the seeds is at least ``TRAP_MARGIN``.
+key); it fell in when the mean shortfall over the seeds is at least ``TRAP_MARGIN``. On a
+featuriser trap, a featuriser's shortfall is its IIA gap below the best featuriser's.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toylab.truth.truth import Trap
+from toylab.validate.featurisers import FEATURISERS, PEEK, Featuriser, FeaturiserEntry, score_featurisers
+from toylab.validate.featurisers import table as featurisers_table
 from toylab.validate.harness import N_PAIRS, Report, fmt_stat, score
 from toylab.validate.suite import subjects
 
@@ -35,6 +41,7 @@ COLUMNS = ("node_auroc", "edge_auroc[head]", "edge_auroc[qkv]", "edge_ap[head]",
 class Leaderboard:
     reports: dict[str, Report]  # method label -> its report
     traps: dict[str, Trap] = field(default_factory=dict)  # model -> the trap it is, for trap models
+    features: list[FeaturiserEntry] = field(default_factory=list)  # the featuriser track (located variables)
 
     def shortfalls(self) -> dict[str, dict[str, tuple[float, float, int, str]]]:
         """{trap model: {method: (mean shortfall, std over seeds, n seeds, the figure it fell most on)}}."""
@@ -65,7 +72,22 @@ class Leaderboard:
                     out[model][label] = (statistics.fmean(per_seed),
                                          statistics.pstdev(per_seed) if len(per_seed) > 1 else 0.0,
                                          len(per_seed), max(worst, key=worst.get))
+            out[model].update(self._featuriser_shortfalls(model))
         return out
+
+    def _featuriser_shortfalls(self, model: str) -> dict[str, tuple[float, float, int, str]]:
+        """On the featuriser track, a featuriser's shortfall on a seed is its largest gap in IIA,
+        over the model's located variables, below the best featuriser's (the truth's excluded)."""
+        entries = [e for e in self.features if e.model == model and e.featuriser != PEEK]
+        best = {}
+        for e in entries:
+            best[e.seed, e.variable] = max(best.get((e.seed, e.variable), -math.inf), e.iia)
+        gaps: dict[str, dict[int, float]] = {}
+        for e in entries:
+            per_seed = gaps.setdefault(e.featuriser, {})
+            per_seed[e.seed] = max(per_seed.get(e.seed, -math.inf), best[e.seed, e.variable] - e.iia)
+        return {label: (statistics.fmean(g.values()), statistics.pstdev(g.values()) if len(g) > 1 else 0.0, len(g),
+                        "iia") for label, g in gaps.items()}
 
     def _trap_section(self) -> list[str]:
         lines = ["## Traps: which methods fell in", "",
@@ -114,6 +136,12 @@ class Leaderboard:
                  "## Mean over models", "", _table(self.overall(), columns, "method", of=len(models)), ""]
         if self.traps:
             lines += self._trap_section()
+        if self.features:
+            lines += ["## Causal variables: which directions carry them (featuriser track)", "",
+                      "Where a truth locates a variable within its component (`CausalVariable.basis`), each "
+                      "featuriser proposes the subspace of that component's output that carries it, scored by the "
+                      "interchange-intervention accuracy of patching that subspace alone on held-out pairs "
+                      "(`toylab/validate/featurisers.py`); mean ± std over seeds.", "", featurisers_table(self.features)]
         for model in models:
             rows = {label: r.summary().get(model, {}) for label, r in self.reports.items()}
             seeds = max(sum(1 for e in r.entries if e.model == model) for r in self.reports.values())
@@ -142,8 +170,11 @@ def _table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str], first:
 
 
 def leaderboard(methods: Mapping[str, Callable] | None = None, names: Sequence[str] | None = None,
-                seeds: Sequence[int] | None = None, progress: Callable[[str], None] | None = None) -> Leaderboard:
-    """Score each method (the built-in baselines by default) on the same suite of models."""
+                seeds: Sequence[int] | None = None, progress: Callable[[str], None] | None = None,
+                featurisers: Mapping[str, Featuriser] | None = None) -> Leaderboard:
+    """Score each method (the built-in baselines by default) on the same suite of models, and
+    each featuriser (``featurisers.FEATURISERS`` by default; ``{}`` for none) on its models
+    whose truth locates a variable within a component."""
     if methods is None:
         from toylab.validate.baselines import BASELINES
         methods = BASELINES
@@ -154,7 +185,15 @@ def leaderboard(methods: Mapping[str, Callable] | None = None, names: Sequence[s
             progress(label)
         reports[label] = score(method, label=label, suite=suite)
     traps = {s.name: s.truth.trap for s in suite if s.truth.trap is not None}
-    return Leaderboard(reports, traps)
+    featurisers = FEATURISERS if featurisers is None else featurisers
+    located = [s for s in suite if s.algorithm is not None and any(v.basis for v in s.truth.variables)]
+    if featurisers and located:
+        if progress:
+            progress("featurisers")
+        features = score_featurisers(dict(featurisers), located)
+    else:
+        features = []
+    return Leaderboard(reports, traps, features)
 
 
 __all__ = ["COLUMNS", "TRAP_FIGURES", "TRAP_MARGIN", "Leaderboard", "leaderboard"]
