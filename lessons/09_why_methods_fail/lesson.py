@@ -10,7 +10,8 @@
 # Each shortcut fails somewhere, and the literature documents where.
 #
 # toylab's **method traps** reproduce such failures on models whose circuit is known. This
-# lesson takes apart the five hand-built ones, each a boolean gate of three input bits
+# lesson takes apart five hand-built circuit traps and one featuriser trap, where the circuit
+# is easy but the variable hides inside its node; each is a boolean gate of three input bits
 # (`toylab.tasks.Logic`). Every weight is set by hand, so the mechanism is exactly what
 # `toylab/truth/traps.py` says, and each truth carries the trap as
 # data: `zm.truth.trap.mechanism`, which methods it expects to fall in and which to recover
@@ -31,12 +32,14 @@ from toylab import methods, viz
 from toylab.components import Edge
 from toylab.interventions import Faithfulness, edges_without
 from toylab.lessons import check, fast
+from toylab.methods import Site
 from toylab.tasks import logit_diff
 from toylab.tasks.logic import BIT_POS
 from toylab.validate.baselines import BASELINES
 from toylab.validate.leaderboard import leaderboard
 
-from fixtures import LESSON_TRAPS, METHODS, SEED, model_name, shortfall_rows  # shared with the checker and the lab
+from fixtures import (  # shared with the checker and the lab
+    CODE_SITE, DAS_CONFIG, LESSON_TRAPS, METHODS, SEED, VARIABLE_TRAPS, code_channels, model_name, shortfall_rows)
 
 torch.set_grad_enabled(False)
 N = 16 if fast() else 64  # counterfactual pairs per measurement
@@ -53,7 +56,7 @@ def effect_gap(zm, pair):
     return float(logit_diff(zm.model(pair.clean.tokens), pair) - logit_diff(zm.model(pair.corrupted.tokens), pair))
 
 
-for trap in LESSON_TRAPS:
+for trap in LESSON_TRAPS + VARIABLE_TRAPS:
     truth = toylab.zoo.load(model_name(trap), seed=SEED).truth
     print(f"{model_name(trap):>19} ({truth.trap.kind}): falls in {list(truth.trap.falls_in)}, "
           f"remedies {list(truth.trap.remedies)}")
@@ -384,7 +387,132 @@ except NotImplementedError:
 # compensation included. EAP-IG integrates the cancelling slopes along the path to g(1) -
 # g(-1) = 0 and sees the head; so does any method that patches for real.
 #
-# ## 6. Which methods fell in
+# ## 6. Distributed variable: the node is right, the neurons are wrong
+#
+# `trap-distributed` computes y = a xor b. Two layer-0 heads move a and b to the answer
+# position; MLP0 re-encodes them as one code, a u + b v over a few residual channels (u and v
+# orthonormal); MLP1 reads a + b off the code and answers 1 - |a + b|. Finding the circuit is
+# easy here. The trap is one step finer: the truth declares the bits as **causal variables**
+# (`zm.truth.variables`), both at MLP0's output at the last position, each along its own
+# direction (its `basis`, one vector in d_model space), and `zm.algorithm` is the gate as a
+# causal model. As in lesson 8, an interchange intervention runs a base prompt with a site's
+# activation (or a subspace of it) taken from a source prompt, and the IIA of a variable is
+# the share of pairs on which the model then gives the algorithm's answer with that variable
+# taken from the source. Compare interchanging MLP0's whole output with interchanging it along
+# the truth's direction of a.
+
+# %%
+dist, _ = load("distributed")
+algorithm = dist.algorithm  # LogicAlgorithm: pairs of independent prompts, and the gate with one bit swapped
+print(dist.truth.description)
+code_site = Site(*CODE_SITE)  # MLP0's output at the last position
+directions = {v.name: torch.tensor(v.basis).T for v in dist.truth.variables}  # variable -> [d_model, 1]
+for name in ("a", "b"):
+    whole = methods.interchange_accuracy(dist.model, algorithm, name, code_site)
+    along = methods.interchange_accuracy(dist.model, algorithm, name, code_site, directions[name])
+    print(f"IIA of {name}: MLP0's whole output {whole.accuracy:.3f}, only along the truth's direction "
+          f"{along.accuracy:.3f}")
+
+# %% [markdown]
+# The node is right, yet interchanging it follows the algorithm on only half of the pairs. A
+# featuriser at the level of units would look for the channels (or neurons) that hold a. Which
+# residual channels does the code use, and what does each hold?
+
+# %%
+channels = code_channels(dist.truth)
+inputs = dist.task.sample(64, seed=0)
+_, code_cache = dist.model.run_with_cache(inputs.tokens, names=[code_site.hook])
+code = code_cache[code_site.hook][:, code_site.pos]  # [batch, d_model]
+bits = dist.task.bits(inputs.tokens)
+for channel in channels:
+    values = {f"a={a} b={b}": round(float(code[(bits["a"] == a) & (bits["b"] == b), channel].mean()), 2)
+              for a in (0, 1) for b in (0, 1)}
+    print(f"channel {channel}: u {float(directions['a'][channel]):+.1f}, v {float(directions['b'][channel]):+.1f}; "
+          f"MLP0 writes {values}")
+
+# %% [markdown]
+# ### Exercise 9.10: one channel at a time (implement, easy, about 10 min)
+#
+# Write `channel_iia(model, algorithm, variable, channel, n=256, seed=0)`: the IIA of
+# `variable` when only residual channel `channel` of MLP0's output at the last position
+# (`blocks.0.hook_mlp_out`, a standard-basis direction) is taken from the source. Draw the
+# pairs with `base, source = algorithm.sample_pairs(n, torch.Generator().manual_seed(seed))`,
+# run `base.tokens` with that one coordinate replaced by its value on `source.tokens`, and
+# return, as a float, the share of pairs whose arg-max at the last position is
+# `algorithm.intervene(base, source, variable)[:, -1]`.
+
+# %% exercise="traps.channel_iia"
+def channel_iia(model, algorithm, variable, channel, n=256, seed=0):
+    raise NotImplementedError
+
+
+# %%
+check("traps.channel_iia", channel_iia)
+
+# %%
+try:
+    for channel in channels:
+        print(f"channel {channel} alone: IIA of a {channel_iia(dist.model, algorithm, 'a', channel):.3f}, "
+              f"of b {channel_iia(dist.model, algorithm, 'b', channel):.3f}")
+except NotImplementedError:
+    print("(finish exercise 9.10 to interchange one channel at a time)")
+
+# %% [markdown]
+# Every channel writes a and b in equal measure (u and v are +-1/2 on each), so swapping any
+# channel moves both, and neither far enough: no single channel, and no set of them, holds a
+# alone. The same goes for MLP0's neurons, which read a and b rotated into each other.
+# `methods.neuron_mask`, a learned mask over coordinates, falls in for the same reason.
+#
+# ### Exercise 9.11: why one half? (answer, easy, about 10 min)
+#
+# Interchanging MLP0's whole output makes the model follow the gate with more than a taken
+# from the source. Which input bits does it take from the source, and on which pairs does
+# that still give a's counterfactual? Answer with a dict `{"swaps": set of bits, "agree":
+# bit}`: the bits the patched model's answer follows from the source, and the bit on which
+# base and source must agree for that answer to be the algorithm's answer with a swapped
+# (`dist.task.answer(a, b, s)` computes the gate, `dist.task.bits(tokens)` reads the bits).
+
+# %% exercise="traps.whole_output"
+whole_output = None
+
+# %%
+check("traps.whole_output", whole_output)
+
+# %% [markdown]
+# The remedy is to learn the direction. Distributed alignment search (DAS, Geiger et al. 2024;
+# `methods.das`) trains a rotation of the site's space so that swapping its first k
+# coordinates gives the algorithm's counterfactual answers, and reports the IIA of the learned
+# subspace on held-out pairs.
+#
+# ### Exercise 9.12: learn the direction of a (build, easy, about 10 min)
+#
+# Run `methods.das` for the variable a at `code_site` with k = 1, and answer with the
+# `DASResult` it returns. The check measures the IIA of its direction on pairs it never saw
+# and its |cosine| with the truth's direction of a; both must exceed 0.95. A hundred steps at
+# `lr=0.05` on 256 training pairs take about a second (`methods.DASConfig(**DAS_CONFIG)`).
+
+# %% exercise="traps.das_direction"
+learned_a = None
+
+# %%
+check("traps.das_direction", learned_a)
+
+# %%
+if learned_a is not None:
+    w, u = learned_a.basis[:, 0], directions["a"][:, 0]
+    live = torch.linalg.svd(code - code.mean(0), full_matrices=False)[2][:2].T  # [d_model, 2]: where MLP0 writes
+    inside = live @ (live.T @ w)
+    print(f"{learned_a}; |cos| with u {float((w @ u).abs()):.3f}, "
+          f"within the plane MLP0 writes in {float((inside @ u).abs() / inside.norm()):.3f}")
+
+# %% [markdown]
+# DAS finds the direction the neurons and channels spread out. What is left of its direction
+# off u lies along directions MLP0's output never takes: swapping those changes nothing, so
+# the loss barely moves them, and only more training shrinks them. Within the plane where
+# MLP0 writes, the direction is u. The featuriser track (`toylab.validate.featurisers`) scores
+# every featuriser this way, on held-out pairs, with the truth's direction as the ceiling.
+#
+# ## 7. Which methods fell in
 #
 # The leaderboard (`toylab.validate.leaderboard`) scores baselines on the traps with the
 # validation harness and says which fell in: a method's *shortfall* is the largest gap, over
@@ -404,7 +532,8 @@ for row in shortfall_rows(board):
 #
 # No method is safe on every trap, and each failure has a reason you can now name: a total
 # effect hides self-repair, noising hides redundancy, a gradient hides saturation and
-# cancellation, a coarse path integral hides a narrow switch. Before trusting a method on a
+# cancellation, a coarse path integral hides a narrow switch, and a unit (a neuron, a channel,
+# a whole node) hides a variable that lives along a direction. Before trusting a method on a
 # model without a truth, ask which of these its shortcut is open to, and check with the
 # intervention it approximates. `toylab leaderboard` writes the full table for every baseline
 # and trap; the lab's page "9 Why methods fail" runs any baseline on any trap and seed and

@@ -180,3 +180,41 @@ def node_attribution(model, pair, head):
     with model.hooks([(name, swap)]):
         m_ablated = logit_diff(model(pair.clean.tokens), pair)
     return float(estimate), float((m_clean - m_ablated) / (m_clean - m_corr))
+
+
+# %% exercise="traps.channel_iia"
+def channel_iia(model, algorithm, variable, channel, n=256, seed=0):
+    base, source = algorithm.sample_pairs(n, torch.Generator().manual_seed(seed))
+    expected = algorithm.intervene(base, source, variable)[:, -1]  # [batch]: the gate with the variable swapped
+    name = "blocks.0.hook_mlp_out"
+    _, from_source = model.run_with_cache(source.tokens, names=[name])
+
+    def swap_channel(x, hook):  # x: [batch, pos, d_model]
+        x = x.clone()
+        x[:, -1, channel] = from_source[name][:, -1, channel]
+        return x
+
+    with model.hooks([(name, swap_channel)]):
+        logits = model(base.tokens)  # [batch, pos, vocab]
+    return float((logits[:, -1].argmax(-1) == expected).float().mean())
+
+
+# %% exercise="traps.whole_output"
+pair_base, pair_source = algorithm.sample_pairs(256, torch.Generator().manual_seed(1))
+base_bits, source_bits = dist.task.bits(pair_base.tokens), dist.task.bits(pair_source.tokens)
+with methods.subspace_interchange(dist.model, pair_source.tokens, code_site):
+    patched = dist.model(pair_base.tokens)[:, -1].argmax(-1)  # [batch]
+for swapped in ({"a"}, {"b"}, {"a", "b"}):
+    gate = dist.task.answer(*(source_bits[x] if x in swapped else base_bits[x] for x in ("a", "b", "s")))
+    print(f"the patched answers follow the gate with {sorted(swapped)} from the source on "
+          f"{float((patched == gate).float().mean()):.3f} of pairs")
+a_swapped = algorithm.intervene(pair_base, pair_source, "a")[:, -1]
+for bit in ("a", "b", "s"):
+    same = base_bits[bit] == source_bits[bit]
+    hits = (patched == a_swapped).float()
+    print(f"IIA of a where base and source agree on {bit}: {float(hits[same].mean()):.3f}, "
+          f"where they differ: {float(hits[~same].mean()):.3f}")
+whole_output = {"swaps": {"a", "b"}, "agree": "b"}
+
+# %% exercise="traps.das_direction"
+learned_a = methods.das(dist.model, algorithm, "a", code_site, methods.DASConfig(**DAS_CONFIG))

@@ -74,7 +74,10 @@ eap(..., grad_drop=True)  ("eap-graddrop"; "atp-star", AtP*, with ``qk_fix`` too
          (unsigned; AtP*'s 1 / (n_layers - 1) sum over l, with the logits, which sit in
          no layer, averaged over all n_layers). A cancellation through layer l's MLP reappears when l is dropped.
          It repairs false negatives only: an edge into the cancelling MLP keeps the
-         large first-order score its real effect does not have. Cost: eap's plus
+         large first-order score its real effect does not have. On a 2-layer model an
+         edge into layer 0 whose effect runs only through layer 1 scores exactly 0 (the
+         one layer it may drop is its only path): GradDrop is made for deep models, where
+         dropping one layer of many leaves most paths. Undefined with one layer (raises). Cost: eap's plus
          n_layers backwards (and, with the QK fix, n_layers more pattern gradients).
 
 edge_patching  (``toylab.methods.patching``: the exact reference the estimates above

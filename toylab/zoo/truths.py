@@ -134,7 +134,10 @@ def _decoys(truth: Truth, prev: str, induction: str, how: str, also: str = "",
 INDUCTION_CONSTRUCTED = _decoys(_single_induction_circuit(
     "induction-constructed", "constructed", "L0H1", "L1H1",
     "Weights set by hand; decoys L0H0 and L1H0 copy the circuit's attention patterns and write where "
-    "nothing reads.", 0.95), "L0H0", "L1H0", "set by hand to write where nothing reads")
+    "nothing reads.", 0.95), "L0H0", "L1H0", "set by hand to write where nothing reads",
+    also=" The induction head's softmax is saturated: the previous-token head's input edge gets a ~0 gradient, "
+    "which AtP*'s GradDrop (dropping layer 1, its only path) makes exactly 0, below the decoys' edges.",
+    falls_in=("atp-star",))
 TRAP_DECOYS = _decoys(_single_induction_circuit(
     "trap-decoys", "enforced", "L0H3", "L1H2",
     "Heads chosen before training and trained in by SIIT, with two decoys trained to attend like them and to "
