@@ -17,10 +17,11 @@ from toylab.tasks.base import (
 from toylab.tasks.brackets import Brackets
 from toylab.tasks.factual_recall import FactualRecall
 from toylab.tasks.induction import Induction
+from toylab.tasks.ioi import IOI
 from toylab.tasks.logic import Logic
 from toylab.tasks.modular_addition import ModularAddition
 
-TASKS: dict[str, type[Task]] = {cls.kind: cls for cls in (ModularAddition, Induction, Brackets, FactualRecall, Logic)}
+TASKS: dict[str, type[Task]] = {cls.kind: cls for cls in (ModularAddition, Induction, Brackets, FactualRecall, Logic, IOI)}
 
 
 def task_from_dict(data: dict[str, Any]) -> Task:
@@ -42,6 +43,7 @@ __all__ = [
     "Brackets",
     "CounterfactualPair",
     "FactualRecall",
+    "IOI",
     "Induction",
     "Logic",
     "ModularAddition",
