@@ -434,10 +434,12 @@ _TRAPS = {
         "carries b: interchanging MLP0's whole output (what node-level patching and the node's causal variable "
         "assume) swaps b too, and follows the algorithm only where b happens to agree (IIA ~0.5); every "
         "channel, and every MLP0 neuron, mixes a and b, so no set of them (a learned neuron mask) carries a "
-        "alone. Distributed alignment search learns the direction and interchanges exactly a.",
+        "alone. Distributed alignment search learns the direction and interchanges exactly a. (Of the circuit "
+        "methods, AtP* falls in: on two layers GradDrop zeroes every edge into layer 0, whose effect runs only "
+        "through layer 1.)",
         reference="Geiger et al. 2024 (DAS); Mueller et al. 2025 (MIB, causal variable localisation); "
         "Elhage et al. 2022 (features are not neurons)",
-        falls_in=("full-vector", "neuron-mask"), remedies=("das",)),
+        falls_in=("full-vector", "neuron-mask", "atp-star"), remedies=("das",)),
 }
 
 
