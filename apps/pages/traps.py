@@ -6,10 +6,12 @@ from typing import Any
 
 import lab_common as lab
 import streamlit as st
+import torch
 
 from toylab import viz, zoo
 from toylab.checkpoint import CheckpointError
 from toylab.lessons import lesson_fixtures
+from toylab.methods import interchange_accuracy, variable_site
 from toylab.validate import Report, score
 from toylab.validate.baselines import BASELINES, DESCRIPTIONS, PEEKS
 from toylab.validate.leaderboard import TRAP_FIGURES, TRAP_MARGIN, Leaderboard
@@ -61,6 +63,35 @@ def trap_rows(board: Leaderboard) -> list[dict[str, Any]]:
     return rows
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def variable_rows(model: str, seed: int, n_pairs: int) -> list[dict[str, Any]]:
+    """For a trap whose truth locates its variables within their component (``CausalVariable.basis``): the
+    IIA of each variable interchanging the component's whole output, each channel the declared directions
+    use alone, and the declared direction (lesson 9, section 6)."""
+    zm = lab.zoo_model(model, seed)
+    located = [v for v in zm.truth.variables if v.basis]
+    if not located or zm.algorithm is None:
+        return []
+    channels = sorted({i for v in located for row in v.basis for i, x in enumerate(row) if x != 0})
+    d = zm.model.cfg.d_model
+    subspaces = [("whole output", None)] + [(f"channel {c} alone", torch.eye(d)[:, [c]]) for c in channels]
+    rows = []
+    for label, basis in subspaces:
+        row: dict[str, Any] = {"interchanged": label}
+        for variable in located:
+            site = variable_site(zm.truth, variable.name, zm.task.n_ctx)
+            row[f"IIA of {variable.name}"] = round(interchange_accuracy(zm.model, zm.algorithm, variable.name, site,
+                                                                       basis, n_pairs, seed=0).accuracy, 3)
+        rows.append(row)
+    truth_row: dict[str, Any] = {"interchanged": "the truth's direction of the variable"}
+    for variable in located:
+        site = variable_site(zm.truth, variable.name, zm.task.n_ctx)
+        basis = torch.tensor(variable.basis).T
+        truth_row[f"IIA of {variable.name}"] = round(interchange_accuracy(zm.model, zm.algorithm, variable.name, site,
+                                                                          basis, n_pairs, seed=0).accuracy, 3)
+    return rows + [truth_row]
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
 def found_circuit_png(method: str, model: str, seed: int, n_pairs: int, show_truth: bool) -> bytes:
     """The circuit ``method`` found on the trap (its top |T| edges or nodes), the truth outlined when ``show_truth``."""
@@ -83,9 +114,9 @@ st.caption(
     "Each method trap is a model whose circuit is known and whose mechanism reproduces a documented failure of a "
     "family of circuit-discovery methods. Among them: self-repair hides a head from ablation, an OR gate hides both "
     "paths from noising, a saturated softmax hides an edge from the gradient, a narrow switch hides it from "
-    "integrated gradients, and first-order cancellation hides a head from attribution patching. Run baselines on a "
-    "trap, see which fell in, and compare the circuit each found with the true one. Lesson 9 takes these five "
-    "apart.")
+    "integrated gradients, first-order cancellation hides a head from attribution patching, and a distributed code "
+    "hides a variable from any unit-level featuriser. Run baselines on a trap, see which fell in, and compare the "
+    "circuit each found with the true one. Lesson 9 takes these six apart.")
 
 traps = trap_models()
 trap_col, seed_col, methods_col, pairs_col = st.columns([2, 1, 4, 1])
@@ -115,6 +146,19 @@ st.caption(f"Reference: {trap.reference}. "
            + (f"Paths, each sufficient alone: {paths}. " if paths else "")
            + f"The truth expects to fall in: {', '.join(trap.falls_in) or 'none'}; to recover: "
            + f"{', '.join(trap.remedies) or 'none'}.")
+
+variables = variable_rows(model, seed, 4 * n_pairs)
+if variables:
+    st.header("Where the variable lives")
+    st.dataframe(variables, hide_index=True, width="stretch")
+    st.caption(
+        "This trap is about featurisers, not circuits: the truth declares its variables at one component, each "
+        "along its own direction of that component's output. **IIA**: the share of (base, source) pairs on which "
+        "the model, with the named subspace of the output taken from the source, gives the algorithm's answer with "
+        f"that variable taken from the source ({4 * n_pairs} pairs). Interchanging the whole output swaps every "
+        "variable at once; each channel mixes them; only the direction (learned by DAS, `methods.das`) holds one "
+        "alone. The circuit methods below find the circuit, which is easy here: the trap expects "
+        f"{', '.join(trap.falls_in)} (featurisers) to fall in, and no circuit method.")
 
 if not chosen:
     st.info("Pick at least one method.")

@@ -15,13 +15,15 @@ from toylab.components import Edge
 from toylab.interventions import Faithfulness, ablated_logits, edges_without
 from toylab.lessons.checking import call, number, zoo_model
 from toylab.lessons.exercise import Wrong, exercise
+from toylab.methods import DASResult, Site, interchange_accuracy
 from toylab.tasks import logit_diff
 from toylab.tasks.logic import BIT_POS
 
-from .fixtures import SEED, model_name
+from .fixtures import CODE_SITE, SEED, code_channels, model_name
 
 CHECK_DATA_SEED = 12  # the checker's counterfactual pairs, never the lesson's
 N_PAIRS = 32
+IIA_SEED, IIA_PAIRS = 1012, 512  # the checker's interchange pairs for the distributed trap (DAS trains on seed 0)
 
 
 def _trap(trap: str, seed: int = SEED):
@@ -474,3 +476,170 @@ def _node_attribution(fn) -> str:
                         "clean run")
     return (f"your estimates match EAP's node scores and your ablations toylab's on {len(cases)} heads: on the "
             "cancellation trap the estimate is ~0 and the ablation ~1, on the self-repair trap the reverse")
+
+
+# ---- 9.10 ----------------------------------------------------------------------------------
+
+
+def reference_channel_iia(model, algorithm, variable: str, channel: int, n: int = 256, seed: int = 0) -> float:
+    """IIA of ``variable`` interchanging one standard-basis coordinate of MLP0's output at the last position."""
+    d = model.cfg.d_model
+    return interchange_accuracy(model, algorithm, variable, Site(*CODE_SITE), torch.eye(d)[:, [channel]], n,
+                                seed).accuracy
+
+
+def _channel_iia_mistake(fn, zm, variable: str, channels: list[int], n: int, seed: int) -> str | None:
+    """Which neighbouring quantity a wrong ``channel_iia`` computed, judged over every code channel (one
+    channel's figure can coincide with another quantity's by chance)."""
+    other = "b" if variable == "a" else "a"
+    with torch.no_grad():
+        got = [number(call(fn, zm.model, zm.algorithm, variable, c, n, seed), "channel_iia") for c in channels]
+        whole = interchange_accuracy(zm.model, zm.algorithm, variable, Site(*CODE_SITE), None, n, seed)
+        others = [reference_channel_iia(zm.model, zm.algorithm, other, c, n, seed) for c in channels]
+        wants = [reference_channel_iia(zm.model, zm.algorithm, variable, c, n, seed) for c in channels]
+    if all(abs(g - whole.accuracy) < 1e-6 for g in got):
+        return "that interchanges MLP0's whole output: take only x[:, -1, channel] from the source"
+    if all(abs(g - o) < 1e-6 for g, o in zip(got, others)):
+        return "that is the IIA of the other bit: pass `variable` to algorithm.intervene"
+    if all(abs(g - (1 - w)) < 1e-6 for g, w in zip(got, wants)):
+        return ("compare with the algorithm's answer with the variable swapped, "
+                "algorithm.intervene(base, source, variable)[:, -1], not with the base's answer")
+    return None
+
+
+@exercise("traps.channel_iia", "One channel at a time", "implement", "easy", 10,
+          hint="pairs from algorithm.sample_pairs(n, torch.Generator().manual_seed(seed)); in a hook on "
+               "blocks.0.hook_mlp_out set x[:, -1, channel] to the source run's value; compare the arg-max at the "
+               "last position with algorithm.intervene(base, source, variable)[:, -1]")
+def _channel_iia(fn) -> str:
+    if not callable(fn):
+        raise Wrong(f"expected a function, got {type(fn).__name__}", "pass the function itself, not its result")
+    cases = 0
+    for seed in (1, 2):
+        zm = zoo_model(model_name("distributed"), seed)
+        algorithm = zm.algorithm
+        channels = code_channels(zm.truth)
+        outside = next(c for c in range(zm.model.cfg.d_model) if c not in channels)  # MLP0 writes nothing there
+        for variable in ("a", "b"):
+            for channel, n, data_seed in [(c, 128, CHECK_DATA_SEED + seed) for c in channels] + [(outside, 64, 3)]:
+                want = reference_channel_iia(zm.model, algorithm, variable, channel, n, data_seed)
+                with torch.no_grad():
+                    got = number(call(fn, zm.model, algorithm, variable, channel, n, data_seed),
+                                 f"channel_iia({variable!r}, channel {channel}, n={n}, seed={data_seed})")
+                cases += 1
+                if abs(got - want) > 1e-6:
+                    hint = _channel_iia_mistake(fn, zm, variable, channels, n, data_seed)
+                    raise Wrong(f"{zm.truth.model} (seed {seed}), {variable} through channel {channel} on {n} pairs "
+                                f"(seed {data_seed}): got {got:.4f}, expected {want:.4f}", hint)
+    return (f"your IIA matches methods.interchange_accuracy through a standard-basis direction in {cases} cases "
+            "(two seeds of the trap, both bits, every code channel and one the code does not use)")
+
+
+# ---- 9.11 ----------------------------------------------------------------------------------
+
+
+BITS = ("a", "b", "s")
+
+
+def _bit(value: Any, what: str) -> str:
+    if value not in BITS:
+        raise Wrong(f"{what}: {value!r} is not an input bit; the bits are {list(BITS)}")
+    return value
+
+
+@lru_cache(maxsize=1)
+def _whole_output_run():
+    """(base bits, source bits, the patched model's answers, a's counterfactual) on the checker's pairs."""
+    zm = zoo_model(model_name("distributed"), SEED)
+    base, source = zm.algorithm.sample_pairs(IIA_PAIRS, torch.Generator().manual_seed(IIA_SEED))
+    _, cache = zm.model.run_with_cache(source.tokens, names=[CODE_SITE[0]])
+
+    def swap(x, hook):
+        x = x.clone()
+        x[:, CODE_SITE[1]] = cache[CODE_SITE[0]][:, CODE_SITE[1]]
+        return x
+
+    with torch.no_grad(), zm.model.hooks([(CODE_SITE[0], swap)]):
+        patched = zm.model(base.tokens)[:, -1].argmax(-1)  # [batch]
+    counterfactual = zm.algorithm.intervene(base, source, "a")[:, -1]
+    return zm.task.bits(base.tokens), zm.task.bits(source.tokens), patched, counterfactual
+
+
+@exercise("traps.whole_output", "Why one half?", "answer", "easy", 10,
+          hint="interchange MLP0's whole output (methods.subspace_interchange with no basis), compare the answers "
+               "with dist.task.answer of the bits taken from base or source, and split the IIA of a by whether base "
+               "and source agree on each bit")
+def _whole_output(answer: Any) -> str:
+    if not isinstance(answer, dict) or set(answer) != {"swaps", "agree"}:
+        raise Wrong(f'answer with a dict {{"swaps": set of bits, "agree": bit}}, got {answer!r}')
+    swaps = answer["swaps"]
+    swaps = {swaps} if isinstance(swaps, str) else swaps
+    try:
+        swaps = {_bit(b, "swaps") for b in swaps}
+    except TypeError:
+        raise Wrong(f"swaps: expected a set of bits such as {{'a'}}, got {answer['swaps']!r}") from None
+    agree = _bit(answer["agree"], "agree")
+    zm = zoo_model(model_name("distributed"), SEED)
+    base, source, patched, counterfactual = _whole_output_run()
+    gate = zm.task.answer(*(source[x] if x in swaps else base[x] for x in BITS))
+    follows = float((patched == gate).float().mean())
+    at_mlp0 = {v.name for v in zm.truth.variables if "MLP0" in v.components}
+    if follows < 0.99:
+        raise Wrong(f"with {sorted(swaps)} taken from the source the gate agrees with the patched model on only "
+                    f"{follows:.2f} of pairs: MLP0's output carries more (or other) bits than that")
+    if swaps != at_mlp0:
+        raise Wrong(f"{sorted(swaps - at_mlp0)} {'is' if len(swaps - at_mlp0) == 1 else 'are'} not in MLP0's output: "
+                    f"xor ignores s, so taking it from the source changes no answer either way; the bits MLP0 "
+                    "carries are the ones its output must hold for the answers to follow the source")
+    hits = (patched == counterfactual).float()
+    same = base[agree] == source[agree]
+    on_same, on_diff = float(hits[same].mean()), float(hits[~same].mean())
+    if not (on_same > 0.95 and on_diff < 0.05):
+        raise Wrong(f"where base and source agree on {agree} the whole-output IIA of a is {on_same:.2f}, where they "
+                    f"differ {on_diff:.2f}: {agree}'s agreement does not decide it",
+                    "the interchange swaps a and the other bit too; a's counterfactual keeps the base's value of it")
+    share = float(same.float().mean())
+    return (f"the patched model answers xor(a, b) of the source on {follows:.3f} of pairs; that is a's "
+            f"counterfactual, xor(a of the source, b of the base), exactly where b agrees ({on_same:.2f} there, "
+            f"{on_diff:.2f} elsewhere), on {share:.2f} of the pairs: the node is right, but it holds b too")
+
+
+# ---- 9.12 ----------------------------------------------------------------------------------
+
+
+@exercise("traps.das_direction", "Learn the direction of a", "build", "easy", 10,
+          hint="learned_a = methods.das(dist.model, algorithm, 'a', code_site, das_config); "
+               "more steps or a larger lr bring the direction closer to the truth's")
+def _das_direction(answer: Any) -> str:
+    if not isinstance(answer, DASResult):
+        raise Wrong(f"answer with the DASResult methods.das returns, got {type(answer).__name__}",
+                    "learned_a = methods.das(model, algorithm, 'a', code_site, config)")
+    zm = zoo_model(model_name("distributed"), SEED)
+    d = zm.model.cfg.d_model
+    if answer.variable != "a":
+        raise Wrong(f"that DAS looked for {answer.variable!r}: the exercise asks for the variable 'a'")
+    site = Site(*CODE_SITE)
+    if answer.site.hook != site.hook or answer.site.head is not None or \
+            answer.site.pos % zm.task.n_ctx != site.pos % zm.task.n_ctx:
+        raise Wrong(f"that DAS ran at {answer.site}: the truth puts a in MLP0's output at the last position, {site}")
+    basis = torch.as_tensor(answer.basis).detach().float().cpu()
+    if basis.shape != (d, 1):
+        raise Wrong(f"the learned subspace has shape {tuple(basis.shape)}: run DAS with k=1 (one direction in "
+                    f"d_model = {d})")
+    w = basis[:, 0] / basis[:, 0].norm()
+    directions = {v.name: torch.tensor(v.basis[0]) for v in zm.truth.variables}
+    cos = {name: float((w @ u).abs() / u.norm()) for name, u in directions.items()}
+    with torch.no_grad():
+        iia = interchange_accuracy(zm.model, zm.algorithm, "a", site, w[:, None], IIA_PAIRS, IIA_SEED).accuracy
+    if iia <= 0.95:
+        hint = (f"your direction is closer to b's (|cos| {cos['b']:.2f}) than to a's" if cos["b"] > cos["a"]
+                else "train for more steps (or with a larger lr) until the held-out IIA is ~1")
+        raise Wrong(f"interchanging a along your direction follows the algorithm on {iia:.3f} of {IIA_PAIRS} pairs "
+                    "DAS never saw", hint)
+    if cos["a"] <= 0.95:
+        raise Wrong(f"your direction's IIA is {iia:.3f}, but its |cosine| with the truth's direction of a is only "
+                    f"{cos['a']:.3f}",
+                    "the rest lies along directions MLP0's output never takes: swapping them changes nothing, so "
+                    "the loss barely moves them. Train longer or with a larger lr (DAS_CONFIG: 100 steps at 0.05)")
+    return (f"held-out IIA {iia:.3f} on {IIA_PAIRS} pairs, |cos| {cos['a']:.3f} with the truth's direction of a "
+            f"({cos['b']:.3f} with b's): one learned direction holds a alone, where no channel does")

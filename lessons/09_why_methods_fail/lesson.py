@@ -26,6 +26,17 @@
 
 # %%
 import torch
+from fixtures import (  # shared with the checker and the lab
+    CODE_SITE,
+    DAS_CONFIG,
+    LESSON_TRAPS,
+    METHODS,
+    SEED,
+    VARIABLE_TRAPS,
+    code_channels,
+    model_name,
+    shortfall_rows,
+)
 
 import toylab
 from toylab import methods, viz
@@ -37,9 +48,6 @@ from toylab.tasks import logit_diff
 from toylab.tasks.logic import BIT_POS
 from toylab.validate.baselines import BASELINES
 from toylab.validate.leaderboard import leaderboard
-
-from fixtures import (  # shared with the checker and the lab
-    CODE_SITE, DAS_CONFIG, LESSON_TRAPS, METHODS, SEED, VARIABLE_TRAPS, code_channels, model_name, shortfall_rows)
 
 torch.set_grad_enabled(False)
 N = 16 if fast() else 64  # counterfactual pairs per measurement
@@ -407,6 +415,7 @@ algorithm = dist.algorithm  # LogicAlgorithm: pairs of independent prompts, and 
 print(dist.truth.description)
 code_site = Site(*CODE_SITE)  # MLP0's output at the last position
 directions = {v.name: torch.tensor(v.basis).T for v in dist.truth.variables}  # variable -> [d_model, 1]
+das_config = methods.DASConfig(**DAS_CONFIG)  # k = 1, 100 steps at lr 0.05 on 256 pairs: about a second
 for name in ("a", "b"):
     whole = methods.interchange_accuracy(dist.model, algorithm, name, code_site)
     along = methods.interchange_accuracy(dist.model, algorithm, name, code_site, directions[name])
@@ -488,8 +497,8 @@ check("traps.whole_output", whole_output)
 #
 # Run `methods.das` for the variable a at `code_site` with k = 1, and answer with the
 # `DASResult` it returns. The check measures the IIA of its direction on pairs it never saw
-# and its |cosine| with the truth's direction of a; both must exceed 0.95. A hundred steps at
-# `lr=0.05` on 256 training pairs take about a second (`methods.DASConfig(**DAS_CONFIG)`).
+# and its |cosine| with the truth's direction of a; both must exceed 0.95. `das_config` above
+# (k = 1, a hundred steps at `lr=0.05` on 256 training pairs) takes about a second.
 
 # %% exercise="traps.das_direction"
 learned_a = None
@@ -537,4 +546,5 @@ for row in shortfall_rows(board):
 # model without a truth, ask which of these its shortcut is open to, and check with the
 # intervention it approximates. `toylab leaderboard` writes the full table for every baseline
 # and trap; the lab's page "9 Why methods fail" runs any baseline on any trap and seed and
-# draws the circuit it finds beside the true one.
+# draws the circuit it finds beside the true one; on `trap-distributed` it also shows where the
+# variables live: the IIA of the whole output, of each channel and of the truth's direction.

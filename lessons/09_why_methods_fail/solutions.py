@@ -217,4 +217,4 @@ for bit in ("a", "b", "s"):
 whole_output = {"swaps": {"a", "b"}, "agree": "b"}
 
 # %% exercise="traps.das_direction"
-learned_a = methods.das(dist.model, algorithm, "a", code_site, methods.DASConfig(**DAS_CONFIG))
+learned_a = methods.das(dist.model, algorithm, "a", code_site, das_config)

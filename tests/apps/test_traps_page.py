@@ -70,3 +70,17 @@ def test_too_few_methods_are_explained_not_scored():
     at.multiselect(key="traps_methods").set_value([]).run()
     assert not at.exception and "Pick at least one method" in texts(at.info)
     assert not at.dataframe and not at.get("image")
+
+
+def test_the_distributed_trap_shows_where_its_variables_live():
+    at = open_page()
+    at.selectbox(key="traps_model").set_value("trap-distributed").run()
+    assert not at.exception, at.exception
+    (frame,) = [df.value for df in at.dataframe if "interchanged" in df.value.columns]
+    rows = {row["interchanged"]: row for row in frame.to_dict("records")}
+    truth = rows.pop("the truth's direction of the variable")
+    whole = rows.pop("whole output")
+    assert truth["IIA of a"] > 0.95 and truth["IIA of b"] > 0.95
+    assert whole["IIA of a"] < 0.7 and whole["IIA of b"] < 0.7  # it swaps both bits: right where the other agrees
+    assert rows and all(row["IIA of a"] < 0.8 for row in rows.values())  # no channel holds a alone
+    assert "featurisers" in texts(at.caption)

@@ -10,9 +10,11 @@ from toylab import components, methods, zoo
 from toylab.components import Edge
 from toylab.interventions import ablated_logits
 from toylab.lessons import check, lesson_fixtures, load
+from toylab.methods import DASResult, Site
 from toylab.tasks import logit_diff
 
-SEED = lesson_fixtures("traps").SEED
+FIXTURES = lesson_fixtures("traps")
+SEED = FIXTURES.SEED
 
 
 @pytest.fixture(autouse=True)
@@ -112,6 +114,18 @@ def node_attribution_one_number(model, pair, head):
     return methods.eap(model, pair).nodes()[head]
 
 
+def channel_iia_whole_output(model, algorithm, variable, channel, n=256, seed=0):  # swaps every channel
+    return methods.interchange_accuracy(model, algorithm, variable, Site(*FIXTURES.CODE_SITE), None, n, seed).accuracy
+
+
+def channel_iia_other_bit(model, algorithm, variable, channel, n=256, seed=0):  # scores the other bit's swap
+    return load("traps").reference_channel_iia(model, algorithm, "b" if variable == "a" else "a", channel, n, seed)
+
+
+def channel_iia_ignoring_n_and_seed(model, algorithm, variable, channel, n=256, seed=0):
+    return load("traps").reference_channel_iia(model, algorithm, variable, channel)
+
+
 # ---- mistakes in the answers ------------------------------------------------------------------
 
 
@@ -145,6 +159,31 @@ def overstated_mistakes():
     return [Edge(head, "logits", "resid"), (head, "logits", "resid"), Edge("embed", head, "v"), "MLP1", "garbage"]
 
 
+def _distributed_result(basis, variable="a", site=None) -> DASResult:
+    """A DASResult as methods.das returns it, with a given direction (no training: the checker measures it)."""
+    return DASResult(variable, site or Site(*FIXTURES.CODE_SITE), basis, 1.0, 1.0)
+
+
+def _directions():
+    return {v.name: torch.tensor(v.basis).T for v in _truth("distributed").variables}  # [d_model, 1]
+
+
+def _off_plane(cos: float) -> DASResult:
+    """a's direction tilted, by a direction MLP0 never writes, to |cosine| ``cos``: IIA 1, cosine low."""
+    u = _directions()["a"][:, 0]
+    dead = torch.zeros_like(u)
+    dead[0] = 1.0  # a token's one-hot channel: MLP0's output is 0 there
+    return _distributed_result((cos * u + (1 - cos**2) ** 0.5 * dead)[:, None])
+
+
+def das_direction_mistakes():
+    directions = _directions()
+    return [_off_plane(0.9), _distributed_result(directions["b"]), _distributed_result(directions["a"], "b"),
+            _distributed_result(directions["a"], site=Site("blocks.1.hook_mlp_out", -1)),
+            _distributed_result(torch.eye(directions["a"].shape[0])[:, [26]]),  # one code channel: IIA ~0.5
+            directions["a"], "garbage"]
+
+
 WRONG = {
     "traps.self_repair": self_repair_mistakes(),
     "traps.direct_effect": [direct_effect_ignoring_ablation, direct_effect_of_the_whole_model,
@@ -157,6 +196,12 @@ WRONG = {
     "traps.overstated_edge": overstated_mistakes(),
     "traps.node_attribution": [node_attribution_real_twice, node_attribution_sign_flipped,
                                node_attribution_one_number],
+    "traps.channel_iia": [channel_iia_whole_output, channel_iia_other_bit, channel_iia_ignoring_n_and_seed,
+                          "not a function"],
+    "traps.whole_output": [{"swaps": {"a"}, "agree": "b"}, {"swaps": {"b"}, "agree": "b"},
+                           {"swaps": {"a", "b"}, "agree": "a"}, {"swaps": {"a", "b", "s"}, "agree": "b"},
+                           {"swaps": {"x"}, "agree": "b"}, {"swaps": 3, "agree": "b"}, "b"],
+    "traps.das_direction": das_direction_mistakes(),
 }
 
 
@@ -179,13 +224,17 @@ def test_every_exercise_of_the_lesson_has_wrong_answers_under_test():
                                           (denoise_whole_sender, "activation patching of the node"),
                                           (q_edge_plain_eap, "plain EAP"),
                                           (q_edge_real_patching, "real patching"),
-                                          (node_attribution_real_twice, "real ablation")])
+                                          (node_attribution_real_twice, "real ablation"),
+                                          (channel_iia_whole_output, "whole output"),
+                                          (channel_iia_other_bit, "other bit")])
 def test_the_common_mistakes_are_named(mistake, says):
     """A learner who computed the neighbouring quantity is told which one it was."""
     ex_id = {"denoise_by_noising": "traps.denoise_edge", "denoise_whole_sender": "traps.denoise_edge",
              "q_edge_plain_eap": "traps.q_edge_fixed",
              "q_edge_real_patching": "traps.q_edge_fixed",
-             "node_attribution_real_twice": "traps.node_attribution"}[mistake.__name__]
+             "node_attribution_real_twice": "traps.node_attribution",
+             "channel_iia_whole_output": "traps.channel_iia",
+             "channel_iia_other_bit": "traps.channel_iia"}[mistake.__name__]
     feedback = check(ex_id, mistake)
     assert not feedback.passed and says in feedback.hint, feedback
 
@@ -199,3 +248,18 @@ def test_answers_are_checked_against_the_truth_of_the_lessons_seed():
     assert "both lie on path 0" in check("traps.together", tuple(path_a)).message
     assert check("traps.switch_alphas", {1: 0.9, 0: 0.1}).passed
     assert "swapped" in check("traps.switch_alphas", {1: 0.1, 0: 0.9}).message
+
+
+def test_the_distributed_trap_is_checked_against_its_truth():
+    """The reference channel IIA, the truth's answer and DAS's direction pass; a direction off the plane
+    MLP0 writes in is told why its IIA is fine but its cosine is not."""
+    assert check("traps.channel_iia", load("traps").reference_channel_iia).passed
+    assert check("traps.whole_output", {"swaps": ["b", "a"], "agree": "b"}).passed
+    zm = zoo.load("trap-distributed", seed=SEED)
+    learned = methods.das(zm.model, zm.algorithm, "a", Site(*FIXTURES.CODE_SITE), methods.DASConfig(**FIXTURES.DAS_CONFIG))
+    assert check("traps.das_direction", learned).passed
+    assert check("traps.das_direction", _off_plane(0.97)).passed  # the threshold is 0.95
+    tilted = check("traps.das_direction", _off_plane(0.9))
+    assert "IIA is 1.000" in tilted.message and "never takes" in tilted.hint
+    assert "closer to b's" in check("traps.das_direction", _distributed_result(_directions()["b"])).hint
+    assert "not in MLP0's output" in check("traps.whole_output", {"swaps": {"a", "b", "s"}, "agree": "b"}).message
