@@ -6,7 +6,7 @@
     toylab truth NAME [--seed S]      a model's ground-truth circuit, provenance and certificate
     toylab progress NAME [--seed S]   retrain a grokking run with snapshots; its progress measures and phases
     toylab lab [--port P]             open the lab: the Streamlit app with a page per lesson
-    toylab lessons [LESSON]           the lessons and their exercises; --run checks a lesson
+    toylab lessons [LESSON]           the lessons and their exercises; --run checks a lesson, --notebook writes .ipynb
     toylab validate FILE.py:FN        score a method against every known circuit (report, JSON, ROC plot)
     toylab leaderboard                score the built-in baselines; write docs/leaderboard.md
 """
@@ -547,12 +547,24 @@ def _open_browser(url: str) -> None:
 def cmd_lessons(args: argparse.Namespace) -> int:
     from toylab import lessons
 
-    used = [flag for flag in ("solutions", "fast") if getattr(args, flag)]
-    if used and not args.run:
-        raise UsageError(f"--{' and --'.join(used)} only appl{'ies' if len(used) == 1 else 'y'} with --run: `toylab lessons LESSON --run "
-                         f"--{' --'.join(used)}`")
+    if args.run and args.notebook:
+        raise UsageError("--run runs the lesson here, --notebook writes it as a notebook: give one of them")
+    mode = "--run" if args.run else "--notebook" if args.notebook else None
+    needs = {"solutions": ("--run", "--notebook"), "fast": ("--run",), "out": ("--notebook",), "force": ("--notebook",)}
+    stray = [flag for flag in needs if getattr(args, flag) not in (None, False) and mode not in needs[flag]]
+    if stray:
+        modes = [m for m in ("--run", "--notebook") if all(m in needs[flag] for flag in stray)]
+        if mode is None and modes:
+            lesson = args.lesson.number if args.lesson is not None else "LESSON"
+            shown = " ".join(f"--{flag}" + (f" {args.out}" if flag == "out" else "") for flag in stray)
+            raise UsageError(f"--{' and --'.join(stray)} only appl{'ies' if len(stray) == 1 else 'y'} with "
+                             f"{' or '.join(modes)}: `toylab lessons {lesson} {modes[0]} {shown}`")
+        raise UsageError("; ".join(f"--{flag} applies only with {' or '.join(needs[flag])}" for flag in stray)
+                         + (f", not with {mode}" if mode else ""))
     if args.run and args.lesson is None:
         raise UsageError("--run needs a lesson to run: `toylab lessons 01 --run` (`toylab lessons` lists them)")
+    if args.notebook:
+        return _write_notebooks([args.lesson] if args.lesson is not None else lessons.lessons(), args)
     if args.lesson is None:
         for lesson in lessons.lessons():
             print(f"{lesson.name}: python {lesson.path}")
@@ -569,6 +581,35 @@ def cmd_lessons(args: argparse.Namespace) -> int:
     if run.returncode:
         print(run.output[-4000:], file=sys.stderr)
     return 0 if run.ok else 1
+
+
+def _write_notebooks(selected: list, args: argparse.Namespace) -> int:
+    """`toylab lessons [LESSON] --notebook`: every notebook planned (and any refusal raised)
+    before the first is written, so that a refusal writes nothing."""
+    from toylab.lessons import notebook
+
+    out = Path(args.out) if args.out is not None else Path.cwd()
+    plans, edited = [], []
+    for lesson in selected:
+        try:
+            plans.append(notebook.plan(lesson, out, solutions=args.solutions, force=args.force))
+        except notebook.NotebookEdited as err:
+            edited.append(err)
+    if edited:
+        paths = ", ".join(str(err.path) for err in edited[:3]) + (f" and {len(edited) - 3} more" if len(edited) > 3 else "")
+        why = edited[0].why if len(edited) == 1 else "have been edited, or are not notebooks toylab wrote"
+        it = "it" if len(edited) == 1 else "them"
+        force = f"; to replace {it} with the lesson as shipped, add --force" if all(e.forceable for e in edited) else ""
+        raise UsageError(f"{paths} {why}; nothing written. To keep that work, move or rename {it}, or write elsewhere "
+                         f"with --out DIR{force}")
+    verbs = {"new": "wrote", "updated": "updated", "replaced": "replaced", "unchanged": "up to date:"}
+    for path, text, status in plans:
+        if status != "unchanged":
+            notebook.write_text(path, text)
+        print(f"{verbs[status]} {path}")
+    if len(plans) == 1:
+        print(f"open it with `jupyter lab {plans[0][0]}`, or in VS Code; run its first cell first")
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -682,14 +723,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     p.set_defaults(func=cmd_lab)
 
-    p = sub.add_parser("lessons", help="list the lessons and their exercises, or check one",
+    p = sub.add_parser("lessons", help="list the lessons and their exercises, check one, or write it as a notebook",
                        description="List the lessons and their exercises (difficulty, time). With a lesson and "
-                       "--run, run it top to bottom and report every exercise check.")
+                       "--run, run it top to bottom and report every exercise check. With --notebook, write it as a "
+                       "Jupyter notebook (.ipynb) that runs the same cells and checks; a notebook edited since "
+                       "toylab wrote it is kept unless --force.")
     p.add_argument("lesson", nargs="?", default=None, type=_lesson,
                    help="a lesson's number, folder or exercise prefix, e.g. 01, 01_tour or tour")
     p.add_argument("--run", action="store_true", help="run the lesson and report its checks")
-    p.add_argument("--solutions", action="store_true", help="with --run: splice in the reference solutions")
+    p.add_argument("--notebook", action="store_true",
+                   help="write the lesson (every lesson, without LESSON) as a Jupyter notebook, NN_name.ipynb")
+    p.add_argument("--solutions", action="store_true",
+                   help="with --run or --notebook: splice in the reference solutions (NN_name.solutions.ipynb)")
     p.add_argument("--fast", action="store_true", help="with --run: small batches, as the tests run it")
+    p.add_argument("--out", type=_out_folder, default=None, metavar="DIR",
+                   help="with --notebook: the folder to write into (default: the current folder)")
+    p.add_argument("--force", action="store_true",
+                   help="with --notebook: replace a notebook that was edited since toylab wrote it")
     p.set_defaults(func=cmd_lessons)
 
     p = sub.add_parser("validate", help="score a method against every known circuit",

@@ -13,8 +13,8 @@
 # 3. **hooks** and the **activation cache**, to read and change what the model computes;
 # 4. the **truth** of a model, and how to check a claim against it.
 #
-# Run the file top to bottom (`python lessons/01_tour/lesson.py`) or open it as a notebook
-# (VS Code, Jupyter with Jupytext). Exercises are marked; `check(...)` tells you whether you
+# Run the file top to bottom (`python lessons/01_tour/lesson.py`), open it as a notebook in
+# VS Code, or write it as one for JupyterLab (`toylab lessons 01 --notebook`). Exercises are marked; `check(...)` tells you whether you
 # got them right and gives a hint when you did not. The checks live beside this file, in
 # `checks.py`, and the reference solutions in `solutions.py`.
 

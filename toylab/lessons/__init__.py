@@ -6,8 +6,10 @@
 Each lesson is a folder in ``lessons/`` at the top of the repository: ``lesson.py`` (what a
 learner runs), ``solutions.py``, ``checks.py`` (the checkers, loaded on first use) and, where
 the lesson has any, ``fixtures.py`` (what the lesson, its checkers and its page in the lab
-share). ``toylab lessons`` lists them with every exercise. This package holds only the
-exercise framework (``exercise``, ``checking``) and the runner.
+share). ``toylab lessons`` lists them with every exercise; ``toylab lessons 01 --notebook``
+writes one as a Jupyter notebook (``toylab.lessons.notebook``, imported only by that command).
+This package holds only the exercise framework (``exercise``, ``checking``), the runner and the
+notebook writer.
 """
 
 from toylab.lessons.exercise import (
