@@ -1,10 +1,18 @@
 """Fixtures shared across the test tree."""
 
+import os
 import signal
 
 import pytest
+import torch
 
 from toylab.train import Callback
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The README's test command runs one worker per core (pytest -n 2): each worker's torch (and
+    # every subprocess it starts) gets one thread, so two workers never oversubscribe two cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 class _InterruptAt(Callback):
