@@ -435,6 +435,31 @@ def _overstated(answer: Any) -> str:
             "for real it writes the same on both inputs")
 
 
+# ---- 9.13 ----------------------------------------------------------------------------------
+
+
+@exercise("traps.gradient_blind", "Where the gradient stops", "answer", "easy", 10,
+          hint="compare |EAP| of each of the truth's edges with the largest |EAP| over the edges outside the truth")
+def _gradient_blind(answer: Any) -> str:
+    zm, pair = _trap("long-chain")
+    given = _edges(answer, "your edges", zm.model.cfg)
+    eap = methods.eap(zm.model, pair)
+    truth = set(zm.truth.edges)
+    strongest = max(abs(v) for e, v in eap.scores.items() if e not in truth)
+    want = {e for e in truth if abs(eap[e]) < strongest}
+    if given - truth:
+        raise Wrong(f"{sorted(map(str, given - truth))} {'is' if len(given - truth) == 1 else 'are'} not in the chain: "
+                    "the question asks which of the chain's edges EAP ranks below a distractor")
+    if given != want:
+        missing, extra = sorted(map(str, want - given)), sorted(map(str, given - want))
+        raise Wrong(f"EAP scores the strongest edge outside the circuit {strongest:.4f}; "
+                    + (f"{missing} score below it and are missing" if missing else "")
+                    + ("; " if missing and extra else "")
+                    + (f"{extra} score above it" if extra else ""))
+    return (f"{len(want)} edges, every one before MLP1's output, score below a distractor's {strongest:.4f}: MLP1 "
+            "is flat at +-1, so no gradient crosses it, while the distractors reading the chain after it keep theirs")
+
+
 # ---- 9.9 -----------------------------------------------------------------------------------
 
 

@@ -521,7 +521,45 @@ if learned_a is not None:
 # MLP0 writes, the direction is u. The featuriser track (`toylab.validate.featurisers`) scores
 # every featuriser this way, on held-out pairs, with the truth's direction as the ceiling.
 #
-# ## 7. Which methods fell in
+# ## 7. The large graph: six edges among 1,600
+#
+# `trap-long-chain` has 4 layers of 8 heads and MLPs, about 1,600 candidate edges. It
+# computes y = a along a chain of six edges: a layer-0 head moves a to the answer position,
+# a layer-1 head relays it, MLP1 relays it, a layer-2 and a layer-3 head pass it on to the
+# answer; sixteen faint distractors read the chain at every stage and add 0.2 to 0.5% of the
+# answer each. MLP1 relays the bit *clipped*, clip(2 c, -1, 1), and the bit is +-1 on every
+# input: MLP1 sits on a flat part of its function, clean and corrupted alike. On a graph this
+# size what counts is precision at the circuit's size: are the chain's six edges the six a
+# method ranks first?
+
+# %%
+chain, chain_pair = load("long-chain")
+chain_truth = set(chain.truth.edges)
+chain_eap = methods.eap(chain.model, chain_pair)
+for label, result in (("EAP", chain_eap), ("EAP-IG", methods.eap_ig(chain.model, chain_pair))):
+    top = {edge for edge, _ in result.top(len(chain_truth), absolute=True)}
+    print(f"{label}: {len(top & chain_truth)} of the chain's {len(chain_truth)} edges are its top "
+          f"{len(chain_truth)} of {len(result.scores)}")
+
+# %% [markdown]
+# ### Exercise 9.13: where the gradient stops (answer, easy, about 10 min)
+#
+# Which edges of the chain does EAP score below the strongest edge *outside* the circuit (a
+# distractor's)? Answer with the set of edges, then look at where they sit relative to MLP1.
+
+# %% exercise="traps.gradient_blind"
+gradient_blind = None
+
+# %%
+check("traps.gradient_blind", gradient_blind)
+
+# %% [markdown]
+# Real patching (ACDC, edge noising) and EAP-IG, whose straight path from the corrupted to the
+# clean input crosses the clip, rank the whole chain first; so would EAP on a model whose MLP
+# were not saturated. On a large graph one saturated unit is enough to push everything
+# upstream of it below hundreds of small real effects.
+#
+# ## 8. Which methods fell in
 #
 # The leaderboard (`toylab.validate.leaderboard`) scores baselines on the traps with the
 # validation harness and says which fell in: a method's *shortfall* is the largest gap, over
@@ -540,8 +578,8 @@ for row in shortfall_rows(board):
 # ## What next
 #
 # No method is safe on every trap, and each failure has a reason you can now name: a total
-# effect hides self-repair, noising hides redundancy, a gradient hides saturation and
-# cancellation, a coarse path integral hides a narrow switch, and a unit (a neuron, a channel,
+# effect hides self-repair, noising hides redundancy, a gradient hides saturation (of a softmax
+# or of an MLP, and everything upstream of it) and cancellation, a coarse path integral hides a narrow switch, and a unit (a neuron, a channel,
 # a whole node) hides a variable that lives along a direction. Before trusting a method on a
 # model without a truth, ask which of these its shortcut is open to, and check with the
 # intervention it approximates. `toylab leaderboard` writes the full table for every baseline

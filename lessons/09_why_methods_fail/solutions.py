@@ -154,6 +154,11 @@ cancel_real = {e: 1 - faith(set(toylab.components.edges(cancel.model.cfg)) - {e}
 overstated_edge = max(cancel_real, key=lambda e: abs(cancel_eap[e]) - abs(cancel_real[e]))
 print({str(e): (round(cancel_eap[e], 3), round(v, 3)) for e, v in cancel_real.items()})
 
+# %% exercise="traps.gradient_blind"
+strongest_outside = max(abs(v) for e, v in chain_eap.scores.items() if e not in chain_truth)
+gradient_blind = {e for e in chain.truth.edges if abs(chain_eap[e]) < strongest_outside}
+print(sorted(map(str, gradient_blind)))
+
 # %% exercise="traps.node_attribution"
 def node_attribution(model, pair, head):
     name, index = head_output_hook(head)

@@ -184,6 +184,12 @@ def das_direction_mistakes():
             directions["a"], "garbage"]
 
 
+def gradient_blind_mistakes():
+    edges = set(_truth("long-chain").edges)
+    after_mlp1 = {e for e in edges if e.sender == "MLP1" or (e.sender.startswith("L") and int(e.sender[1]) >= 2)}
+    return [edges, after_mlp1, next(iter(edges - after_mlp1)), {Edge("embed", "L0H0", "q")}, "garbage"]
+
+
 WRONG = {
     "traps.self_repair": self_repair_mistakes(),
     "traps.direct_effect": [direct_effect_ignoring_ablation, direct_effect_of_the_whole_model,
@@ -194,6 +200,7 @@ WRONG = {
     "traps.q_edge_fixed": [q_edge_plain_eap, q_edge_real_patching, q_edge_sign_flipped, "not a function"],
     "traps.switch_alphas": [{1: 0.1, 0: 0.9}, {1: 0.8, 0: 0.2}, {1: 0.9}, [0.9, 0.1], {"one": 0.9, "zero": 0.1}],
     "traps.overstated_edge": overstated_mistakes(),
+    "traps.gradient_blind": gradient_blind_mistakes(),
     "traps.node_attribution": [node_attribution_real_twice, node_attribution_sign_flipped,
                                node_attribution_one_number],
     "traps.channel_iia": [channel_iia_whole_output, channel_iia_other_bit, channel_iia_ignoring_n_and_seed,
