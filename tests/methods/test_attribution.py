@@ -193,8 +193,6 @@ def test_grad_drop_keeps_last_layer_edges_and_keeps_only_the_paths_that_skip_a_l
     drop, star = eap(siit.model, pair, grad_drop=True), eap(siit.model, pair, qk_fix=True, grad_drop=True)
     assert (drop.method, star.method) == ("eap-graddrop", "atp-star")
     direct = {}  # a layer-0 head's v edge through its direct path alone: v-input gradient without layer 1
-    with torch.no_grad():
-        _, cache = siit.model.run_with_cache(pair.clean.tokens, names=["blocks.1.hook_attn_out"])
     for edge, value in plain.scores.items():
         layer = None if edge.receiver == "logits" else comp.parse(edge.receiver)[1]
         assert drop[edge] >= 0 and star[edge] >= 0

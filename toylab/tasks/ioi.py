@@ -301,4 +301,4 @@ class IOIAlgorithm(Algorithm):
         return targets
 
 
-__all__ = ["IOI", "IOIAlgorithm", "KINDS", "TEMPLATES"]
+__all__ = ["IOI", "KINDS", "TEMPLATES", "IOIAlgorithm"]

@@ -34,7 +34,15 @@ import torch
 from torch import Tensor
 
 from toylab.interventions import orthonormal
-from toylab.methods.interchange import DASConfig, Site, activations, das, interchange_accuracy, neuron_mask, variable_site
+from toylab.methods.interchange import (
+    DASConfig,
+    Site,
+    activations,
+    das,
+    interchange_accuracy,
+    neuron_mask,
+    variable_site,
+)
 from toylab.validate.suite import Subject, subjects
 
 SCORE_SEED = 20261203  # the held-out pairs' data seed: no featuriser trains on it
@@ -46,7 +54,7 @@ Featuriser = Callable[..., "Tensor | None"]
 
 def full_vector(model, algorithm, variable: str, site: Site, *, k: int, seed: int = 0) -> None:
     """The whole output."""
-    return None
+    return
 
 
 def neuron_mask_basis(model, algorithm, variable: str, site: Site, *, k: int, seed: int = 0) -> Tensor:
@@ -109,7 +117,7 @@ def score_featurisers(featurisers: dict[str, Featuriser] | None = None, suite: S
             site = variable_site(subject.truth, variable.name, n_pos)
             declared = torch.tensor(variable.basis).T  # [d, k]
             k = declared.shape[1]
-            runs = {**featurisers, PEEK: lambda *a, **kw: declared}
+            runs = {**featurisers, PEEK: lambda *a, declared=declared, **kw: declared}
             for label, featuriser in runs.items():
                 start = time.perf_counter()
                 basis = featuriser(subject.model, subject.algorithm, variable.name, site, k=k, seed=subject.seed)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 from toylab.models import Transformer, TransformerConfig
 from toylab.tasks import Induction, Logic, ModularAddition, Task
-from toylab.tasks.logic import LogicAlgorithm
 from toylab.tasks.brackets import Brackets, BracketsAlgorithm
 from toylab.tasks.factual_recall import FactualRecall, FactualRecallAlgorithm
 from toylab.tasks.induction import InductionAlgorithm
+from toylab.tasks.logic import LogicAlgorithm
 from toylab.tasks.modular_addition import ModularAdditionAlgorithm
 from toylab.train import Objective, TrainConfig
 from toylab.truth import Algorithm, Truth
