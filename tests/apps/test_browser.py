@@ -161,3 +161,61 @@ def test_every_page_renders_in_a_browser(playwright_api, server, screenshot_dir,
     print(f"screenshots in {screenshot_dir}")
     assert not problems, "\n".join(problems) + f"\nserver log:\n{log_path.read_text()}"
     assert not foreign, f"the lab made requests off localhost: {foreign}"
+
+
+PATCHING_TITLE = "3 Activation and path patching"
+
+
+def _open_patching(browser, url: str):
+    """A new browser session (its own context, so its own Streamlit session) on the patching page."""
+    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    page.goto(url, timeout=PAGE_TIMEOUT_MS)
+    _wait_until_done(page, "toylab: the lab")
+    page.locator('[data-testid="stSidebarNavLink"]').filter(has_text=PATCHING_TITLE).click()
+    _wait_until_done(page, PATCHING_TITLE)
+    return page
+
+
+def _clean_metric(page) -> str:
+    metric = page.get_by_test_id("stMetric").filter(has_text="Clean logit difference")
+    return metric.get_by_test_id("stMetricValue").inner_text().strip()
+
+
+def test_two_sessions_computing_at_once_each_get_their_own_result(playwright_api, server):
+    """Two browser sessions of the patching page ask, one right after the other, for pairs no
+    cache holds (a pair seed each), so both scripts run at once on the server; each shows the
+    clean logit difference of its own pairs, computed here independently of the lab."""
+    import torch
+
+    from toylab import zoo
+    from toylab.tasks import logit_diff
+
+    url, log_path = server
+    zm = zoo.load("induction-siit")  # the page's default model and seed
+    seeds = (424_242, 737_373)  # pair seeds no other test asks the server for
+    want = {}
+    with torch.no_grad():
+        for pair_seed in seeds:
+            pair = zm.task.counterfactual(32, seed=pair_seed)  # the page's default 32 pairs
+            want[pair_seed] = f"{float(logit_diff(zm.model(pair.clean.tokens), pair)):.2f}"
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            pages = {pair_seed: _open_patching(browser, url) for pair_seed in seeds}
+            for pair_seed, page in pages.items():  # both reruns start before either is waited for
+                field = page.get_by_label("Pair seed")
+                field.fill(str(pair_seed))
+                field.press("Enter")
+            for pair_seed, page in pages.items():
+                page.get_by_text("Clean logit difference").wait_for(timeout=PAGE_TIMEOUT_MS)
+                page.wait_for_function(
+                    f"() => [...document.querySelectorAll('[data-testid=\"stMetricValue\"]')]"
+                    f".some(e => e.innerText.trim() === '{want[pair_seed]}')", timeout=PAGE_TIMEOUT_MS)
+                _wait_until_done(page, PATCHING_TITLE)
+            got = {pair_seed: _clean_metric(page) for pair_seed, page in pages.items()}
+            errors = [t for page in pages.values() for t in page.locator('[data-testid="stException"]').all_inner_texts()]
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert want[seeds[0]] != want[seeds[1]]  # the two sessions do ask different questions
+    assert got == want, f"{got} != {want}\nserver log:\n{log_path.read_text()}"

@@ -205,7 +205,9 @@ def shown(at: AppTest) -> tuple:
     return metrics, tables, captions
 
 
-@pytest.mark.lab_sweep  # on demand: it failed 1 run in 5 here, AppTest being process-global (below)
+# On demand: it failed 1 run in 5 here, AppTest being process-global (below). Two real sessions at
+# once run in CI instead: tests/apps/test_browser.py, two browser contexts on one server.
+@pytest.mark.lab_sweep
 def test_two_sessions_computing_at_once_each_get_their_own_result():
     """Two sessions of the patching page, on different models, compute at once and each get
     what the same setting gets alone: neither's computation (shared cached model, hooks,
