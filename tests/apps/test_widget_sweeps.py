@@ -1,4 +1,4 @@
-"""The lab's pages under widget sweeps, and two sessions computing at once.
+"""The lab's pages under widget sweeps (two sessions computing at once: tests/apps/test_browser.py).
 
 The sweep is one-factor-at-a-time: each page is opened with its defaults, then every widget
 it shows is set, on its own, to each of its first two options (choices: options 0 and 1;
@@ -13,11 +13,9 @@ phase diagram, grokking's live run, validate's Run) are covered by test_apps.py.
 
 import ast
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
@@ -26,7 +24,6 @@ LESSONS = [path for node in ast.parse(HOME.read_text()).body  # Home.py's LESSON
            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "LESSONS"
            for path, _ in ast.literal_eval(node.value)]
 TRAINING = ["pages/superposition.py", "pages/sae.py", "pages/probes.py"]  # most settings retrain
-ON_DEMAND = ["pages/induction.py", "pages/traps.py"]  # 19 s, 12 s: past the test command's budget
 MAX_RUNS = 12  # runs per page, on top of the default render
 KINDS = ("selectbox", "radio", "select_slider", "multiselect", "number_input", "slider",
          "checkbox", "toggle", "text_input")
@@ -163,8 +160,7 @@ def sweep(page: str) -> list[str]:
     return runs
 
 
-@pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.lab_sweep) if p in ON_DEMAND else p
-                                  for p in LESSONS if p not in TRAINING])
+@pytest.mark.parametrize("page", [p for p in LESSONS if p not in TRAINING])
 def test_every_widget_option_runs_without_an_exception(page):
     runs = sweep(page)
     assert runs, f"{page}: no widget to sweep"
@@ -175,56 +171,6 @@ def test_every_widget_option_runs_without_an_exception(page):
 @pytest.mark.lab_sweep
 @pytest.mark.parametrize("page", TRAINING)
 def test_every_widget_option_of_a_training_page_runs_without_an_exception(page):
-    """As above, for the pages that train a model on most settings (about 2 minutes together:
-    too long for the README's test command, so on demand: ``python -m pytest -m lab_sweep``)."""
+    """As above, for the pages that train a model on most settings (about 3 CPU minutes together,
+    as much as a third of the README's test command, so on demand: ``python -m pytest -m lab_sweep``)."""
     test_every_widget_option_runs_without_an_exception(page)
-
-
-# ---- two sessions at once ------------------------------------------------------------------
-
-PATCHING = "pages/patching.py"
-SETTINGS = {"constructed": ("induction-constructed", 0, "resid_pre"), "siit": ("induction-siit", 1, "head")}
-
-
-def patching_session(model: str, seed: int, target: str) -> AppTest:
-    """A patching-page session with the model and seed chosen and the target set but not yet run."""
-    at = open_page(PATCHING)
-    at.selectbox(key="patch_model").set_value(model).run()
-    at.selectbox(key="patch_seed").set_value(seed).run()
-    assert not at.exception, at.exception
-    at.selectbox(key="patch_target").set_value(target)
-    return at
-
-
-def shown(at: AppTest) -> tuple:
-    """What the page computed: its metrics (less the sweep time), tables and captions (less timings)."""
-    assert not at.exception, at.exception
-    metrics = [(m.label, m.value) for m in at.metric if m.label != "Sweep time"]
-    tables = [df.value.to_dict("list") for df in at.dataframe]
-    captions = [re.sub(r"took \d+ ms", "took _ ms", str(c.value)) for c in at.caption]
-    return metrics, tables, captions
-
-
-# On demand: it failed 1 run in 5 here, AppTest being process-global (below). Two real sessions at
-# once run in CI instead: tests/apps/test_browser.py, two browser contexts on one server.
-@pytest.mark.lab_sweep
-def test_two_sessions_computing_at_once_each_get_their_own_result():
-    """Two sessions of the patching page, on different models, compute at once and each get
-    what the same setting gets alone: neither's computation (shared cached model, hooks,
-    caches) leaks into the other's.
-
-    AppTest keeps some state process-wide (the mock runtime, the app-test flag), so the widget
-    changes are made one session at a time and only the run that computes overlaps; the
-    pictures are not compared, since a concurrent AppTest may drop the other's media runtime.
-    """
-    alone = {}
-    for name, setting in SETTINGS.items():
-        st.cache_data.clear()
-        alone[name] = shown(patching_session(*setting).run())
-    assert alone["constructed"] != alone["siit"]  # the two settings do show different results
-    sessions = {name: patching_session(*setting) for name, setting in SETTINGS.items()}
-    st.cache_data.clear()  # both sessions compute the patching in the runs below, not read a cache
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(at.run) for name, at in sessions.items()}
-        together = {name: shown(future.result(timeout=120)) for name, future in futures.items()}
-    assert together == alone
