@@ -288,6 +288,47 @@ class DASResult:
                 f"({self.train_iia:.3f} on training pairs)")
 
 
+def _fit_interchange(model: Transformer, algorithm: Algorithm, variable: str, site: Site, config: DASConfig,
+                     make, lr: float) -> tuple[float, ...]:
+    """The training both DAS and the neuron mask run: ``make(d, generator)`` returns (params,
+    move, penalty), ``move(x_base, x_source)`` the site's patched vectors [batch, d]; Adam on
+    params minimises the algorithm's counterfactual cross-entropy (+ ``penalty()``) over
+    ``config``'s pairs. The model's weights get no gradient. Returns the losses."""
+    device = model.device
+    base, source, expected = _pairs(algorithm, variable, config.n_train, config.seed)
+    check_site(model, site, base.tokens.shape[1])
+    base_tokens, expected = base.tokens.to(device), expected.to(device)
+    source_acts = activations(model, source.tokens.to(device), site)  # [batch, d]
+    g = torch.Generator().manual_seed(config.seed)
+    params, move, penalty = make(source_acts.shape[-1], g)
+    optimizer = torch.optim.Adam(params, lr=lr)
+    current: dict[str, Tensor] = {}
+
+    def hook(x: Tensor, hook) -> Tensor:
+        x = x.clone()
+        index = (slice(None), site.pos) if site.head is None else (slice(None), site.pos, site.head)
+        x[index] = move(x[index], current["source"])
+        return x
+
+    losses = []
+    scored = expected != IGNORE
+    with torch.enable_grad(), model.hooks([(site.hook, hook)]):
+        for _ in range(config.steps):
+            rows = torch.randint(config.n_train, (min(config.batch_size, config.n_train),), generator=g)
+            current["source"] = source_acts[rows]
+            logits = model(base_tokens[rows])  # [batch, pos, vocab]
+            loss = F.cross_entropy(logits[scored[rows]], expected[rows][scored[rows]])
+            if penalty is not None:
+                loss = loss + penalty()
+            grads = torch.autograd.grad(loss, params)  # only these: the model's .grad stays untouched
+            for p, grad in zip(params, grads):
+                p.grad = grad
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+    return tuple(losses)
+
+
 def das(model: Transformer, algorithm: Algorithm, variable: str, site: Site,
         config: DASConfig = DASConfig()) -> DASResult:
     """Learn a k-dim subspace at ``site`` whose interchange makes the model follow ``variable``.
@@ -299,49 +340,24 @@ def das(model: Transformer, algorithm: Algorithm, variable: str, site: Site,
     """
     if not isinstance(config, DASConfig):
         raise TypeError(f"config must be a DASConfig, got {type(config).__name__}")
-    device = model.device
-    base, source, expected = _pairs(algorithm, variable, config.n_train, config.seed)
-    check_site(model, site, base.tokens.shape[1])
-    base_tokens, expected = base.tokens.to(device), expected.to(device)
-    source_acts = activations(model, source.tokens.to(device), site)  # [batch, d]
-    d = source_acts.shape[-1]
-    if config.k > d:
-        raise ValueError(f"DASConfig.k={config.k} exceeds the site's dimension d={d}")
+    made: dict[str, nn.Module] = {}
 
-    g = torch.Generator().manual_seed(config.seed)
-    linear = nn.Linear(d, d, bias=False)
-    with torch.no_grad():
-        linear.weight.copy_(torch.linalg.qr(torch.randn(d, d, generator=g))[0])
-    rotation = orthogonal(linear).to(device)
-    params = [p for p in rotation.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=config.lr)
-    current: dict[str, Tensor] = {}
+    def rotate(d: int, g: torch.Generator):
+        if config.k > d:
+            raise ValueError(f"DASConfig.k={config.k} exceeds the site's dimension d={d}")
+        linear = nn.Linear(d, d, bias=False)
+        with torch.no_grad():
+            linear.weight.copy_(torch.linalg.qr(torch.randn(d, d, generator=g))[0])
+        made["rotation"] = rotation = orthogonal(linear).to(model.device)
+        params = [p for p in rotation.parameters() if p.requires_grad]
+        return params, lambda x, src: patch_subspace(x, src, rotation.weight[:, :config.k]), None
 
-    def hook(x: Tensor, hook) -> Tensor:
-        x = x.clone()
-        index = (slice(None), site.pos) if site.head is None else (slice(None), site.pos, site.head)
-        x[index] = patch_subspace(x[index], current["source"], current["basis"])
-        return x
-
-    losses = []
-    scored = expected != IGNORE
-    with torch.enable_grad(), model.hooks([(site.hook, hook)]):
-        for step in range(config.steps):
-            rows = torch.randint(config.n_train, (min(config.batch_size, config.n_train),), generator=g)
-            current["source"] = source_acts[rows]
-            current["basis"] = rotation.weight[:, :config.k]  # [d, k]
-            logits = model(base_tokens[rows])  # [batch, pos, vocab]
-            loss = F.cross_entropy(logits[scored[rows]], expected[rows][scored[rows]])
-            grads = torch.autograd.grad(loss, params)  # only the rotation: the model's .grad stays untouched
-            for p, grad in zip(params, grads):
-                p.grad = grad
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+    losses = _fit_interchange(model, algorithm, variable, site, config, rotate, config.lr)
+    rotation = made["rotation"]
     basis = rotation.weight[:, :config.k].detach().clone()
     train = interchange_accuracy(model, algorithm, variable, site, basis, config.n_train, config.seed).accuracy
     test = interchange_accuracy(model, algorithm, variable, site, basis, config.n_test, config.seed + 1).accuracy
-    return DASResult(variable, site, basis, train, test, tuple(losses))
+    return DASResult(variable, site, basis, train, test, losses)
 
 
 @dataclass(frozen=True)
@@ -376,34 +392,16 @@ def neuron_mask(model: Transformer, algorithm: Algorithm, variable: str, site: S
     """
     if not isinstance(config, DASConfig):
         raise TypeError(f"config must be a DASConfig, got {type(config).__name__}")
-    device = model.device
-    base, source, expected = _pairs(algorithm, variable, config.n_train, config.seed)
-    check_site(model, site, base.tokens.shape[1])
-    base_tokens, expected = base.tokens.to(device), expected.to(device)
-    source_acts = activations(model, source.tokens.to(device), site)  # [batch, d]
-    d = source_acts.shape[-1]
-    g = torch.Generator().manual_seed(config.seed)
-    w = torch.zeros(d, device=device, requires_grad=True)  # m = 0.5 everywhere to start
-    optimizer = torch.optim.Adam([w], lr=config.lr * 5)  # a mask's logits move further than a rotation's
-    current: dict[str, Tensor] = {}
+    made: dict[str, Tensor] = {}
 
-    def hook(x: Tensor, hook) -> Tensor:
-        x = x.clone()
-        index = (slice(None), site.pos) if site.head is None else (slice(None), site.pos, site.head)
-        x[index] = x[index] + current["mask"] * (current["source"] - x[index])
-        return x
+    def masks(d: int, g: torch.Generator):
+        made["w"] = w = torch.zeros(d, device=model.device, requires_grad=True)  # m = 0.5 everywhere to start
+        return ([w], lambda x, src: x + torch.sigmoid(w) * (src - x),
+                lambda: sparsity * torch.sigmoid(w).mean())
 
-    scored = expected != IGNORE
-    with torch.enable_grad(), model.hooks([(site.hook, hook)]):
-        for step in range(config.steps):
-            rows = torch.randint(config.n_train, (min(config.batch_size, config.n_train),), generator=g)
-            current["source"], current["mask"] = source_acts[rows], torch.sigmoid(w)
-            logits = model(base_tokens[rows])  # [batch, pos, vocab]
-            loss = F.cross_entropy(logits[scored[rows]], expected[rows][scored[rows]]) + sparsity * current["mask"].mean()
-            (grad,) = torch.autograd.grad(loss, [w])
-            w.grad = grad
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+    # A mask's logits have further to move than a rotation's parameters: 5 times DAS's rate.
+    _fit_interchange(model, algorithm, variable, site, config, masks, config.lr * 5)
+    w, d = made["w"], made["w"].shape[0]
     mask = torch.sigmoid(w.detach()).cpu()
     kept = tuple(int(i) for i in (mask > 0.5).nonzero().flatten()) or (int(mask.argmax()),)
     basis = torch.eye(d)[:, list(kept)]
