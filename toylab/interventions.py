@@ -379,24 +379,16 @@ def interchanged(
     components: Iterable[str],
     positions: str | Tensor = "all",
     detach_source: bool = True,
-    basis: Tensor | None = None,
 ) -> Iterator[Transformer]:
     """Within the block, ``components`` output what they output on ``source_tokens``.
 
     An interchange intervention: heads are patched at ``hook_z``, MLPs at ``hook_mlp_out``
     and neurons at ``mlp.hook_post``, at the given positions ("all", "last", "0,2" or a
     bool mask [pos]). The model run inside must have the shape of ``source_tokens``.
-    ``basis`` [d, k] (orthonormal columns) patches only that subspace of one head's or
-    MLP's output (a distributed variable's, ``CausalVariable.basis``).
     """
     cfg = model.cfg
     mask = position_mask(positions, source_tokens.shape[-1]) if isinstance(positions, str) else positions
     mask = mask.to(model.device)
-    components = list(components)
-    if basis is not None:
-        if len(components) != 1 or comp.parse(components[0])[0] not in ("head", "mlp"):
-            raise ValueError(f"a basis patches a subspace of one head's or MLP's output, got {components}")
-        basis = basis.to(model.device, torch.float32)
     targets: dict[str, list[int | None]] = {}  # hook name -> head / neuron indices (None: whole output)
     for component in components:
         comp.check_component(component, cfg)
@@ -419,13 +411,6 @@ def interchanged(
         index = targets[hook.name]
         src = source[hook.name]
         where = mask.view(1, -1, *([1] * (x.ndim - 2)))  # [1, pos, 1...]
-        if basis is not None:  # one component: its output moves only within span(basis)
-            if x.ndim == 4:  # [batch, pos, head, d_head]: that head's vectors
-                x = x.clone()
-                x[:, :, index[0]] = torch.where(where.view(1, -1, 1), patch_subspace(x[:, :, index[0]],
-                                                src[:, :, index[0]], basis), x[:, :, index[0]])
-                return x
-            return torch.where(where, patch_subspace(x, src, basis), x)
         if None in index:
             return torch.where(where, src, x)
         select = torch.zeros(x.shape[2], dtype=torch.bool, device=x.device)

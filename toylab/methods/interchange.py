@@ -80,24 +80,28 @@ def variable_site(truth, variable: str, n_pos: int) -> Site:
     A head ``L{l}H{h}`` gives ``blocks.{l}.attn.hook_z`` (head h), an MLP ``MLP{l}``
     ``blocks.{l}.hook_mlp_out``. The variable must sit in one component at one position.
     """
-    from toylab import components as comp
-    from toylab.interventions import position_mask
-
     found = [v for v in truth.variables if v.name == variable]
     if not found:
         raise KeyError(f"{truth.model} declares no variable {variable!r}; "
                        f"its variables: {[v.name for v in truth.variables]}")
-    var = found[0]
+    return site_of(found[0], n_pos)
+
+
+def site_of(var, n_pos: int) -> Site:
+    """The site of a ``CausalVariable`` that sits in one component at one position."""
+    from toylab import components as comp
+    from toylab.interventions import position_mask
+
     positions = position_mask(var.positions, n_pos).nonzero().flatten().tolist()
     if len(var.components) != 1 or len(positions) != 1:
-        raise ValueError(f"{variable!r} sits in {list(var.components)} at positions {var.positions!r}: "
+        raise ValueError(f"{var.name!r} sits in {list(var.components)} at positions {var.positions!r}: "
                          "a site is one component at one position")
     kind, layer, index = comp.parse(var.components[0])
     if kind == "head":
         return Site(f"blocks.{layer}.attn.hook_z", positions[0], index)
     if kind == "mlp":
         return Site(f"blocks.{layer}.hook_mlp_out", positions[0])
-    raise ValueError(f"{variable!r} sits in {var.components[0]!r}: only heads and MLPs have an output site")
+    raise ValueError(f"{var.name!r} sits in {var.components[0]!r}: only heads and MLPs have an output site")
 
 
 def check_site(model: Transformer, site: Site, n_pos: int) -> None:
@@ -432,6 +436,7 @@ __all__ = [
     "patch_subspace",
     "probe_subspace",
     "sae_subspace",
+    "site_of",
     "subspace_interchange",
     "variable_site",
 ]

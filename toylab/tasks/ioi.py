@@ -109,7 +109,10 @@ class IOI(SampledTask):
             ids = [BOS] + [-(SLOTS.index(w) + 1) if w in SLOTS else self._word_id[w] for w in TEMPLATES[t].split()]
             rows.append(ids + [PAD] * (max(n_ctx, len(ids)) - len(ids)))
         width = max(len(r) for r in rows)
-        self._layout = torch.tensor([r + [PAD] * (width - len(r)) for r in rows])[:, :width]  # [template, pos]
+        self._layout = torch.tensor([r + [PAD] * (width - len(r)) for r in rows])  # [template, pos]
+        self._answer_pos = torch.tensor([len(t.split()) for t in TEMPLATES])  # [template]: the last word, after BOS
+        # [template] each: where each slot sits (the first X1, X2, S, P, O mark of the template)
+        self._slot_pos = {slot: (self._layout == -(i + 1)).int().argmax(-1) for i, slot in enumerate(SLOTS)}
 
     # ---- shape of the problem -------------------------------------------------------
     @property
@@ -139,9 +142,8 @@ class IOI(SampledTask):
 
     def positions(self, template: int) -> dict[str, int]:
         """Where template ``template``'s parts sit: X1, X2, S (second mention), P, O, and answer."""
-        row = self._layout[template]
-        out = {slot: int((row == -(i + 1)).nonzero()[0]) for i, slot in enumerate(SLOTS)}
-        out["answer"] = len(TEMPLATES[template].split())  # the last word, after BOS
+        out = {slot: int(self._slot_pos[slot][template]) for slot in SLOTS}
+        out["answer"] = int(self._answer_pos[template])
         return out
 
     # ---- encoding -------------------------------------------------------------------
@@ -172,7 +174,7 @@ class IOI(SampledTask):
             mark = tokens == -(SLOTS.index(slot) + 1)
             tokens = torch.where(mark, value.unsqueeze(1).expand_as(tokens), tokens)
         targets = torch.full_like(tokens, IGNORE)
-        answer_pos = torch.tensor([len(TEMPLATES[t].split()) for t in range(len(TEMPLATES))])[template]  # [batch]
+        answer_pos = self._answer_pos[template]  # [batch]
         answer = torch.where(second == s, io, torch.where(second == io, s, torch.full_like(io, -1)))
         rows = torch.arange(n)
         targets[rows, answer_pos] = torch.where(answer >= 0, self.name_token(answer.clamp(min=0)), IGNORE)
@@ -191,12 +193,12 @@ class IOI(SampledTask):
         if not match.any(-1).all():
             raise ValueError("some prompts follow none of the IOI templates")
         template = match.float().argmax(-1)
-        pos = {slot: torch.tensor([self.positions(t)[slot] for t in range(len(TEMPLATES))])[template] for slot in SLOTS}
+        pos = {slot: self._slot_pos[slot][template] for slot in SLOTS}
         rows = torch.arange(tokens.shape[0])
         name = {slot: tokens[rows, pos[slot]] - self._first_name for slot in ("X1", "X2", "S")}
         s_position = torch.where(name["S"] == name["X1"], 0, torch.where(name["S"] == name["X2"], 1, -1))
         io = torch.where(s_position == 0, name["X2"], torch.where(s_position == 1, name["X1"], -1))
-        answer_pos = torch.tensor([len(TEMPLATES[t].split()) for t in range(len(TEMPLATES))])[template]
+        answer_pos = self._answer_pos[template]
         return {"template": template, "x1": name["X1"], "x2": name["X2"], "second": name["S"],
                 "s": torch.where(s_position >= 0, name["S"], -1), "io": io, "s_position": s_position,
                 "answer_pos": answer_pos}
@@ -296,8 +298,7 @@ class IOIAlgorithm(Algorithm):
             answer = torch.where(slot == 0, b["x2"], torch.where(slot == 1, b["x1"], -1))
         targets = torch.full_like(base.tokens, IGNORE)
         rows = torch.arange(base.tokens.shape[0])
-        defined = (answer >= 0) & (b["answer_pos"] >= 0)
-        targets[rows, b["answer_pos"]] = torch.where(defined, self.task.name_token(answer.clamp(min=0)), IGNORE)
+        targets[rows, b["answer_pos"]] = torch.where(answer >= 0, self.task.name_token(answer.clamp(min=0)), IGNORE)
         return targets
 
 

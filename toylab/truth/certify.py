@@ -73,6 +73,7 @@ from toylab.methods.attribution import eap
 from toylab.methods.check import Check
 from toylab.methods.detectors import row_scores, uniform_score
 from toylab.methods.fourier import check_key_frequencies
+from toylab.methods.interchange import site_of, subspace_interchange
 from toylab.models import Transformer
 from toylab.tasks import IGNORE, Task
 from toylab.tasks.algorithm import Algorithm
@@ -364,19 +365,18 @@ def _variable_checks(model: Transformer, algorithm: Algorithm, truth: Truth, n: 
     return checks
 
 
-def _basis(variable: CausalVariable) -> Tensor | None:
-    """The variable's subspace as orthonormal columns [d, k]; None: the components' whole outputs."""
-    return torch.tensor(variable.basis).T if variable.basis else None
-
-
 def variable_accuracy(model: Transformer, algorithm: Algorithm, variable: CausalVariable,
                       n: int = CERTIFICATE_PAIRS, seed: int = CERTIFICATE_SEED) -> Estimate:
     """IIA of a declared causal variable, patching its components at its positions (whole, or
-    within its basis), with a bootstrap over the pairs."""
-    _, _, expected, logits = interchange_accuracy(
-        model, algorithm, variable.name,
-        lambda source: interchanged(model, source, variable.components, variable.positions,
-                                    basis=_basis(variable)), n, seed)
+    within its basis, at its one site), with a bootstrap over the pairs."""
+    site = site_of(variable, algorithm.task.n_ctx) if variable.basis else None
+    basis = torch.tensor(variable.basis).T if variable.basis else None  # [d, k]
+
+    def intervention(source: Tensor):
+        if basis is None:
+            return interchanged(model, source, variable.components, variable.positions)
+        return subspace_interchange(model, source, site, basis)
+    _, _, expected, logits = interchange_accuracy(model, algorithm, variable.name, intervention, n, seed)
     scored = expected != IGNORE  # [batch, pos]
     hits = ((logits.argmax(-1) == expected) & scored).sum(-1)  # [batch]
     return ratio_estimate(hits, scored.sum(-1), BOOTSTRAP_REPLICATES, seed)  # its value is ``iia``
