@@ -28,6 +28,7 @@ LESSONS = [
     ("pages/validate.py", "7 Validate your method"),
     ("pages/probes.py", "8 Probes and factual recall"),
     ("pages/traps.py", "9 Why methods fail"),
+    ("pages/ioi.py", "10 Indirect object identification"),
 ]
 
 

@@ -70,6 +70,9 @@ def test_per_position_and_by_layer_are_consistent():
     assert dla.per_position[:, count == 0].isnan().all() and not dla.per_position[:, count > 0].isnan().any()
     weighted = (dla.per_position[:, count > 0] * count[count > 0]).sum(-1) / count.sum()
     assert torch.allclose(weighted, dla.total, atol=1e-5)
+    rows = mask.sum(1).float()  # [batch]: each row's terms average its own scored positions
+    assert torch.allclose((dla.per_row * rows).sum(-1) / rows.sum(), dla.total, atol=1e-5)
+    assert float((dla.metric_per_row * rows).sum() / rows.sum()) == pytest.approx(dla.metric, rel=1e-5)
     layers = dla.by_layer()
     assert layers["L1"] == pytest.approx(dla["L1H0"] + dla["L1H1"])
     assert sum(layers.values()) == pytest.approx(float(dla.total.sum()), abs=1e-5)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from toylab.methods.detectors import target_positions
 from toylab.tasks import IOI, logit_diff, task_from_dict
 from toylab.tasks.ioi import KINDS, TEMPLATES, IOIAlgorithm
 
@@ -64,11 +65,11 @@ def test_the_algorithm(task):
     algorithm = IOIAlgorithm(task)
     base, source = algorithm.sample_pairs(400, torch.Generator().manual_seed(0))
     b, s = task.variables(base.tokens), task.variables(source.tokens)
-    assert torch.equal(s["s"], b["io"]) and torch.equal(s["io"], b["s"])
+    assert torch.equal(s["template"], b["template"]) and (s["io"] != b["io"]).all()
     answer = {v: algorithm.intervene(base, source, v)[base.scored] for v in algorithm.variables}
-    assert torch.equal(answer["io"], task.name_token(b["s"]))  # the source's IO is the base's S
-    # duplicate from the source names the base's IO as repeated: the output turns to S
-    assert torch.equal(answer["duplicate"], task.name_token(b["s"]))
+    assert torch.equal(answer["io"], task.name_token(s["io"]))  # the source's IO
+    # the slot variables are positions: the source's repeated name's slot, read in the base
+    assert torch.equal(answer["duplicate"], answer["s_position"])
     moved = s["s_position"] != b["s_position"]
     assert 0.3 < moved.float().mean() < 0.7
     assert torch.equal(answer["s_position"][moved], task.name_token(b["s"][moved]))
@@ -94,3 +95,24 @@ def test_round_trip_and_bad_input(task):
         task.make_batch(z, z, z, z, z, z)
     with pytest.raises(ValueError, match="follow none of the IOI templates"):
         task.variables(torch.ones(1, task.n_ctx, dtype=torch.long))
+
+
+def test_attention_targets_name_where_each_ioi_head_type_looks(task):
+    pair = task.counterfactual(64, 3)
+    v = task.variables(pair.clean.tokens)
+    targets = task.attention_targets(pair.clean.tokens)
+    assert set(targets) == set(task.detectors)
+    for row in range(64):
+        where = task.positions(int(v["template"][row]))
+        s1, io = (where["X1"], where["X2"]) if int(v["s_position"][row]) == 0 else (where["X2"], where["X1"])
+        defined = {role: (t[row] >= 0).nonzero().flatten().tolist() for role, t in targets.items()}
+        assert defined == {"duplicate-s": [where["S"]], "s-inhibition": [where["answer"]],
+                           "name-mover": [where["answer"]]}
+        assert int(targets["duplicate-s"][row, where["S"]]) == s1
+        assert int(targets["s-inhibition"][row, where["answer"]]) == where["S"]
+        assert int(targets["name-mover"][row, where["answer"]]) == io
+    # an ABC prompt repeats no name: no IOI head type is defined on it
+    assert all((t < 0).all() for t in task.attention_targets(pair.corrupted.tokens).values())
+    with pytest.raises(ValueError, match="task-defined ones need task="):
+        target_positions(pair.clean.tokens, "name-mover")
+    assert torch.equal(target_positions(pair.clean.tokens, "name-mover", task), targets["name-mover"])

@@ -45,3 +45,18 @@ def test_siit_refuses_a_truth_without_variables():
     rec = zoo.recipe("induction-2l")
     with pytest.raises(ValueError, match="declares none"):
         SIIT(InductionAlgorithm(rec.task), rec.truth)
+
+
+def test_siit_for_ioi_adds_self_repair_negative_and_pattern_terms():
+    """The IOI recipe's objective trains the backup (outside the circuit, never resampled in
+    the self-repair run), the negative head and the attention roles, all finite."""
+    rec = zoo.recipe("ioi-siit")
+    objective = rec.objective()
+    assert set(objective.weights) == {"behaviour", "iit", "strict", "self_repair", "negative", "pattern"}
+    model = zoo.load("ioi-siit").model
+    assert "L3H1" in objective.outside(model) and objective.backups == ["L3H1"]
+    assert set(objective.patterned) == {role.head for role in rec.truth.attention}
+    terms = objective.terms(model, rec.task.train_batch(0, 0, 16), step=0, seed=0)
+    assert set(terms) == set(objective.weights) and all(torch.isfinite(v) for v in terms.values())
+    # the shipped model has learnt them: its roles attend where they should, its negative head is negative
+    assert terms["pattern"] < 0.1 and terms["negative"] < 0.5

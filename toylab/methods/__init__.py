@@ -3,7 +3,8 @@
 The families, each a module (helpers and slow references stay there, importable from it):
 
     ablation             ablate, ablation_scores: zero / mean / resample ablation of components
-    detectors            head_scores: where attention heads look (previous-token, induction, ...)
+    detectors            head_scores: where attention heads look (previous-token, induction, ...,
+                         and a task's own head types such as IOI's name movers)
     circuits             ov_circuit, qk_circuit, composition_scores: QK/OV circuits from the weights
     lens                 logit_lens, direct_logit_attribution: reading the residual stream as logits
     patching             activation_patching, path_patching: fast and exact
@@ -15,6 +16,8 @@ The families, each a module (helpers and slow references stay there, importable 
     probes               train_probe, probe_grid: linear probes with control tasks
     interchange          interchange_accuracy, das: does the model use a variable, and where
     tracing              causal_trace: corrupt the subject, restore one state at a time (ROME)
+    repair               self_repair: backups that take over when heads are knocked out (IOI's
+                         backup name movers), and heads that write against the answer
 
 Upper-case names list the choices of an option (``ablate(..., method=m)`` for m in
 ``ABLATIONS``). Building blocks are imported from their module, e.g.
@@ -33,7 +36,7 @@ from toylab.methods.circuits import (
     pos_qk_circuit,
     qk_circuit,
 )
-from toylab.methods.detectors import DETECTORS, HeadScores, head_scores
+from toylab.methods.detectors import DETECTORS, HeadScores, detectors_of, head_scores
 from toylab.methods.fourier import (
     SPLITS,
     FrequencyLosses,
@@ -72,6 +75,7 @@ from toylab.methods.patching import (
 from toylab.methods.probes import LinearProbe, ProbeConfig, ProbeGrid, ProbeResult, probe_grid, train_probe
 from toylab.methods.progress import Phase, Phases, ProgressMeasures, progress_measures
 from toylab.methods.superposition import FeatureStatus, PhaseDiagram, feature_status, phase_diagram, reconstruction
+from toylab.methods.repair import KNOCKOUTS, SelfRepair, self_repair
 from toylab.methods.tracing import CORRUPTIONS, TRACE_KINDS, TracingConfig, TracingResult, causal_trace
 
 __all__ = [
@@ -82,6 +86,7 @@ __all__ = [
     "ablation_scores",
     # detectors: how much each attention head attends where a known head type would
     "DETECTORS",
+    "detectors_of",
     "HeadScores",
     "head_scores",
     # circuits: QK and OV circuits read from the weights, and composition between heads
@@ -161,4 +166,8 @@ __all__ = [
     "TracingConfig",
     "TracingResult",
     "causal_trace",
+    # repair: heads that take over when others are knocked out, heads that write against the answer
+    "KNOCKOUTS",
+    "SelfRepair",
+    "self_repair",
 ]

@@ -11,6 +11,9 @@ type is defined, on the key position that type attends to (Olsson et al. 2022; A
     duplicate-token  query i -> the earlier key j < i with tokens[j] == tokens[i]
     induction        query i -> key j + 1 for that earlier j      (j + 1 <= i)
 
+A task may define head types of its own (``task.attention_targets(tokens)``, e.g. IOI's
+name movers): pass ``task=`` to score them.
+
 Scores lie in [0, 1]; a perfect head of that type scores 1. A score is correlational: it
 says where a head looks, not whether the model uses what it reads (the zoo's constructed
 model has decoys that score high and do nothing).
@@ -24,6 +27,7 @@ import torch
 from torch import Tensor
 
 from toylab.models import Transformer
+from toylab.tasks import Task
 
 DETECTORS = ("previous-token", "duplicate-token", "induction")
 
@@ -50,13 +54,23 @@ class HeadScores:
         return [(f"L{int(i) // n_heads}H{int(i) % n_heads}", float(flat[i])) for i in order]
 
 
-def target_positions(tokens: Tensor, detector: str) -> Tensor:
+def detectors_of(task: Task | None = None) -> tuple[str, ...]:
+    """The detectors that apply to ``task``'s inputs: the token rules and the task's own."""
+    return DETECTORS + tuple(getattr(task, "detectors", ()))
+
+
+def target_positions(tokens: Tensor, detector: str, task: Task | None = None) -> Tensor:
     """For each query position, the key position the detector's head type attends to.
 
     Returns [batch, query_pos] int64, -1 where the head type is undefined at that query.
+    A detector that is not a token rule is looked up in ``task.attention_targets``.
     """
     if detector not in DETECTORS:
-        raise ValueError(f"unknown detector {detector!r}; choose one of {DETECTORS}")
+        own = task.attention_targets(tokens.cpu()) if hasattr(task, "attention_targets") else {}
+        if detector not in own:
+            raise ValueError(f"unknown detector {detector!r}; choose one of {detectors_of(task)}"
+                             + ("" if task is not None else " (task-defined ones need task=)"))
+        return own[detector].to(tokens.device)
     batch, n = tokens.shape
     pos = torch.arange(n, device=tokens.device)
     if detector == "previous-token":
@@ -72,18 +86,19 @@ def target_positions(tokens: Tensor, detector: str) -> Tensor:
 
 
 @torch.no_grad()
-def head_scores(model: Transformer, tokens: Tensor, detector: str) -> HeadScores:
+def head_scores(model: Transformer, tokens: Tensor, detector: str, task: Task | None = None) -> HeadScores:
     """Mean attention to the detector's target position, per head: scores [layer, head]."""
-    sums, counts = row_scores(model, tokens, detector)  # [batch, layer, head], [batch]
+    sums, counts = row_scores(model, tokens, detector, task)  # [batch, layer, head], [batch]
     return HeadScores(detector, sums.sum(0) / counts.sum())  # [layer, head]
 
 
 @torch.no_grad()
-def row_scores(model: Transformer, tokens: Tensor, detector: str) -> tuple[Tensor, Tensor]:
+def row_scores(model: Transformer, tokens: Tensor, detector: str,
+               task: Task | None = None) -> tuple[Tensor, Tensor]:
     """``head_scores`` before averaging: per row, the attention summed over its defined
     queries [batch, layer, head], and how many queries are defined [batch]."""
     tokens = model._check_tokens(tokens)
-    target = target_positions(tokens, detector)  # [batch, query_pos]
+    target = target_positions(tokens, detector, task)  # [batch, query_pos]
     valid = target >= 0
     if not valid.any():
         raise ValueError(f"no query position in these tokens has a {detector} target "
@@ -99,10 +114,10 @@ def row_scores(model: Transformer, tokens: Tensor, detector: str) -> tuple[Tenso
     return torch.stack(sums, dim=1), valid.sum(-1)  # [batch, layer, head], [batch]
 
 
-def uniform_score(tokens: Tensor, detector: str) -> float:
+def uniform_score(tokens: Tensor, detector: str, task: Task | None = None) -> float:
     """What a head attending uniformly over the causal context scores on ``tokens``: the
     baseline a role's score must be read against (query i gives each key 1 / (i + 1))."""
-    target = target_positions(tokens, detector)  # [batch, query_pos]
+    target = target_positions(tokens, detector, task)  # [batch, query_pos]
     valid = target >= 0
     if not valid.any():
         raise ValueError(f"no query position in these tokens has a {detector} target")

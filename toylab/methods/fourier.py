@@ -362,7 +362,7 @@ def check_key_frequencies(model: Transformer, task: Task, freqs: Iterable[int]) 
     magnitude; an untrained model fails necessity (excluded ~ full ~ log p).
 
     Returns ``toylab.methods.check.Check`` objects (name, value, op, threshold; ``.passed``).
-    Raises ValueError on an empty or invalid frequency list. The signature fits
+    Raises ValueError on an empty or invalid frequency list. Certificates call it as
     ``toylab.truth.certify.CLAIM_CHECKS["key_frequencies"]``.
     """
     task = _check_model_task(model, task)

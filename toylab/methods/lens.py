@@ -105,6 +105,8 @@ class DirectLogitAttribution:
     total: Tensor  # [component] mean over every scored (row, position)
     offset: float  # b_U and ln_final's b on the direction: total.sum() + offset == metric
     metric: float  # the model's own mean logit difference (pair) or target logit (batch)
+    per_row: Tensor  # [component, batch] mean over each row's scored positions; NaN for a row with none
+    metric_per_row: Tensor  # [batch] the model's own metric on each row
 
     def __getitem__(self, component: str) -> float:
         """One component's direct attribution, e.g. ``dla["L1H1"]``."""
@@ -185,4 +187,6 @@ def direct_logit_attribution(model: Transformer, data: CounterfactualPair | Batc
     if counter is not None:
         chosen = chosen - logits.gather(-1, counter.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     metric = float((chosen * mask_f).sum() / mask_f.sum())
-    return DirectLogitAttribution(labels, per_position, total, offset_mean, metric)
+    per_row = (attribution * mask_f).sum(2) / mask_f.sum(1)  # [component, batch]
+    metric_per_row = (chosen * mask_f).sum(1) / mask_f.sum(1)  # [batch]
+    return DirectLogitAttribution(labels, per_position, total, offset_mean, metric, per_row, metric_per_row)

@@ -11,10 +11,11 @@ no fixed offset solves the task: a model has to find the name that is *not* repe
 circuit Wang et al. found in GPT-2 small does it in three steps, which ``IOIAlgorithm``
 writes as a causal model:
 
-    duplicate    at the second mention of S, "this name occurred before" (duplicate-token
-                 and induction heads)
-    s_position   which slot of the first clause holds S, moved to the last position
-                 (S-inhibition heads)
+    duplicate    at the second mention of S, where this name occurred before: the slot (0 or
+                 1) of the first clause that holds it (duplicate-token heads; in GPT-2 small
+                 they write S1's position, not its name)
+    s_position   the same slot, moved to the last position (S-inhibition heads), where the
+                 name movers' queries read it
     io           the name the name-mover heads copy to the output: the first clause's other
                  name
 
@@ -78,6 +79,7 @@ class IOI(SampledTask):
     """
 
     kind = "ioi"
+    detectors = ("duplicate-s", "s-inhibition", "name-mover")  # head types of attention_targets
 
     def __init__(self, n_names: int = 16, n_places: int = 6, n_objects: int = 6,
                  templates: tuple[int, ...] | list[int] | None = None, n_ctx: int | None = None) -> None:
@@ -203,6 +205,31 @@ class IOI(SampledTask):
                 "s": torch.where(s_position >= 0, name["S"], -1), "io": io, "s_position": s_position,
                 "answer_pos": answer_pos}
 
+    def attention_targets(self, tokens: Tensor) -> dict[str, Tensor]:
+        """Where each IOI head type attends (Wang et al. 2022), for ``methods.detectors``:
+        [batch, query_pos] int64 key positions each, -1 where the type is undefined.
+
+            duplicate-s    the second mention of S -> its first mention (S1)
+            s-inhibition   the answer position -> the second mention of S (S2)
+            name-mover     the answer position -> the indirect object in the first clause
+
+        Prompts whose second clause repeats no name (ABC) define none of them.
+        """
+        v = self.variables(tokens)
+        template, slot = v["template"], v["s_position"]
+        rows = torch.arange(tokens.shape[0])
+        defined = slot >= 0
+        x1, x2, s2 = self._slot_pos["X1"][template], self._slot_pos["X2"][template], self._slot_pos["S"][template]
+        s1 = torch.where(slot == 0, x1, x2)
+        io = torch.where(slot == 0, x2, x1)
+        out = {}
+        for role, query, key in (("duplicate-s", s2, s1), ("s-inhibition", v["answer_pos"], s2),
+                                 ("name-mover", v["answer_pos"], io)):
+            target = torch.full(tokens.shape, -1, dtype=torch.long)
+            target[rows[defined], query[defined]] = key[defined]
+            out[role] = target
+        return out
+
     # ---- generation -----------------------------------------------------------------
     def _draw(self, n: int, g: torch.Generator) -> dict[str, Tensor]:
         check_count("n", n)
@@ -257,17 +284,19 @@ class IOIAlgorithm(Algorithm):
     """IOI as a causal model: duplicate -> s_position -> io -> output.
 
     Variables (one value per prompt):
-        duplicate    the repeated name (S), detected at its second mention
-        s_position   the first-clause slot (0 or 1) that holds the repeated name
+        duplicate    the first-clause slot (0 or 1) of the repeated name, at its second mention
+        s_position   that slot, moved to the answer position
         io           the name copied to the output: the first clause's other slot
 
-    ``intervene(base, source, v)`` gives the output on ``base`` with ``v`` from ``source``:
-    ``duplicate`` -> the base's first-clause name that is not the source's repeated name,
-    IGNORE where the source's repeated name is not in the base's first clause;
-    ``s_position`` -> the base's name in the other slot than the source's; ``io`` -> the
-    source's IO name. Pairs: the source is the base with IO and S swapped (the second
-    mention is now IO), and its first clause in a random order, so ``duplicate`` and ``io``
-    always differ and ``s_position`` in half the pairs.
+    Both slot variables are positions, not names, as in GPT-2 small (Wang et al. 2022, sec.
+    3.3: S-inhibition heads move S1's position): the name movers' queries ask for "the
+    name in the other slot". ``intervene(base, source, v)`` gives the output on ``base``
+    with ``v`` from ``source``: ``duplicate`` and ``s_position`` -> the base's name in the
+    other slot than the source's; ``io`` -> the source's IO name. Pairs: the source is an
+    independent prompt of the base's template whose IO differs from the base's, so ``io``
+    always changes the output and the slot variables in half the pairs. Drawn independently,
+    a source shares the base's names only by chance, so a patched run (and SIIT's resample
+    ablations from it) cannot hand a component the base's names through the source.
     """
 
     variables = ("duplicate", "s_position", "io")
@@ -280,8 +309,10 @@ class IOIAlgorithm(Algorithm):
 
     def sample_pairs(self, n: int, generator: torch.Generator) -> tuple[Batch, Batch]:
         d = self.task._draw(n, generator)
-        flip = torch.randint(2, (n,), generator=generator)
-        source = {**d, "io": d["s"], "s": d["io"], "order": (d["order"] + flip) % 2}
+        source = {**self.task._draw(n, generator), "template": d["template"]}
+        clash = source["io"] == d["io"]  # the source's IO must differ from the base's, or io changes nothing
+        source["io"] = torch.where(clash, d["s"], source["io"])
+        source["s"] = torch.where(source["s"] == source["io"], d["io"], source["s"])
         return self.task.make_batch(**d), self.task.make_batch(**source)
 
     def intervene(self, base: Batch, source: Batch, variable: str) -> Tensor:
@@ -293,8 +324,7 @@ class IOIAlgorithm(Algorithm):
         if variable == "io":
             answer = s["io"]
         else:
-            slot = s["s_position"] if variable == "s_position" else torch.where(
-                b["x1"] == s["s"], 0, torch.where(b["x2"] == s["s"], 1, -1))
+            slot = s["s_position"]
             answer = torch.where(slot == 0, b["x2"], torch.where(slot == 1, b["x1"], -1))
         targets = torch.full_like(base.tokens, IGNORE)
         rows = torch.arange(base.tokens.shape[0])

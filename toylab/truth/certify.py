@@ -38,7 +38,12 @@ interval and its bound):
                    basis alone, and patching the component's whole output, or a random
                    subspace as wide, scores <= 0.75.
     claims         algorithm-level claims checked by their own interventions (for modular
-                   addition, the key frequencies' restricted and excluded losses).
+                   addition, the key frequencies' restricted and excluded losses; for IOI,
+                   self-repair: with the name movers knocked out the backups write back
+                   at least 15% of their direct effect and the knockout costs at most 80%
+                   of it, while the backups write at most a fifth of the logit difference
+                   when the name movers work, and a negative name mover's direct
+                   effect is negative; ``methods.repair``).
     trap           (method traps, ``toylab.truth.traps``) the trap's mechanism, by
                    intervention: a self-repair trap's backups restore f without the
                    primaries (and completeness removes them too); each path of an or-gate
@@ -74,6 +79,7 @@ from toylab.methods.check import Check
 from toylab.methods.detectors import row_scores, uniform_score
 from toylab.methods.fourier import check_key_frequencies
 from toylab.methods.interchange import site_of, subspace_interchange
+from toylab.methods.repair import check_negative, check_self_repair
 from toylab.models import Transformer
 from toylab.tasks import IGNORE, Task
 from toylab.tasks.algorithm import Algorithm
@@ -101,10 +107,15 @@ BOOTSTRAP_REPLICATES = 1000  # resamples of the pairs behind each 95% interval
 # attention scores on the same inputs: a role is read against chance, not only a number.
 ROLE_OVER_UNIFORM = 2.0
 
-# Claim checkers by claim name: (model, task, value) -> [Check], from the methods that
-# know each algorithm.
-CLAIM_CHECKS: dict[str, Callable[[Transformer, Task, Any], list[Check]]] = {
-    "key_frequencies": check_key_frequencies,
+# Claim checkers by claim name: (model, task, value, n_pairs, seed) -> [Check], from the
+# methods that know each algorithm; those that measure on pairs draw them with the
+# certificate's seed.
+CLAIM_CHECKS: dict[str, Callable[[Transformer, Task, Any, int, int], list[Check]]] = {
+    "key_frequencies": lambda model, task, freqs, n, seed: check_key_frequencies(model, task, freqs),
+    "self_repair": lambda model, task, value, n, seed: check_self_repair(
+        model, task.counterfactual(n, seed), value["primaries"], value["backups"], BOOTSTRAP_REPLICATES, seed),
+    "negative": lambda model, task, heads, n, seed: check_negative(
+        model, task.counterfactual(n, seed), heads, BOOTSTRAP_REPLICATES, seed),
 }
 
 
@@ -236,7 +247,7 @@ def certify(
     for claim, value in truth.claims.items():
         if claim not in CLAIM_CHECKS:
             raise ValueError(f"{truth.model}: no checker for claim {claim!r}; known: {sorted(CLAIM_CHECKS)}")
-        checks += CLAIM_CHECKS[claim](model, task, value)
+        checks += CLAIM_CHECKS[claim](model, task, value, n_pairs, seed)
 
     return Certificate(
         model=truth.model, provenance=truth.provenance,
@@ -333,8 +344,8 @@ def _role_checks(model: Transformer, task: Task, truth: Truth, n: int, seed: int
     checks = []
     for role in truth.attention:
         if role.pattern not in measured:
-            sums, counts = row_scores(model, tokens, role.pattern)  # [batch, layer, head], [batch]
-            measured[role.pattern] = (sums, counts, uniform_score(tokens, role.pattern))
+            sums, counts = row_scores(model, tokens, role.pattern, task)  # [batch, layer, head], [batch]
+            measured[role.pattern] = (sums, counts, uniform_score(tokens, role.pattern, task))
         sums, counts, uniform = measured[role.pattern]
         _, layer, head = comp.parse(role.head)
         score = ratio_estimate(sums[:, layer, head], counts, BOOTSTRAP_REPLICATES, seed)

@@ -6,8 +6,12 @@ The procedure (documented because a certified truth is only as good as its searc
    model, the edges among the components its circuit was trained into).
 2. Measure each kept edge's effect, f(kept) - f(kept minus the edge), with the same
    resample ablation and normalised metric as ``toylab.truth.certify``.
-3. Remove the weakest edge whose removal keeps f(kept) >= ``target``; among edges with
-   effect below ``margin`` remove them all at once while f stays above ``target``.
+3. Remove the weakest edge (smallest |effect|) whose removal keeps f(kept) within
+   1 +- (1 - ``target``); among edges with |effect| below ``margin`` remove them all at once
+   while f stays there. An edge whose removal raises f (a head writing against the answer)
+   matters as much as one whose removal lowers it, and a circuit that overshoots (a
+   negative head's whole path dropped, f well above 1) is no more faithful than one that
+   falls short.
 4. Repeat until every kept edge matters by ``margin``, then drop nodes left with no
    path from an input to the logits.
 
@@ -49,20 +53,26 @@ def identify_edges(
     """A faithful circuit whose every edge matters by ``margin`` (see the module docstring)."""
     pair = task.counterfactual(n_pairs, seed)
     all_edges = set(comp.edges(model.cfg))
+
+    def faithful(value: float) -> bool:  # within 1 +- (1 - target): no overshoot either
+        return abs(1 - value) <= 1 - target
+
     f = Faithfulness(model, pair)
     kept = set(all_edges if candidates is None else candidates)
     while True:
         now = f(kept)
         effects = sorted((now - f(kept - {e}), e) for e in kept)
-        weak = [e for effect, e in effects if effect < margin]
+        # An edge matters either way, as in the certificate: one whose removal makes the rest
+        # overshoot (a negative head's) is as much a part as one whose removal loses the behaviour.
+        weak = [e for effect, e in effects if abs(effect) < margin]
         if not weak:
             break
-        if f(kept - set(weak)) >= target:
+        if faithful(f(kept - set(weak))):
             kept -= set(weak)
             continue
         removed = False
         for effect, edge in effects:  # weakest first; f(kept minus edge) = now - effect
-            if effect < margin and now - effect >= target:
+            if abs(effect) < margin and faithful(now - effect):
                 kept.discard(edge)
                 removed = True
                 break

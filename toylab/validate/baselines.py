@@ -46,7 +46,7 @@ from toylab import components as comp
 from toylab import methods
 from toylab.methods.ablation import ablation_scores
 from toylab.methods.circuit_discovery import ACDC_METRICS, ACDC_THRESHOLDS
-from toylab.methods.detectors import DETECTORS, head_scores
+from toylab.methods.detectors import detectors_of, head_scores
 from toylab.tasks import CounterfactualPair
 from toylab.validate.metrics import Faithfulness
 from toylab.validate.protocol import Circuit, EdgeScores, Method, NodeScores, Problem
@@ -223,7 +223,8 @@ def acdc_circuit(problem: Problem, *, threshold: float | None = None, metric: st
 def attention_heuristic(problem: Problem, *, n: int = 64) -> NodeScores:
     """Each head's best detector score; embed 1.0, MLPs 0.0.
 
-    A head scores its best score over the detectors defined on the task's clean inputs;
+    A head scores its best score over the detectors defined on the task's clean inputs (the
+    token rules and the task's own head types, e.g. IOI's name movers);
     embed scores 1.0 (every circuit reads its input tokens); MLPs 0.0 (attention patterns
     say nothing about them). Correlational only: on ``induction-constructed`` the decoy
     heads L0H0 and L1H0 attend exactly like the circuit heads and score the same.
@@ -233,9 +234,9 @@ def attention_heuristic(problem: Problem, *, n: int = 64) -> NodeScores:
     cfg = problem.cfg
     tokens = problem.clean(n).tokens
     best = None  # [layer, head]
-    for detector in DETECTORS:
+    for detector in detectors_of(problem.task):
         try:
-            scores = head_scores(problem.model, tokens, detector).scores
+            scores = head_scores(problem.model, tokens, detector, problem.task).scores
         except ValueError:  # the detector is undefined on this task (no repeated tokens)
             continue
         best = scores if best is None else torch.maximum(best, scores)

@@ -184,3 +184,31 @@ FACTUAL_RECALL = Truth(
                               ("MLP0",), "2"),
                CausalVariable("moved_attribute", "the attribute, moved to the answer position", ("L1H1",), "3")),
 )
+
+IOI_SIIT = Truth(
+    model="ioi-siit",
+    provenance="enforced",
+    description="Indirect object identification (Wang et al. 2022) in three steps, trained in by SIIT. At the "
+    "second mention of the subject S, the duplicate-token head L0H2 attends to its first mention and writes "
+    "which slot of the first clause holds it; at the answer position the S-inhibition head L1H1 attends to that "
+    "second mention and moves the slot there; the name movers L2H0 and L2H3, queried by it, attend to the name "
+    "in the other slot (the indirect object) and copy it to the logits, while the negative name mover L3H2 "
+    "attends to it too and writes against it. Outside the circuit, the backup name mover L3H1 does nothing "
+    "while the name movers work and takes over when they are knocked out (self-repair, the claim "
+    "self_repair); the ten other heads are trained to be inert. The nodes, variables and claims were chosen "
+    "before training; the edges between the nodes are identified on each seed's weights.",
+    nodes={"embed": "names and positions", "L0H2": "duplicate-token", "L1H1": "s-inhibition",
+           "L2H0": "name-mover", "L2H3": "name-mover", "L3H2": "negative-name-mover", "logits": "output"},
+    # The spine every seed must have; toylab.zoo identifies the full wiring per seed. The name
+    # movers' values read names the ABC counterfactual leaves in place: no edge into them varies.
+    edges=[Edge("L1H1", "L2H0", "q"), Edge("L1H1", "L2H3", "q"), Edge("L2H0", "logits", "resid"),
+           Edge("L2H3", "logits", "resid"), Edge("L3H2", "logits", "resid")],
+    attention=(AttentionRole("L0H2", "duplicate-s", 0.5), AttentionRole("L1H1", "s-inhibition", 0.5),
+               AttentionRole("L2H0", "name-mover", 0.5), AttentionRole("L2H3", "name-mover", 0.5),
+               AttentionRole("L3H2", "name-mover", 0.5)),
+    variables=(CausalVariable("duplicate", "the first-clause slot of the repeated name, at its second mention",
+                              ("L0H2",), "all"),
+               CausalVariable("s_position", "that slot, moved to the answer position", ("L1H1",), "all"),
+               CausalVariable("io", "the name in the other slot, copied to the logits", ("L2H0", "L2H3"), "all")),
+    claims={"self_repair": {"primaries": ["L2H0", "L2H3"], "backups": ["L3H1"]}, "negative": ["L3H2"]},
+)
