@@ -61,5 +61,5 @@ def compensation(model, pair, primaries, backups):
 # %% exercise="ioi.takes_over"
 quiet = {h for h in head_dla if abs(repair.clean[h]) < 0.1 * repair.clean.metric}  # near 0 in the clean run
 takes_over = {"backup": max(quiet, key=changes.get),
-              "negative": max((h for h in head_dla if repair.clean[h] < 0), key=changes.get)}
+              "negative": max((h for h in head_dla if repair.clean[h] < -0.05 * repair.clean.metric), key=changes.get)}
 print(takes_over)

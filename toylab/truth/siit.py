@@ -17,9 +17,10 @@ Following InterpBench (Gupta et al. 2024), the loss on each step has three terms
                 over the task's counterfactual inputs, as Wang et al. 2022 ablate name
                 movers), resample every node outside the circuit but the backups, and the
                 negative heads, from other prompts, and
-                ask for the clean answers; on the clean run, a hinge keeps the backups' direct effect
-                on the logit difference within +-``QUIET_MARGIN``: the backups take over when
-                the primaries are gone and stay quiet while they speak. With the pattern
+                ask for the clean answers; on the clean run, a hinge keeps the direct effect
+                on the logit difference of every head outside the circuit, the backups
+                included, within +-``QUIET_MARGIN``: the backups take over when the
+                primaries are gone and stay quiet while they speak. With the pattern
                 term on, the backups must also attend, in the knocked-out run, where the
                 primaries' role says (-log attention, as below).
     negative    (truths that claim ``negative`` heads, as IOI's negative name mover) a hinge
@@ -63,7 +64,7 @@ from toylab.train import Objective
 from toylab.truth.truth import Truth
 
 NEGATIVE_MARGIN = 1.0  # a negative head's direct effect on the logit difference is pushed below -this
-QUIET_MARGIN = 1.0  # a backup's direct effect on the clean logit difference is pushed within +-this
+QUIET_MARGIN = 0.5  # a head outside the circuit: its direct effect on the clean logit difference is pushed within +-this
 
 
 def _attention_nll(pattern: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -145,7 +146,8 @@ class SIIT(Objective):
         def layer_head(head: str) -> tuple[int, int]:
             return comp.parse(head)[1:]
 
-        names = sorted({f"blocks.{layer_head(h)[0]}.attn.hook_result" for h in [*self.backups, *self.negative]}
+        quiet = [n for n in self.outside(model) if comp.parse(n)[0] == "head"] if self.primaries else []
+        names = sorted({f"blocks.{layer_head(h)[0]}.attn.hook_result" for h in [*quiet, *self.negative]}
                        | {f"blocks.{layer_head(h)[0]}.attn.hook_pattern" for h in self.patterned})
         with model.hooks([(name, keep) for name in names]):
             model(clean.tokens)
@@ -179,8 +181,10 @@ class SIIT(Objective):
                     model.hooks([(name, knock_out) for name in z_names]
                                 + [(name, lambda x, hook: backup_patterns.__setitem__(hook.name, x)) for name in pattern_names]):
                 repaired = model(clean.tokens)
-            quiet = torch.stack([torch.relu(direct(h).abs() - QUIET_MARGIN).mean() for h in self.backups]).mean()
-            out["self_repair"] = loss(repaired, clean) + quiet
+            # Every head outside the circuit, the backups included, writes (almost) nothing to the
+            # clean logit difference: a loss on answers alone saturates once they are confident.
+            out["self_repair"] = loss(repaired, clean) + torch.stack(
+                [torch.relu(direct(h).abs() - QUIET_MARGIN).mean() for h in quiet]).mean()
             if pattern_names and self.primaries[0] in self.patterned:  # the backups attend as the primaries did
                 target = target_positions(clean.tokens, self.patterned[self.primaries[0]], self.algorithm.task)
                 out["self_repair"] = out["self_repair"] + torch.stack(

