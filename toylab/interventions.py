@@ -405,7 +405,7 @@ def interchanged(
         with torch.no_grad():
             _, source = model.run_with_cache(source_tokens, names=list(targets))
     else:
-        source = _cache_with_grad(model, source_tokens, list(targets))
+        source = cache_with_grad(model, source_tokens, list(targets))
 
     def patch(x: Tensor, hook) -> Tensor:
         index = targets[hook.name]
@@ -422,7 +422,7 @@ def interchanged(
         yield model
 
 
-def _cache_with_grad(model: Transformer, tokens: Tensor, names: list[str]) -> dict[str, Tensor]:
+def cache_with_grad(model: Transformer, tokens: Tensor, names: list[str]) -> dict[str, Tensor]:
     """Like run_with_cache, but the activations keep their graph (for training objectives)."""
     cache: dict[str, Tensor] = {}
     with model.hooks([(name, lambda x, hook: cache.__setitem__(hook.name, x)) for name in names]):

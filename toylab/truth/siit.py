@@ -15,14 +15,13 @@ Following InterpBench (Gupta et al. 2024), the loss on each step has three terms
     self-repair (truths that claim ``self_repair``: primaries and backups, as IOI's name
                 movers and backup name movers) knock out the primaries (their mean output
                 over the task's counterfactual inputs, as Wang et al. 2022 ablate name
-                movers), resample every node outside the circuit but the backups, and the
-                negative heads, from other prompts, and
-                ask for the clean answers; on the clean run, a hinge keeps the direct effect
-                on the logit difference of every head outside the circuit, the backups
-                included, within +-``QUIET_MARGIN``: the backups take over when the
-                primaries are gone and stay quiet while they speak. With the pattern
-                term on, the backups must also attend, in the knocked-out run, where the
-                primaries' role says (-log attention, as below).
+                movers), resample the negative heads and every node outside the circuit
+                but the backups from other prompts, and ask for the clean answers; with
+                the pattern term on, the backups must also attend there where the
+                primaries' role says (-log attention, as below). On the clean run, a hinge
+                keeps the direct effect on the logit difference of every head outside the
+                circuit, the backups included, within +-``QUIET_MARGIN``. So the backups
+                take over when the primaries are gone and stay quiet while they speak.
     negative    (truths that claim ``negative`` heads, as IOI's negative name mover) a hinge
                 pushes each negative head's direct effect on the logit difference (its
                 output at the scored positions read along W_U[answer] - W_U[counterfactual
@@ -42,8 +41,8 @@ Following InterpBench (Gupta et al. 2024), the loss on each step has three terms
            (+ self_repair_weight * self-repair + negative_weight * negative
               + pattern_weight * pattern + decoy_weight * decoy)
 
-with InterpBench's default weights 1, 1 and 0.4 (self-repair, negative and decoy 1; pattern 0). Source activations keep their gradient,
-as in InterpBench, so both runs learn. All randomness comes from
+with InterpBench's default weights 1, 1 and 0.4 (self-repair, negative and decoy 1; pattern
+0). Source activations keep their gradient, as in InterpBench, so both runs learn. All randomness comes from
 ``step_generator(seed, step, "siit")``, so resumed runs stay bitwise identical.
 """
 
@@ -54,7 +53,7 @@ from typing import Any
 import torch
 
 from toylab import components as comp
-from toylab.interventions import _cache_with_grad, interchanged
+from toylab.interventions import cache_with_grad, interchanged
 from toylab.methods.detectors import target_positions
 from toylab.models import Transformer
 from toylab.tasks import Batch, loss
@@ -165,7 +164,7 @@ class SIIT(Objective):
             # the mean over the ABC distribution carries no name), and everything outside the circuit
             # but the backups is resampled: the backups, not a bystander, must take over.
             z_names = sorted({f"blocks.{layer_head(h)[0]}.attn.hook_z" for h in self.primaries})
-            means = {name: z.mean(0, keepdim=True) for name, z in _cache_with_grad(model, corrupted.tokens, z_names).items()}
+            means = {name: z.mean(0, keepdim=True) for name, z in cache_with_grad(model, corrupted.tokens, z_names).items()}
 
             def knock_out(z: torch.Tensor, hook) -> torch.Tensor:  # [batch, pos, head, d_head]
                 select = torch.zeros(z.shape[2], dtype=torch.bool, device=z.device)
