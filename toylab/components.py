@@ -36,6 +36,8 @@ EdgeKind = Literal["q", "k", "v", "resid", "head"]
 QKV = ("q", "k", "v")
 INPUTS = ("embed", "pos_embed")
 OUTPUT = "logits"
+# Hooks whose activation holds one vector per head: [batch, pos, head, d].
+PER_HEAD_HOOKS = ("hook_q", "hook_k", "hook_v", "hook_z", "hook_result", "hook_q_input", "hook_k_input", "hook_v_input")
 
 _HEAD = re.compile(r"L(\d+)H(\d+)")
 _MLP = re.compile(r"MLP(\d+)")

@@ -422,6 +422,77 @@ def interchanged(
         yield model
 
 
+STEER_MODES = ("add", "set")
+
+
+@contextmanager
+def steered(
+    model: Transformer,
+    hook: str,
+    vector: Tensor,
+    alpha: float = 1.0,
+    positions: str | Tensor = "all",
+    head: int | None = None,
+    mode: str = "add",
+    basis: Tensor | None = None,
+) -> Iterator[Transformer]:
+    """Within the block, the activation at ``hook`` is steered at ``positions`` (and ``head``).
+
+    ``mode="add"``: x + alpha * vector (activation addition, Turner et al. 2023).
+    ``mode="set"``: x + alpha * ((vector - x) @ B) @ B.T: x's coordinates in span(``basis``
+    [d, k], orthonormal columns; None: the whole vector) move to ``vector``'s, all the way at
+    alpha = 1 (an interchange with a fixed source). ``vector`` is [d] or one per prompt
+    [batch, d]; positions are "all", "last", "0,2" or a bool mask [pos].
+    """
+    if hook not in model.hook_names():
+        from toylab.hooks import UnknownNameError
+
+        raise UnknownNameError(hook, model.hook_names())
+    if mode not in STEER_MODES:
+        raise ValueError(f"mode must be one of {STEER_MODES}, got {mode!r}")
+    if mode == "add" and basis is not None:
+        raise ValueError("a basis only makes sense with mode='set' (set the coordinates in its span)")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise TypeError(f"alpha must be a number, got {alpha!r}")
+    per_head = hook.split(".")[-1] in comp.PER_HEAD_HOOKS
+    if per_head != (head is not None):
+        raise ValueError(f"{hook} " + ("holds one vector per head: give head=h" if per_head
+                                       else "has no head axis: leave head=None"))
+    if per_head and not 0 <= head < model.cfg.n_heads:
+        raise ValueError(f"head {head} out of range; the model has {model.cfg.n_heads} heads")
+    vector = torch.as_tensor(vector).to(model.device)
+    if vector.ndim not in (1, 2):
+        raise ValueError(f"the steering vector must be [d] or [batch, d], got shape {tuple(vector.shape)}")
+    if basis is not None:
+        basis = basis.to(model.device, vector.dtype)
+        if basis.ndim != 2 or basis.shape[0] != vector.shape[-1]:
+            raise ValueError(f"basis must be [d, k] with d = {vector.shape[-1]}, got {tuple(basis.shape)}")
+
+    def steer(x: Tensor, hook) -> Tensor:  # x: [batch, pos, d] or [batch, pos, head, d_head]
+        site = x[:, :, head] if per_head else x  # [batch, pos, d]
+        if vector.shape[-1] != site.shape[-1]:
+            raise ValueError(f"the steering vector has width {vector.shape[-1]} but {hook.name} has width "
+                             f"{site.shape[-1]}: build it at this hook")
+        if vector.ndim == 2 and vector.shape[0] != site.shape[0]:
+            raise ValueError(f"{vector.shape[0]} steering vectors for a batch of {site.shape[0]} prompts")
+        mask = position_mask(positions, site.shape[1]) if isinstance(positions, str) else positions
+        v = vector.unsqueeze(-2) if vector.ndim == 2 else vector  # [batch or 1, 1 or d...]
+        if mode == "add":
+            delta = alpha * v.expand_as(site)
+        else:
+            gap = v - site  # [batch, pos, d]
+            delta = alpha * (gap if basis is None else (gap @ basis) @ basis.T)
+        delta = delta * mask.to(site.device).view(1, -1, 1)
+        if not per_head:
+            return x + delta
+        x = x.clone()
+        x[:, :, head] = site + delta
+        return x
+
+    with model.hooks([(hook, steer)]):
+        yield model
+
+
 def cache_with_grad(model: Transformer, tokens: Tensor, names: list[str]) -> dict[str, Tensor]:
     """Like run_with_cache, but the activations keep their graph (for training objectives)."""
     cache: dict[str, Tensor] = {}

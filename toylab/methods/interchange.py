@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import orthogonal
 
+from toylab.components import PER_HEAD_HOOKS
 from toylab.hooks import UnknownNameError
 from toylab.interventions import interchange_accuracy as _iia
 from toylab.interventions import orthonormal, patch_subspace
@@ -110,8 +111,7 @@ def check_site(model: Transformer, site: Site, n_pos: int) -> None:
         raise UnknownNameError(site.hook, model.hook_names())
     if not -n_pos <= site.pos < n_pos:
         raise ValueError(f"site {site}: position {site.pos} is out of range for prompts of {n_pos} tokens")
-    per_head = site.hook.split(".")[-1] in ("hook_q", "hook_k", "hook_v", "hook_z", "hook_result",
-                                            "hook_q_input", "hook_k_input", "hook_v_input")
+    per_head = site.hook.split(".")[-1] in PER_HEAD_HOOKS
     if site.hook.endswith(("hook_pattern", "hook_attn_scores")):
         raise ValueError(f"site {site}: attention patterns are not activation vectors; use hook_z, "
                          "hook_result or a residual-stream hook")

@@ -39,6 +39,16 @@ class Algorithm(ABC):
     def intervene(self, base: Batch, source: Batch, variable: str) -> Tensor:
         """Targets [batch, pos] of the algorithm on ``base`` with ``variable`` from ``source``."""
 
+    def assign(self, base: Batch, variable: str, values: Tensor) -> Tensor:
+        """Targets [batch, pos] of the algorithm on ``base`` with ``variable`` set to ``values``.
+
+        ``values`` [batch] (or [batch, pos] for per-position variables) in the variable's
+        range. What a steer aiming at "variable := value" must produce (``toylab.methods.steering``).
+        Algorithms that support it override this.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot set a variable to a given value; "
+                                  "steering targets need an algorithm with assign()")
+
     def check_variable(self, variable: str) -> None:
         if variable not in self.variables:
             raise KeyError(f"{type(self).__name__} has no variable {variable!r}; its variables: {list(self.variables)}")

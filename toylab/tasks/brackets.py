@@ -408,28 +408,54 @@ class BracketsAlgorithm(Algorithm):
                 f"base {tuple(base.tokens.shape)} and source {tuple(source.tokens.shape)} must have "
                 "the same shape [batch, pos]"
             )
+        if variable is None:
+            return _last_position_targets(self.task.variables(base.tokens)["answer"], self.task.n_ctx)
+        s = self.task.variables(source.tokens)
+        return self.assign(base, variable, s["answer"] if variable == "output" else s[variable], positions)
+
+    def assign(self, base: Batch, variable: str, values: Tensor, positions: Tensor | None = None) -> Tensor:
+        """Targets [batch, pos] with ``variable`` := ``values`` where ``positions`` says (as ``intervene``).
+
+        ``values``: for ``balance`` and ``negative`` [batch, pos] or [batch] (one value for every
+        position), a balance in [-length, length] or a bool; for ``any_negative``,
+        ``final_zero`` (bool) and ``output`` (0 or 1) [batch]. Everything downstream is
+        recomputed from the mixed values.
+        """
+        if variable != "output":
+            self.check_variable(variable)
         n_ctx = self.task.n_ctx
         b = self.task.variables(base.tokens)
-        s = self.task.variables(source.tokens)
         mask = self._mask(positions, base.tokens.shape)  # [batch, pos]
         last = mask[:, -1]  # [batch]
+        values = torch.as_tensor(values)
+        per_position = variable in ("balance", "negative")
+        if per_position and values.ndim == 1:
+            values = values.unsqueeze(-1).expand(base.tokens.shape)
+        shape = base.tokens.shape if per_position else base.tokens.shape[:1]
+        if values.shape != shape:
+            raise ValueError(f"values for {variable!r} must have shape {tuple(shape)}"
+                             + (" (or [batch])" if per_position else "") + f", got {tuple(values.shape)}")
+        if variable == "balance":
+            limit = self.task.length
+            if values.is_floating_point() or (values.numel() and values.abs().max() > limit):
+                raise ValueError(f"balance takes integer values in [-{limit}, {limit}] (strings of {limit} brackets)")
+        elif values.numel() and not ((values == 0) | (values == 1)).all():
+            raise ValueError(f"{variable} takes the values 0/1 (False/True), got {values.unique().tolist()}")
 
         final_zero, any_negative = b["final_zero"], b["any_negative"]
-        if variable is None:
-            answer = b["answer"]
-        elif variable == "output":
-            answer = torch.where(last, s["answer"], b["answer"])
+        if variable == "output":
+            answer = torch.where(last, values.long(), b["answer"])
         else:
             if variable == "balance":
-                balance = torch.where(mask, s["balance"], b["balance"])
+                balance = torch.where(mask, values.long(), b["balance"])
                 any_negative = (balance < 0).any(-1)
                 final_zero = balance[:, -1] == 0
             elif variable == "negative":
-                any_negative = torch.where(mask, s["negative"], b["negative"]).any(-1)
+                any_negative = torch.where(mask, values.bool(), b["negative"]).any(-1)
             elif variable == "any_negative":
-                any_negative = torch.where(last, s["any_negative"], b["any_negative"])
+                any_negative = torch.where(last, values.bool(), b["any_negative"])
             else:  # final_zero
-                final_zero = torch.where(last, s["final_zero"], b["final_zero"])
+                final_zero = torch.where(last, values.bool(), b["final_zero"])
             answer = _answer(final_zero, any_negative)
         return _last_position_targets(answer, n_ctx)
 

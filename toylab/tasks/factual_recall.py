@@ -289,13 +289,27 @@ class FactualRecallAlgorithm(Algorithm):
         if base.tokens.shape != source.tokens.shape:
             raise ValueError(f"base {tuple(base.tokens.shape)} and source {tuple(source.tokens.shape)} must have "
                              "the same shape [batch, pos]")
-        b, s = self.task.variables(base.tokens), self.task.variables(source.tokens)
         if variable is None:
-            answer = b["attribute"]
-        elif variable == "relation":
-            answer = self.task.table[b["subject"], s["relation"]]
-        else:  # attribute, moved_attribute, output: the source's fact
-            answer = s["attribute"]
+            return self.assign(base, "output", self.task.variables(base.tokens)["attribute"])
+        s = self.task.variables(source.tokens)
+        return self.assign(base, variable, s["relation"] if variable == "relation" else s["attribute"])
+
+    def assign(self, base: Batch, variable: str, values: Tensor) -> Tensor:
+        """Targets [batch, pos] with ``variable`` := ``values`` [batch]: a relation index for
+        ``relation`` (the answer becomes ``table[subject, value]``), an attribute for
+        ``attribute``, ``moved_attribute`` and ``output`` (the answer becomes the value)."""
+        if variable != "output":
+            self.check_variable(variable)
+        task = self.task
+        b = task.variables(base.tokens)
+        values = torch.as_tensor(values)
+        if values.shape != b["subject"].shape:
+            raise ValueError(f"values must have shape [batch] = {tuple(b['subject'].shape)}, got {tuple(values.shape)}")
+        n_values = task.n_relations if variable == "relation" else task.n_attributes
+        if values.is_floating_point() or (values.numel() and not (0 <= int(values.min()) and int(values.max()) < n_values)):
+            raise ValueError(f"{variable} takes integer values in [0, {n_values}); got values in "
+                             f"[{values.min().item()}, {values.max().item()}]")
+        answer = task.table[b["subject"], values] if variable == "relation" else values.long()
         targets = torch.full_like(base.tokens, IGNORE)  # [batch, pos]
         targets[:, ANSWER_POS] = answer
         return targets

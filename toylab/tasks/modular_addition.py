@@ -245,3 +245,14 @@ class ModularAdditionAlgorithm(Algorithm):
     def intervene(self, base: Batch, source: Batch, variable: str) -> Tensor:
         self.check_variable(variable)
         return torch.where(base.scored, source.targets, IGNORE)
+
+    def assign(self, base: Batch, variable: str, values: Tensor) -> Tensor:
+        """Targets [batch, pos] with ``sum`` := ``values`` [batch] in [0, p): the answer becomes the value."""
+        self.check_variable(variable)
+        values = torch.as_tensor(values)
+        if values.shape != base.tokens.shape[:1]:
+            raise ValueError(f"values must have shape [batch] = ({base.tokens.shape[0]},), got {tuple(values.shape)}")
+        if values.is_floating_point() or (values.numel() and not (0 <= int(values.min()) and int(values.max()) < self.task.p)):
+            raise ValueError(f"sum takes integer values in [0, {self.task.p}); got values in "
+                             f"[{values.min().item()}, {values.max().item()}]")
+        return torch.where(base.scored, values.long().unsqueeze(-1), IGNORE)
