@@ -18,6 +18,8 @@ The families, each a module (helpers and slow references stay there, importable 
     tracing              causal_trace: corrupt the subject, restore one state at a time (ROME)
     repair               self_repair: backups that take over when heads are knocked out (IOI's
                          backup name movers), and heads that write against the answer
+    steering             steering_targets, fit_steer, evaluate_steer, compare_steering: steer a
+                         variable to a value, graded exactly by the task's algorithm
 
 Upper-case names list the choices of an option (``ablate(..., method=m)`` for m in
 ``ABLATIONS``). Building blocks are imported from their module, e.g.
@@ -76,6 +78,21 @@ from toylab.methods.probes import LinearProbe, ProbeConfig, ProbeGrid, ProbeResu
 from toylab.methods.progress import Phase, Phases, ProgressMeasures, progress_measures
 from toylab.methods.superposition import FeatureStatus, PhaseDiagram, feature_status, phase_diagram, reconstruction
 from toylab.methods.repair import KNOCKOUTS, SelfRepair, self_repair
+from toylab.methods.steering import (
+    STEER_SOURCES,
+    Steer,
+    SteeringComparison,
+    SteeringResult,
+    SteeringScore,
+    SteeringTarget,
+    compare_steering,
+    evaluate_steer,
+    fit_steer,
+    score_steer,
+    steer_and_score,
+    apply_steer,
+    steering_targets,
+)
 from toylab.methods.tracing import CORRUPTIONS, TRACE_KINDS, TracingConfig, TracingResult, causal_trace
 
 __all__ = [
@@ -170,4 +187,18 @@ __all__ = [
     "KNOCKOUTS",
     "SelfRepair",
     "self_repair",
+    # steering: set a variable to a value by adding a direction or setting a subspace, graded by the algorithm
+    "STEER_SOURCES",
+    "Steer",
+    "SteeringComparison",
+    "SteeringResult",
+    "SteeringScore",
+    "SteeringTarget",
+    "apply_steer",
+    "compare_steering",
+    "evaluate_steer",
+    "fit_steer",
+    "score_steer",
+    "steer_and_score",
+    "steering_targets",
 ]

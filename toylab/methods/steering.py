@@ -329,7 +329,7 @@ def fit_steer(model: Transformer, target: SteeringTarget, source: str, n: int = 
 
 
 @contextmanager
-def steering(model: Transformer, steer: Steer, goals: Tensor, alpha: float) -> Iterator[Transformer]:
+def apply_steer(model: Transformer, steer: Steer, goals: Tensor, alpha: float) -> Iterator[Transformer]:
     """Within the block, ``steer`` pushes each prompt towards its goal value (``goals`` [batch])."""
     vectors = steer.vectors[goals.to(steer.vectors.device)]  # [batch, d]
     strength = alpha * steer.scale if steer.mode == "add" else alpha
@@ -366,7 +366,7 @@ def score_steer(model: Transformer, target: SteeringTarget, steer: Steer, batch:
     clean_targets = batch.targets.to(device)
     changed = ((expected != clean_targets) & scored).any(-1)  # [batch]
     clean_logits = model(tokens)  # [batch, pos, vocab]
-    with steering(model, steer, target.goal(target.read(batch.tokens)), alpha):
+    with apply_steer(model, steer, target.goal(target.read(batch.tokens)), alpha):
         logits = model(tokens)
     hit = ((logits.argmax(-1) == expected) | ~scored).all(-1)  # [batch]
     kl = (F.kl_div(logits.log_softmax(-1), clean_logits.log_softmax(-1), log_target=True, reduction="none")
