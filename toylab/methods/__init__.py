@@ -18,6 +18,8 @@ The families, each a module (helpers and slow references stay there, importable 
     tracing              causal_trace: corrupt the subject, restore one state at a time (ROME)
     repair               self_repair: backups that take over when heads are knocked out (IOI's
                          backup name movers), and heads that write against the answer
+    editing              rome, memit, fine_tune, score_edits, localisation_vs_editing: rewrite a stored
+                         fact and score it as CounterFact does, exactly
     steering             steering_targets, fit_steer, evaluate_steer, compare_steering: steer a
                          variable to a value, graded exactly by the task's algorithm
 
@@ -39,6 +41,24 @@ from toylab.methods.circuits import (
     qk_circuit,
 )
 from toylab.methods.detectors import DETECTORS, HeadScores, detectors_of, head_scores
+from toylab.methods.editing import (
+    EDIT_METHODS,
+    EditConfig,
+    EditingComparison,
+    EditResult,
+    EditScores,
+    FactEdit,
+    LocalisationVsEditing,
+    apply_edits,
+    compare_editing,
+    edit_score,
+    fine_tune,
+    localisation_vs_editing,
+    memit,
+    random_edits,
+    rome,
+    score_edits,
+)
 from toylab.methods.fourier import (
     SPLITS,
     FrequencyLosses,
@@ -187,6 +207,23 @@ __all__ = [
     "KNOCKOUTS",
     "SelfRepair",
     "self_repair",
+    # editing: rewrite a stored fact (ROME, MEMIT, constrained fine-tuning), scored as CounterFact does
+    "EDIT_METHODS",
+    "EditConfig",
+    "EditingComparison",
+    "EditResult",
+    "EditScores",
+    "FactEdit",
+    "LocalisationVsEditing",
+    "apply_edits",
+    "compare_editing",
+    "edit_score",
+    "fine_tune",
+    "localisation_vs_editing",
+    "memit",
+    "random_edits",
+    "rome",
+    "score_edits",
     # steering: set a variable to a value by adding a direction or setting a subspace, graded by the algorithm
     "STEER_SOURCES",
     "Steer",

@@ -64,6 +64,12 @@ class FactualRecall(SampledTask):
         tokens 0 "BOS", 1 "=", then relations ``"r0" .. "r{R-1}"`` (ids 2 .. R + 1), then
         subjects ``"s0" .. "s{S-1}"`` (ids R + 2 .. R + S + 1)       -> d_vocab = R + S + 2
         every prompt is ``[BOS, relation, subject, =]``                 -> n_ctx = 4
+
+    Prompt forms (``n_forms`` F > 1): each relation has F paraphrases, tokens ``"r{i}"`` (form
+    0) and ``"r{i}.{f}"``, ids 2 + f * R + i, so subjects move to ids F * R + 2 ..; the same fact
+    asked in another form has the same answer (CounterFact's paraphrase prompts). Positions do
+    not move, so a circuit's sites are the same in every form. With F = 1 (the default) the
+    task, its token ids and its random draws are exactly those of a one-form task.
         targets are IGNORE except at "=" (position 3), which holds the
         attribute, one of ``"a0" .. "a{A-1}"``                          -> d_vocab_out = A
 
@@ -78,9 +84,9 @@ class FactualRecall(SampledTask):
     kind = "factual_recall"
 
     def __init__(self, n_subjects: int = 48, n_relations: int = 4, n_attributes: int = 8,
-                 table_seed: int = 0) -> None:
+                 table_seed: int = 0, n_forms: int = 1) -> None:
         for name, value, low in (("n_subjects", n_subjects, 2), ("n_relations", n_relations, 2),
-                                 ("n_attributes", n_attributes, 2)):
+                                 ("n_attributes", n_attributes, 2), ("n_forms", n_forms, 1)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name} must be an int, got {value!r}")
             if value < low:
@@ -88,6 +94,7 @@ class FactualRecall(SampledTask):
         if isinstance(table_seed, bool) or not isinstance(table_seed, int):
             raise ValueError(f"table_seed must be an int, got {table_seed!r}")
         self.n_subjects, self.n_relations, self.n_attributes = n_subjects, n_relations, n_attributes
+        self.n_forms = n_forms
         self.table_seed = table_seed
         self.table = fact_table(n_subjects, n_relations, n_attributes, table_seed)  # [subject, relation]
         self._eval: dict[str, Batch] | None = None
@@ -95,7 +102,7 @@ class FactualRecall(SampledTask):
     # ---- shape of the problem -------------------------------------------------------
     @property
     def d_vocab(self) -> int:
-        return 2 + self.n_relations + self.n_subjects
+        return 2 + self.n_forms * self.n_relations + self.n_subjects
 
     @property
     def d_vocab_out(self) -> int:
@@ -111,7 +118,8 @@ class FactualRecall(SampledTask):
 
     @property
     def token_names(self) -> list[str]:
-        return (["BOS", "="] + [f"r{i}" for i in range(self.n_relations)]
+        return (["BOS", "="] + [f"r{i}" if f == 0 else f"r{i}.{f}" for f in range(self.n_forms)
+                                for i in range(self.n_relations)]
                 + [f"s{i}" for i in range(self.n_subjects)])
 
     @property
@@ -124,16 +132,22 @@ class FactualRecall(SampledTask):
         """Where each part of a prompt sits: relation 1, subject 2, answer ("=") 3."""
         return {"bos": 0, "relation": REL_POS, "subject": SUBJ_POS, "answer": ANSWER_POS}
 
-    def relation_token(self, relation: Tensor | int) -> Tensor:
-        return torch.as_tensor(relation) + 2
+    def relation_token(self, relation: Tensor | int, form: Tensor | int = 0) -> Tensor:
+        return torch.as_tensor(relation) + 2 + torch.as_tensor(form) * self.n_relations
 
     def subject_token(self, subject: Tensor | int) -> Tensor:
-        return torch.as_tensor(subject) + 2 + self.n_relations
+        return torch.as_tensor(subject) + 2 + self.n_forms * self.n_relations
 
     # ---- encoding -------------------------------------------------------------------
-    def make_batch(self, subjects: Tensor, relations: Tensor) -> Batch:
-        """Prompts for ``subjects`` and ``relations`` (indices, [batch] each) with their answers."""
+    def make_batch(self, subjects: Tensor, relations: Tensor, forms: Tensor | None = None) -> Batch:
+        """Prompts for ``subjects``, ``relations`` and ``forms`` (indices, [batch] each; forms
+        default to 0) with their answers."""
         subjects, relations = torch.as_tensor(subjects).long(), torch.as_tensor(relations).long()
+        forms = torch.zeros_like(relations) if forms is None else torch.as_tensor(forms).long()
+        if forms.shape != relations.shape:
+            raise ValueError(f"forms {tuple(forms.shape)} must have the shape of relations {tuple(relations.shape)}")
+        if forms.numel() and not (0 <= int(forms.min()) and int(forms.max()) < self.n_forms):
+            raise ValueError(f"form indices must lie in [0, {self.n_forms}): the task has {self.n_forms} prompt form(s)")
         if subjects.shape != relations.shape or subjects.ndim != 1:
             raise ValueError(f"subjects {tuple(subjects.shape)} and relations {tuple(relations.shape)} "
                              "must both have shape [batch]")
@@ -142,7 +156,7 @@ class FactualRecall(SampledTask):
         if relations.numel() and not (0 <= int(relations.min()) and int(relations.max()) < self.n_relations):
             raise ValueError(f"relation indices must lie in [0, {self.n_relations})")
         n = subjects.shape[0]
-        tokens = torch.stack([torch.full((n,), BOS), self.relation_token(relations), self.subject_token(subjects),
+        tokens = torch.stack([torch.full((n,), BOS), self.relation_token(relations, forms), self.subject_token(subjects),
                               torch.full((n,), EQUALS)], dim=1)  # [batch, pos]
         targets = torch.full_like(tokens, IGNORE)  # [batch, pos]
         targets[:, ANSWER_POS] = self.table[subjects, relations]
@@ -151,23 +165,26 @@ class FactualRecall(SampledTask):
     def variables(self, tokens: Tensor) -> dict[str, Tensor]:
         """The algorithm's values on prompts [batch, pos], each [batch] int64.
 
-        subject, relation (indices), attribute (``table[subject, relation]``, the answer) and
+        subject, relation (indices), attribute (``table[subject, relation]``, the answer),
         fact (``subject * n_relations + relation``: which fact the prompt asks for, the "type"
-        of the prompt for a probe's control task).
+        of the prompt for a probe's control task) and form (which paraphrase of the relation
+        the prompt uses).
         """
         self._check_layout(tokens)
-        relation = tokens[:, REL_POS] - 2
-        subject = tokens[:, SUBJ_POS] - 2 - self.n_relations
+        relation_id = tokens[:, REL_POS] - 2
+        relation, form = relation_id % self.n_relations, relation_id // self.n_relations
+        subject = tokens[:, SUBJ_POS] - 2 - self.n_forms * self.n_relations
         return {"subject": subject, "relation": relation, "attribute": self.table[subject, relation],
-                "fact": subject * self.n_relations + relation}
+                "fact": subject * self.n_relations + relation, "form": form}
 
     def _check_layout(self, tokens: Tensor) -> None:
         self.check_tokens(tokens)
         if tokens.shape[1] != N_CTX:
             raise ValueError(f"prompts must have length {N_CTX} ([BOS, relation, subject, =]), got {tokens.shape[1]}")
-        rel, subj = tokens[:, REL_POS] - 2, tokens[:, SUBJ_POS] - 2 - self.n_relations
+        n_rel_tokens = self.n_forms * self.n_relations
+        rel, subj = tokens[:, REL_POS] - 2, tokens[:, SUBJ_POS] - 2 - n_rel_tokens
         if tokens.numel() and ((tokens[:, 0] != BOS).any() or (tokens[:, ANSWER_POS] != EQUALS).any()
-                               or (rel < 0).any() or (rel >= self.n_relations).any() or (subj < 0).any()):
+                               or (rel < 0).any() or (rel >= n_rel_tokens).any() or (subj < 0).any()):
             raise ValueError("every prompt must read [BOS, relation, subject, =]")
 
     # ---- generation -----------------------------------------------------------------
@@ -175,15 +192,24 @@ class FactualRecall(SampledTask):
         check_count("n", n)
         subjects = torch.randint(self.n_subjects, (n,), generator=g)  # [batch]
         relations = torch.randint(self.n_relations, (n,), generator=g)  # [batch]
-        return self.make_batch(subjects, relations)
+        return self.make_batch(subjects, relations, self._draw_forms(n, g))
+
+    def _draw_forms(self, n: int, g: torch.Generator) -> Tensor | None:
+        # Drawn after everything else, and only when there is a choice: one-form data stays as it was.
+        return torch.randint(self.n_forms, (n,), generator=g) if self.n_forms > 1 else None
 
     def sample(self, n: int, seed: int) -> Batch:
         return self._sample(n, seeded_generator(seed))
 
-    def all_facts(self) -> Batch:
-        """Every fact once, in fact order (subject-major): [n_facts, pos]."""
-        fact = torch.arange(self.n_facts)
-        return self.make_batch(fact // self.n_relations, fact % self.n_relations)
+    def all_facts(self, form: int | None = None) -> Batch:
+        """Every fact once, in fact order (subject-major), in prompt form ``form``; with None,
+        in every form (form-major): [n_facts * n_forms, pos]."""
+        forms = range(self.n_forms) if form is None else [form]
+        if form is not None and (isinstance(form, bool) or not isinstance(form, int) or not 0 <= form < self.n_forms):
+            raise ValueError(f"form must be an int in [0, {self.n_forms}) or None, got {form!r}")
+        fact = torch.arange(self.n_facts).repeat(len(forms))
+        return self.make_batch(fact // self.n_relations, fact % self.n_relations,
+                               torch.tensor(forms).repeat_interleave(self.n_facts))
 
     def eval_batches(self) -> dict[str, Batch]:
         if self._eval is None:
@@ -220,14 +246,15 @@ class FactualRecall(SampledTask):
         r2 = self._resample_until_different(r, r, self.n_relations, lambda x: self.table[s, x] != answer, g,
                                             ~change_subject)
         return CounterfactualPair(
-            clean=clean, corrupted=self.make_batch(s2, r2),
+            clean=clean, corrupted=self.make_batch(s2, r2, v["form"]),
             description="subject (half the pairs) or relation resampled: the fact asked for, and its answer, change",
         )
 
     # ---- serialisation --------------------------------------------------------------
     def params(self) -> dict[str, Any]:
-        return {"n_subjects": self.n_subjects, "n_relations": self.n_relations,
-                "n_attributes": self.n_attributes, "table_seed": self.table_seed}
+        params = {"n_subjects": self.n_subjects, "n_relations": self.n_relations,
+                  "n_attributes": self.n_attributes, "table_seed": self.table_seed}
+        return params if self.n_forms == 1 else {**params, "n_forms": self.n_forms}
 
 
 class FactualRecallAlgorithm(Algorithm):
@@ -274,7 +301,7 @@ class FactualRecallAlgorithm(Algorithm):
         # A uniform other value: add a non-zero offset modulo the count.
         s2 = (s + torch.randint(1, task.n_subjects, (n,), generator=generator)) % task.n_subjects
         r2 = (r + torch.randint(1, task.n_relations, (n,), generator=generator)) % task.n_relations
-        return task.make_batch(s, r), task.make_batch(s2, r2)
+        return task.make_batch(s, r, task._draw_forms(n, generator)), task.make_batch(s2, r2, task._draw_forms(n, generator))
 
     def value(self, batch: Batch | Tensor, variable: str) -> Tensor:
         """The value of ``variable`` on each prompt: [batch] int64 (relation index or attribute)."""
@@ -313,3 +340,67 @@ class FactualRecallAlgorithm(Algorithm):
         targets = torch.full_like(base.tokens, IGNORE)  # [batch, pos]
         targets[:, ANSWER_POS] = answer
         return targets
+
+
+class FactualRecallSplitAlgorithm(FactualRecallAlgorithm):
+    """Factual recall with the facts stored in two places: those of subjects below ``boundary``
+    in one component, the others in another (the zoo model ``factual-recall-split``).
+
+    Variables:
+        relation         the relation, once it is read at the subject position
+        attribute_low    ``table[subject, relation]`` for subjects < boundary; nothing otherwise
+        attribute_high   the same for subjects >= boundary
+        moved_attribute  the attribute, once it is moved to the answer position
+
+    Base and source always share their half of the subjects, so every intervention is defined:
+    on ``attribute_low`` the answer becomes the source's where the base is a low subject and
+    stays the base's where it is a high one (that store holds nothing for it); the same for
+    ``attribute_high`` the other way round. The split is what lets localisation be compared with
+    editing where the storage is known (Hase et al. 2023).
+    """
+
+    variables = ("relation", "attribute_low", "attribute_high", "moved_attribute")
+
+    def __init__(self, task: FactualRecall | None = None, boundary: int | None = None) -> None:
+        super().__init__(task)
+        n = self.task.n_subjects
+        self.boundary = n // 2 if boundary is None else boundary
+        if isinstance(self.boundary, bool) or not isinstance(self.boundary, int) or not 0 < self.boundary < n:
+            raise ValueError(f"boundary must be an int in (0, {n}): both halves need subjects, got {boundary!r}")
+
+    def low(self, subjects: Tensor) -> Tensor:
+        """Whether each subject's facts are stored in the low store: [batch] bool."""
+        return subjects < self.boundary
+
+    def sample_pairs(self, n: int, generator: torch.Generator) -> tuple[Batch, Batch]:
+        """Independent prompts whose subjects lie in the same half, with a different subject and relation."""
+        check_count("n", n)
+        task = self.task
+        s = torch.randint(task.n_subjects, (n,), generator=generator)  # [batch]
+        r = torch.randint(task.n_relations, (n,), generator=generator)
+        low = self.low(s)
+        start = torch.where(low, 0, self.boundary)
+        size = torch.where(low, self.boundary, task.n_subjects - self.boundary)
+        offset = (torch.rand(n, generator=generator) * (size - 1)).long() + 1  # 1 .. size - 1
+        s2 = start + (s - start + offset) % size
+        r2 = (r + torch.randint(1, task.n_relations, (n,), generator=generator)) % task.n_relations
+        return (task.make_batch(s, r, task._draw_forms(n, generator)),
+                task.make_batch(s2, r2, task._draw_forms(n, generator)))
+
+    def intervene(self, base: Batch, source: Batch, variable: str | None) -> Tensor:
+        if variable not in ("attribute_low", "attribute_high"):
+            return super().intervene(base, source, variable)
+        if base.tokens.shape != source.tokens.shape:
+            raise ValueError(f"base {tuple(base.tokens.shape)} and source {tuple(source.tokens.shape)} must have "
+                             "the same shape [batch, pos]")
+        b, s = self.task.variables(base.tokens), self.task.variables(source.tokens)
+        base_low, source_low = self.low(b["subject"]), self.low(s["subject"])
+        if (base_low != source_low).any():
+            raise ValueError("base and source must have subjects in the same half (see sample_pairs)")
+        holds = base_low if variable == "attribute_low" else ~base_low
+        return self.assign(base, "output", torch.where(holds, s["attribute"], b["attribute"]))
+
+    def assign(self, base: Batch, variable: str, values: Tensor) -> Tensor:
+        if variable in ("attribute_low", "attribute_high"):
+            raise ValueError(f"{variable} holds nothing for half the subjects: assign 'attribute' or 'output' instead")
+        return super().assign(base, variable if variable != "attribute" else "output", values)

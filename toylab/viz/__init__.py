@@ -11,6 +11,7 @@
     fig = viz.probe_map(grid.accuracy, grid.selectivity, hooks, str_tokens)  # probes
     fig = viz.tracing_map({"mlp_out": trace.scores("mlp_out")}, str_tokens)  # causal tracing
     fig = viz.roc_curves({"eap": report})                                    # validate a method
+    fig = viz.steering_curves({r.source: r for r in results})                # steering sweeps
 
 Each returns a ``matplotlib.figure.Figure`` (in Streamlit: ``st.pyplot(fig)``; in a
 notebook it displays itself). Ground truth is always the same outline, with a legend entry.
@@ -20,6 +21,7 @@ from toylab.viz.circuits import circuit_graph, faithfulness_curves, roc_curves
 from toylab.viz.features import dimensionality_plot, feature_geometry, latent_cosines, phase_map
 from toylab.viz.probes import probe_map, tracing_map
 from toylab.viz.progress import frequency_spectrum, progress_curves
+from toylab.viz.steering import steering_curves
 from toylab.viz.plots import (
     TRUTH_COLOR,
     TRUTH_GID,
@@ -44,6 +46,7 @@ __all__ = [
     "feature_geometry",
     "frequency_spectrum",
     "progress_curves",
+    "steering_curves",
     "latent_cosines",
     "phase_map",
     "probe_map",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from toylab.models import Transformer, TransformerConfig
 from toylab.tasks import Induction, Logic, ModularAddition, Task
 from toylab.tasks.brackets import Brackets, BracketsAlgorithm
-from toylab.tasks.factual_recall import FactualRecall, FactualRecallAlgorithm
+from toylab.tasks.factual_recall import FactualRecall, FactualRecallAlgorithm, FactualRecallSplitAlgorithm
 from toylab.tasks.induction import InductionAlgorithm
 from toylab.tasks.ioi import IOI, IOIAlgorithm
 from toylab.tasks.logic import LogicAlgorithm
@@ -118,6 +118,7 @@ def _recipes() -> dict[str, Recipe]:
     induction_tiny = Induction(n_tokens=24, n_ctx=16, min_seg_len=3)
     brackets = Brackets(length=24)
     facts = FactualRecall(n_subjects=48, n_relations=4, n_attributes=8, table_seed=0)
+    facts_split = FactualRecall(n_subjects=48, n_relations=4, n_attributes=8, table_seed=0, n_forms=3)
     ioi = IOI(n_names=16, n_places=6, n_objects=6)
     recipes = [
         Recipe(
@@ -241,6 +242,26 @@ def _recipes() -> dict[str, Recipe]:
             claims=("test/accuracy >= 0.995",),
             truth=truths.FACTUAL_RECALL,
             algorithm=FactualRecallAlgorithm,
+            edges_per_seed=True,
+        ),
+        Recipe(
+            name="factual-recall-split",
+            description="Factual recall with the facts split between two stores, put in place by SIIT: each prompt "
+            "in one of three forms; L0H1 reads the relation at the subject position, MLP0 there stores the facts of "
+            "subjects s0-s23 and MLP1 those of s24-s47, L2H1 moves the attribute to the answer position. The other "
+            "heads and MLP2 are trained to be inert. For comparing causal tracing with model editing.",
+            task=facts_split,
+            model=TransformerConfig(n_layers=3, d_model=32, n_heads=2, d_head=16, d_mlp=64, act_fn="relu",
+                                    d_vocab=facts_split.d_vocab, d_vocab_out=facts_split.d_vocab_out,
+                                    n_ctx=facts_split.n_ctx, normalization_type=None),
+            # At factual-recall's recipe (3000 steps, strict 0.4) L1H1 kept 0.047 of the behaviour and the
+            # circuit's faithfulness was 0.93: with more heads outside, the strict term has to weigh more.
+            siit_weights={"strict_weight": 1.0},
+            train=TrainConfig(steps=4000, lr=3e-3, weight_decay=0.01, betas=(0.9, 0.99), batch_size=128,
+                              grad_clip=1.0, eval_every=100, checkpoint_every=500, seed=0),
+            claims=("test/accuracy >= 0.995",),
+            truth=truths.FACTUAL_RECALL_SPLIT,
+            algorithm=FactualRecallSplitAlgorithm,
             edges_per_seed=True,
         ),
         Recipe(

@@ -185,6 +185,30 @@ FACTUAL_RECALL = Truth(
                CausalVariable("moved_attribute", "the attribute, moved to the answer position", ("L1H1",), "3")),
 )
 
+FACTUAL_RECALL_SPLIT = Truth(
+    model="factual-recall-split",
+    provenance="enforced",
+    description="Factual recall with the facts stored in two places, each prompt in one of three forms (three "
+    "paraphrase tokens per relation). At the subject position (2), L0H1 reads the relation one position back; "
+    "MLP0 there stores the facts of subjects s0-s23 and MLP1 there those of s24-s47 (each store is a key-value "
+    "memory the other half's facts do not pass through); at the answer position (3), L2H1 attends to the subject "
+    "and moves the attribute to the logits. The other heads and MLP2 are trained to be inert. Where each fact is "
+    "stored is known, so localisation (causal tracing) can be compared with where editing works best (Hase et "
+    "al. 2023). The nodes and variables were chosen before training; the edges between them are identified on "
+    "each seed's weights.",
+    nodes={"embed": "subject and relation", "L0H1": "relation-mover", "MLP0": "fact-store-low",
+           "MLP1": "fact-store-high", "L2H1": "attribute-mover", "logits": "output"},
+    # The spine every seed must have; toylab.zoo identifies the full wiring per seed.
+    edges=[Edge("embed", "L0H1", "v"), Edge("L0H1", "MLP0", "resid"), Edge("L0H1", "MLP1", "resid"),
+           Edge("MLP0", "L2H1", "v"), Edge("MLP1", "L2H1", "v"), Edge("L2H1", "logits", "resid")],
+    variables=(CausalVariable("relation", "the relation, read at the subject position", ("L0H1",), "2"),
+               CausalVariable("attribute_low", "attribute[subject, relation] of subjects s0-s23, looked up at the "
+                              "subject position", ("MLP0",), "2"),
+               CausalVariable("attribute_high", "attribute[subject, relation] of subjects s24-s47, looked up at the "
+                              "subject position", ("MLP1",), "2"),
+               CausalVariable("moved_attribute", "the attribute, moved to the answer position", ("L2H1",), "3")),
+)
+
 IOI_SIIT = Truth(
     model="ioi-siit",
     provenance="enforced",
