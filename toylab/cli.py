@@ -9,6 +9,7 @@
     toylab lessons [LESSON]           the lessons and their exercises; --run checks a lesson, --notebook writes .ipynb
     toylab validate FILE.py:FN        score a method against every known circuit (report, JSON, ROC plot)
     toylab leaderboard                score the built-in baselines; write docs/leaderboard.md
+    toylab report                     steering and editing graded on the zoo; write docs/steering_and_editing.md
 """
 
 from __future__ import annotations
@@ -667,6 +668,41 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+REPORT = Path(__file__).resolve().parents[1] / "docs" / "steering_and_editing.md"
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from toylab.checkpoint import atomic_write_bytes
+    from toylab.validate.interventions import editing_report, steering_report
+
+    if args.print and args.out:
+        raise UsageError("--print writes nothing, --out names where to write: give one of them")
+    out = Path(args.out) if args.out else REPORT
+    if not args.print:  # before scoring, which takes minutes
+        problem = _folder_problem(out.parent)
+        if problem:
+            raise UsageError(f"cannot write {out}: {problem}; give --out a file in a folder you can write")
+
+    def progress(label: str) -> None:
+        print(f"{label} ...", file=sys.stderr, flush=True)
+
+    seeds = tuple(args.seed or (0, 1, 2))
+    parts = ["# Steering and editing, graded exactly", "",
+             "Written by `toylab report`; every figure is measured against the task's algorithm or fact table.", ""]
+    if args.only in (None, "steering"):
+        parts.append(steering_report(seeds=seeds, progress=progress))
+    if args.only in (None, "editing"):
+        parts.append(editing_report(seeds=seeds, progress=progress))
+    text = "\n".join(parts)
+    if args.print:
+        print(text)
+        return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, text.encode())
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="toylab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"toylab {__version__}")
@@ -764,6 +800,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=_out_file, help=f"where to write (default: {LEADERBOARD.relative_to(LEADERBOARD.parents[1])})")
     p.add_argument("--print", action="store_true", help="print the document instead of writing it")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("report", help="grade steering and editing on the zoo; write docs/steering_and_editing.md",
+                       description="Compare steering-direction sources and editing methods on the zoo models whose "
+                                   "algorithm says exactly what the output must become, and write the tables.")
+    p.add_argument("--only", choices=("steering", "editing"), help="only this half")
+    p.add_argument("--seed", type=_seed, nargs="+", help="seeds to average over (default 0 1 2)")
+    p.add_argument("--out", type=_out_file, help=f"where to write (default: {REPORT.relative_to(REPORT.parents[1])})")
+    p.add_argument("--print", action="store_true", help="print the document instead of writing it")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -207,7 +207,7 @@ def _check_predict(answer) -> str:
     want = tgt.expected(batch)[:, _answer_pos()].tolist()
     clean = batch.targets[:, _answer_pos()].tolist()
     if got != want:
-        if got == clean and got != want:
+        if got == clean:
             raise Wrong("those are the answers before the steer: the relation each prompt asks for, not r1")
         if all(g == 1 for g in got):
             raise Wrong("relation r1 is not attribute a1: the steer sets the relation, and the answer becomes the "
@@ -243,13 +243,19 @@ def _set_neighbours(model, tgt, fit_batch, batch, site) -> list[tuple[torch.Tens
             return model(batch.tokens)
 
     overall = activations(model, fit_batch.tokens, site).mean(0)
-    return [
+    neighbours = [
         (model(batch.tokens), "those are the unsteered model's logits: run the model inside the steer"),
         (run(means[goals], "add"), "that adds the value's mean to the activation: set it (mode='set') instead"),
         (run(overall.expand_as(means[goals]), "set"),
          "that sets the mean of every fitting prompt: take the mean of those where the relation is the goal"),
         (run(means[goals], "set", "all"), "that sets every position: only the site's, positions=str(site.pos)"),
     ]
+    for head in range(model.cfg.n_heads) if site.head is not None else ():
+        if head != site.head:
+            other = _class_means(model, tgt, fit_batch, methods.Site(site.hook, site.pos, head))
+            neighbours.append((run(other[goals], "set"), f"those are the means of head {head}'s output: take "
+                                                         "site.head's slice of the activation, x[:, site.head]"))
+    return neighbours
 
 
 @exercise("steering.set_steer", "Set, don't add", "implement", "medium", 20,
