@@ -29,6 +29,7 @@ LESSONS = [
     ("pages/probes.py", "8 Probes and factual recall"),
     ("pages/traps.py", "9 Why methods fail"),
     ("pages/ioi.py", "10 Indirect object identification"),
+    ("pages/steering.py", "11 Steering"),
 ]
 
 

@@ -17,7 +17,7 @@ from toylab.lessons.exercise import Wrong, exercise
 from toylab.methods.interchange import activations
 from toylab.methods.steering import factual_relation_target
 
-from .fixtures import COMPARE_MODEL, MODEL, N, PREDICT_PROMPTS, SAE_STEPS, SOURCES, SUCCESS_BAR, n_fit, target
+from .fixtures import COMPARE_MODEL, MODEL, PREDICT_PROMPTS, SAE_STEPS, SOURCES, SUCCESS_BAR, N, n_fit, target
 
 CHECK_SEED = 10  # the checker's prompts, never the lesson's (seed 0)
 COSINE = 0.999  # exercise 11.1: the same direction
@@ -253,8 +253,8 @@ def _set_neighbours(model, tgt, fit_batch, batch, site) -> list[tuple[torch.Tens
     for head in range(model.cfg.n_heads) if site.head is not None else ():
         if head != site.head:
             other = _class_means(model, tgt, fit_batch, methods.Site(site.hook, site.pos, head))
-            neighbours.append((run(other[goals], "set"), f"those are the means of head {head}'s output: take "
-                                                         "site.head's slice of the activation, x[:, site.head]"))
+            says = f"those are the means of head {head}'s output: take site.head's slice of the activation"
+            neighbours.append((run(other[goals], "set"), says))
     return neighbours
 
 

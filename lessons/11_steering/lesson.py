@@ -29,11 +29,11 @@ import torch
 from fixtures import (
     COMPARE_MODEL,
     MODEL,
-    N,
     PREDICT_PROMPTS,
     SAE_STEPS,
     SOURCES,
     SUCCESS_BAR,
+    N,
     n_fit,
     target,
 )
@@ -120,7 +120,17 @@ except NotImplementedError:
 # `toylab.interventions.steered(model, hook, vector, alpha, positions=..., head=..., mode=...)`
 # is a context manager: inside it, the activation at `hook` becomes `x + alpha * vector` at
 # the given positions (`"2"`, `"0,2"`, `"last"`, `"all"`); `vector` may be one per prompt,
-# [batch, d]. Outside it, the model is untouched.
+# [batch, d]. Outside it, the model is untouched. Push every prompt towards r1, as long as a
+# typical activation (alpha = 1 in units of `scale`), and see how many answers move:
+
+# %%
+r1_vector = dim_steer.vectors[1]  # [d_model]
+with steered(model, dim_steer.site.hook, r1_vector, 1.0 * dim_steer.scale, positions=str(dim_steer.site.pos)):
+    pushed = model(batch.tokens)[:, 3].argmax(-1)
+print(f"{int((pushed != batch.targets[:, 3]).sum())} of {N} answers moved")
+
+# %% [markdown]
+# Moved, but to what? Grading asks for the right answer, on the right prompts.
 #
 # ### Exercise 11.2: steer, and grade it (implement, medium, about 15 min)
 #
@@ -292,6 +302,10 @@ viz.steering_curves({source: results[0] for source, results in brackets_comparis
 #
 # On `brackets-siit`, which sources reach a held-out success of at least 0.9
 # (`SUCCESS_BAR`)? Answer with a set of source names. Then look at their modes.
+
+# %%
+print(f"the bar: success >= {SUCCESS_BAR}; the modes:",
+      {source: results[0].mode for source, results in brackets_comparison.results.items()})
 
 # %% exercise="steering.strong_sources"
 strong_sources = None  # e.g. {"probe", "sae"}

@@ -97,9 +97,8 @@ def test_steered_per_head_hook(tiny):
     (dict(hook="blocks.0.hook_resid_mid", vector=torch.ones(2, 8)), "2 steering vectors for a batch of 3"),
 ])
 def test_steered_bad_input(tiny, kwargs, message):
-    with pytest.raises((ValueError, KeyError), match=message):
-        with steered(tiny, **kwargs):
-            tiny(torch.zeros(3, 4, dtype=torch.long))
+    with pytest.raises((ValueError, KeyError), match=message), steered(tiny, **kwargs):
+        tiny(torch.zeros(3, 4, dtype=torch.long))
 
 
 def test_assign_matches_intervene_and_checks_the_range():

@@ -1,6 +1,5 @@
 """The steering and editing report: its tables are built from measured figures, with n/a where undefined."""
 
-import pytest
 
 from toylab.cli import main
 from toylab.methods.editing import EditConfig

@@ -40,6 +40,7 @@ The methods (``EDIT_METHODS``), each returning a new model and never changing th
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -432,7 +433,7 @@ def edit_score(scores: EditScores) -> float:
     """CounterFact's overall score S: the harmonic mean of efficacy, generalisation (where
     defined) and specificity; 0 when any of them is 0."""
     parts = [scores.efficacy, scores.specificity] + ([] if scores.generalisation is None else [scores.generalisation])
-    if any(p != p for p in parts):  # nan: undefined
+    if any(math.isnan(p) for p in parts):  # undefined
         return float("nan")
     return 0.0 if min(parts) <= 0 else len(parts) / sum(1 / p for p in parts)
 

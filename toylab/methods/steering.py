@@ -291,7 +291,7 @@ class _SteeringAlgorithm(Algorithm):
 
 
 def fit_steer(model: Transformer, target: SteeringTarget, source: str, n: int = 2048, seed: int = 0,
-              truth_site: Site | None = None, sae_steps: int = 1500, das_config: DASConfig | None = None) -> Steer:
+              sae_steps: int = 1500, das_config: DASConfig | None = None) -> Steer:
     """Fit ``source``'s steer (one of ``STEER_SOURCES``) for ``target`` on ``n`` prompts drawn with ``seed``."""
     if source not in STEER_SOURCES:
         raise ValueError(f"source must be one of {STEER_SOURCES}, got {source!r}")
@@ -451,7 +451,7 @@ class SteeringComparison:
         def cell(v: tuple[float, float] | None, digits: int = 3) -> str:
             return "n/a" if v is None else f"{v[0]:.{digits}f} ± {v[1]:.{digits}f}"
 
-        rows = [f"| source | success | preservation | KL | alpha |", "|---|---|---|---|---|"]
+        rows = ["| source | success | preservation | KL | alpha |", "|---|---|---|---|---|"]
         for source in self.results:
             s = self.summary(source)
             rows.append(f"| {source} | {cell(s['success'])} | {cell(s['preservation'])} | {cell(s['kl'])} | "

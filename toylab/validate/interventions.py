@@ -52,10 +52,10 @@ def steering_report(models: Sequence[str] = STEERING_MODELS, sources: Sequence[s
                     progress: Callable[[str], None] | None = None) -> str:
     """A markdown section: per model and direction source, held-out success, preservation, KL."""
     lines = ["## Steering", "",
-             "Held-out figures at the strength chosen on tuning prompts (success x preservation), mean ± std over "
-             f"seeds {list(seeds)}. Success: prompts whose answer should change that give exactly the algorithm's "
-             "answer. Preservation and KL (to the unsteered output): on prompts whose answer should not change; "
-             "n/a where every answer changes.", ""]
+             ("Held-out figures at the strength chosen on tuning prompts (success x preservation), mean ± std over "
+              f"seeds {list(seeds)}. Success: prompts whose answer should change that give exactly the algorithm's "
+              "answer. Preservation and KL (to the unsteered output): on prompts whose answer should not change; "
+              "n/a where every answer changes."), ""]
     for name in models:
         runs = _runs(name, seeds)
         start = time.perf_counter()
@@ -88,15 +88,16 @@ def editing_report(models: dict[str, tuple[tuple[int, ...], ...]] | None = None,
     split model, localisation against editing."""
     models = EDITING_MODELS if models is None else models
     lines = ["## Editing", "",
-             f"{n_edits} random edits per seed, each made on its own to the original model (CounterFact's protocol), "
-             f"then all {n_edits} held by one model at once; mean ± std over seeds {list(seeds)}. Efficacy: the "
-             "edited prompt (form 0) answers the new attribute; generalisation: the same fact in the other prompt "
-             "forms (n/a with one form); specificity: every other subject's facts unchanged; same subject: the "
-             "edited subject's other relations unchanged.", ""]
+             (f"{n_edits} random edits per seed, each made on its own to the original model (CounterFact's protocol), "
+              f"then all {n_edits} held by one model at once; mean ± std over seeds {list(seeds)}. Efficacy: the "
+              "edited prompt (form 0) answers the new attribute; generalisation: the same fact in the other prompt "
+              "forms (n/a with one form); specificity: every other subject's facts unchanged; same subject: the "
+              "edited subject's other relations unchanged."), ""]
     for name, layer_sets in models.items():
         runs = _runs(name, seeds)
-        lines += [f"### `{name}`", "", "| method | layers | edits | efficacy | generalisation | specificity | "
-                  "same subject |", "|---|---|---|---|---|---|---|"]
+        lines += [f"### `{name}`", "",
+                  "| method | layers | edits | efficacy | generalisation | specificity | same subject |",
+                  "|---|---|---|---|---|---|---|"]
         for layers in layer_sets:
             for method in methods:
                 if method != "memit" and len(layers) > 1:  # ROME and fine-tuning edit one layer
@@ -141,9 +142,9 @@ def _localisation_section(seeds: Sequence[int], n_edits: int, config: EditConfig
         for key in by_cell:
             by_cell[key].append(r.mean_edit_score(*key))
     return ["### Localisation against editing on `factual-recall-split`", "",
-            "Per fact: the MLP (0 or 1) whose restored output at the subject brings the answer back most under "
-            "causal tracing, the MLP the truth stores it in, and CounterFact's score S (harmonic mean of efficacy, "
-            "generalisation, specificity) of a ROME edit at each MLP.", "",
+            ("Per fact: the MLP (0 or 1) whose restored output at the subject brings the answer back most under "
+             "causal tracing, the MLP the truth stores it in, and CounterFact's score S (harmonic mean of efficacy, "
+             "generalisation, specificity) of a ROME edit at each MLP."), "",
             "| figure | value |", "|---|---|",
             f"| tracing's peak is the storage MLP | {_cell(figures['finds'])} |",
             f"| the best edit layer is the storage MLP | {_cell(figures['edit_finds'])} |",

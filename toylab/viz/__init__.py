@@ -12,12 +12,14 @@
     fig = viz.tracing_map({"mlp_out": trace.scores("mlp_out")}, str_tokens)  # causal tracing
     fig = viz.roc_curves({"eap": report})                                    # validate a method
     fig = viz.steering_curves({r.source: r for r in results})                # steering sweeps
+    fig = viz.editing_map(result.trace, result.edit_scores, labels, layers)  # tracing vs editing
 
 Each returns a ``matplotlib.figure.Figure`` (in Streamlit: ``st.pyplot(fig)``; in a
 notebook it displays itself). Ground truth is always the same outline, with a legend entry.
 """
 
 from toylab.viz.circuits import circuit_graph, faithfulness_curves, roc_curves
+from toylab.viz.editing import editing_map
 from toylab.viz.features import dimensionality_plot, feature_geometry, latent_cosines, phase_map
 from toylab.viz.probes import probe_map, tracing_map
 from toylab.viz.progress import frequency_spectrum, progress_curves
@@ -40,6 +42,7 @@ __all__ = [
     "TRUTH_LABEL",
     "attention_pattern",
     "circuit_graph",
+    "editing_map",
     "faithfulness_curves",
     "roc_curves",
     "dimensionality_plot",

@@ -1,0 +1,70 @@
+"""Lesson 12's fixtures, shared by the lesson, its checkers and the lab's "12 Editing facts" page.
+
+Where a fact is stored is never written here: it is read from the model's truth (the component
+of its ``attribute`` variable; on ``factual-recall-split``, of ``attribute_low`` or
+``attribute_high`` by the algorithm's boundary between the two halves of the subjects).
+"""
+
+from typing import Any
+
+import torch
+
+from toylab import methods
+from toylab.components import parse
+from toylab.methods import FactEdit
+
+MODEL = "factual-recall"  # one store (MLP0 at the subject), one prompt form
+SPLIT_MODEL = "factual-recall-split"  # two stores (MLP0 for one half of the subjects, MLP1 for the other), three forms
+EDIT_SEED = 0  # the lesson's first edit: methods.random_edits(task, 1, seed=EDIT_SEED)
+PER_HALF = 2  # exercise 12.6: facts from each store
+N_NOISE = 4  # noise draws per prompt form when tracing a fact (localisation_vs_editing's n_noise)
+WORKS = 0.9  # exercise 12.6: an edit "works" at a layer when its mean S there is at least this
+
+
+def first_edit(task: Any, seed: int = EDIT_SEED) -> FactEdit:
+    """One edit of one fact to a different attribute, drawn by ``methods.random_edits``."""
+    return methods.random_edits(task, 1, seed=seed)[0]
+
+
+def edit_prompt(task: Any, edit: FactEdit, form: int = 0) -> torch.Tensor:
+    """The prompt an edit is made with (form 0, as ``rome`` does), or the same fact in another form: [1, pos]."""
+    return task.make_batch(torch.tensor([edit.subject]), torch.tensor([edit.relation]), torch.tensor([form])).tokens
+
+
+@torch.no_grad()
+def rome_delta(model: Any, task: Any, edit: FactEdit, layer: int) -> tuple[Any, torch.Tensor]:
+    """``methods.rome``'s edit, and the change it makes to MLP ``layer``'s output at the subject position on the
+    edit prompt: v* - W_out k*, the target change ROME optimised ([d_model], float64)."""
+    result = methods.rome(model, task, edit, layer)
+    hook, tokens = f"blocks.{layer}.hook_mlp_out", edit_prompt(task, edit)
+    subject = task.positions["subject"]
+    _, before = model.run_with_cache(tokens, names=[hook])
+    _, after = result.model.run_with_cache(tokens, names=[hook])
+    return result, (after[hook][0, subject] - before[hook][0, subject]).double()
+
+
+def stored_layer(zm: Any, subject: int) -> int | None:
+    """The MLP layer the truth stores ``subject``'s facts in; None when the truth does not say."""
+    variables = {v.name: v for v in zm.truth.variables} if zm.truth is not None else {}
+    if "attribute_low" in variables and "attribute_high" in variables:
+        low = bool(zm.algorithm.low(torch.tensor([subject]))[0])
+        variable = variables["attribute_low" if low else "attribute_high"]
+    elif "attribute" in variables:
+        variable = variables["attribute"]
+    else:
+        return None
+    kind, layer, _ = parse(variable.components[0])
+    return layer if kind == "mlp" else None
+
+
+def split_facts(zm: Any, per_half: int = PER_HALF, seed: int = 0) -> list[FactEdit]:
+    """``per_half`` edits from each store of ``factual-recall-split`` (those stored in the lower layer first), each
+    to a different attribute, in the order ``methods.random_edits`` draws them."""
+    drawn = methods.random_edits(zm.task, zm.task.n_facts, seed=seed)
+    layers = sorted({stored_layer(zm, e.subject) for e in drawn})
+    return [e for layer in layers for e in [e for e in drawn if stored_layer(zm, e.subject) == layer][:per_half]]
+
+
+def fact_label(task: Any, edit: FactEdit) -> str:
+    """'s3 r1: a5 -> a2', the fact and its edit."""
+    return f"s{edit.subject} r{edit.relation}: a{int(task.table[edit.subject, edit.relation])} -> a{edit.attribute}"
