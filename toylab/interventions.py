@@ -431,7 +431,7 @@ def steered(
     hook: str,
     vector: Tensor,
     alpha: float = 1.0,
-    positions: str | Tensor = "all",
+    positions: str | int | Tensor = "all",
     head: int | None = None,
     mode: str = "add",
     basis: Tensor | None = None,
@@ -442,8 +442,10 @@ def steered(
     ``mode="set"``: x + alpha * ((vector - x) @ B) @ B.T: x's coordinates in span(``basis``
     [d, k], orthonormal columns; None: the whole vector) move to ``vector``'s, all the way at
     alpha = 1 (an interchange with a fixed source). ``vector`` is [d] or one per prompt
-    [batch, d]; positions are "all", "last", "0,2" or a bool mask [pos].
+    [batch, d]; positions are "all", "last", "0,2", one position (an int) or a bool mask [pos].
     """
+    if isinstance(positions, int) and not isinstance(positions, bool):
+        positions = str(positions)
     if hook not in model.hook_names():
         from toylab.hooks import UnknownNameError
 

@@ -381,8 +381,12 @@ class EditingComparison:
         return out
 
     def table(self) -> str:
+        one_seed = all(len(r) == 1 for r in self.results.values())
+
         def cell(v):
-            return "n/a" if v is None else f"{v[0]:.3f} ± {v[1]:.3f}"
+            if v is None:
+                return "n/a"
+            return f"{v[0]:.3f}" + ("" if one_seed else f" ± {v[1]:.3f}")  # no spread from one seed
 
         rows = ["| method | efficacy | generalisation | specificity | same subject |", "|---|---|---|---|---|"]
         for method in self.results:

@@ -90,9 +90,13 @@ class SteeringTarget:
     # The truth's site for the variable and, optionally, its subspace there: (model) -> (site, basis [d, k] or None).
     truth_steer: Callable[[Transformer], tuple[Site, Tensor | None]] | None = None
 
+    def goals(self, batch: Batch) -> Tensor:
+        """The value each prompt of ``batch`` is steered to: [batch]."""
+        return self.goal(self.read(batch.tokens))
+
     def expected(self, batch: Batch) -> Tensor:
         """The algorithm's targets [batch, pos] on ``batch`` once the steer has worked."""
-        return self.outcome(batch, self.goal(self.read(batch.tokens)))
+        return self.outcome(batch, self.goals(batch))
 
 
 # ---- targets on the zoo's tasks ----------------------------------------------------------------
@@ -333,7 +337,7 @@ def apply_steer(model: Transformer, steer: Steer, goals: Tensor, alpha: float) -
     """Within the block, ``steer`` pushes each prompt towards its goal value (``goals`` [batch])."""
     vectors = steer.vectors[goals.to(steer.vectors.device)]  # [batch, d]
     strength = alpha * steer.scale if steer.mode == "add" else alpha
-    with steered(model, steer.site.hook, vectors, strength, positions=str(steer.site.pos), head=steer.site.head,
+    with steered(model, steer.site.hook, vectors, strength, positions=steer.site.pos, head=steer.site.head,
                  mode=steer.mode, basis=steer.basis) as m:
         yield m
 
@@ -344,7 +348,7 @@ def apply_steer(model: Transformer, steer: Steer, goals: Tensor, alpha: float) -
 @dataclass(frozen=True)
 class SteeringScore:
     alpha: float
-    success: float  # changed prompts now giving exactly the algorithm's answer
+    success: float | None  # changed prompts now giving exactly the algorithm's answer; None when none should change
     preservation: float | None  # unchanged prompts still right; None (n/a) when every answer changes
     kl: float | None  # mean KL(unsteered || steered) on the unchanged prompts; None likewise
     n_changed: int
@@ -352,8 +356,9 @@ class SteeringScore:
 
     @property
     def score(self) -> float:
-        """What alpha is chosen by: success x preservation (success alone where preservation is n/a)."""
-        return self.success * (1.0 if self.preservation is None else self.preservation)
+        """What alpha is chosen by: success x preservation (either alone where the other is n/a)."""
+        parts = [x for x in (self.success, self.preservation) if x is not None]
+        return math.prod(parts) if parts else float("nan")
 
 
 @torch.no_grad()
@@ -366,7 +371,7 @@ def score_steer(model: Transformer, target: SteeringTarget, steer: Steer, batch:
     clean_targets = batch.targets.to(device)
     changed = ((expected != clean_targets) & scored).any(-1)  # [batch]
     clean_logits = model(tokens)  # [batch, pos, vocab]
-    with apply_steer(model, steer, target.goal(target.read(batch.tokens)), alpha):
+    with apply_steer(model, steer, target.goals(batch), alpha):
         logits = model(tokens)
     hit = ((logits.argmax(-1) == expected) | ~scored).all(-1)  # [batch]
     kl = (F.kl_div(logits.log_softmax(-1), clean_logits.log_softmax(-1), log_target=True, reduction="none")
@@ -374,7 +379,7 @@ def score_steer(model: Transformer, target: SteeringTarget, steer: Steer, batch:
     unchanged = ~changed
     return SteeringScore(
         alpha=alpha,
-        success=float(hit[changed].float().mean()) if changed.any() else float("nan"),
+        success=float(hit[changed].float().mean()) if changed.any() else None,
         preservation=float(hit[unchanged].float().mean()) if unchanged.any() else None,
         kl=float(kl[unchanged].mean()) if unchanged.any() else None,
         n_changed=int(changed.sum()), n_unchanged=int(unchanged.sum()),
@@ -396,9 +401,8 @@ class SteeringResult:
 
     def __str__(self) -> str:
         h = self.held_out
-        pres = "n/a" if h.preservation is None else f"{h.preservation:.3f}"
-        kl = "n/a" if h.kl is None else f"{h.kl:.3f}"
-        return (f"{self.source} on {self.target}: success {h.success:.3f}, preservation {pres}, KL {kl} "
+        success, pres, kl = ("n/a" if x is None else f"{x:.3f}" for x in (h.success, h.preservation, h.kl))
+        return (f"{self.source} on {self.target}: success {success}, preservation {pres}, KL {kl} "
                 f"(alpha {h.alpha:g}, {self.mode})")
 
 
@@ -448,8 +452,12 @@ class SteeringComparison:
 
     def table(self) -> str:
         """A markdown table, one row per source."""
+        one_seed = all(len(r) == 1 for r in self.results.values())
+
         def cell(v: tuple[float, float] | None, digits: int = 3) -> str:
-            return "n/a" if v is None else f"{v[0]:.{digits}f} ± {v[1]:.{digits}f}"
+            if v is None:
+                return "n/a"
+            return f"{v[0]:.{digits}f}" + ("" if one_seed else f" ± {v[1]:.{digits}f}")  # no spread from one seed
 
         rows = ["| source | success | preservation | KL | alpha |", "|---|---|---|---|---|"]
         for source in self.results:

@@ -43,8 +43,9 @@ def _cell(values: Sequence[float | None], digits: int = 3) -> str:
     if any(v is None for v in values):
         return "n/a"
     t = torch.tensor(values, dtype=torch.float64)
-    std = float(t.std()) if len(t) > 1 else 0.0
-    return f"{float(t.mean()):.{digits}f} ± {std:.{digits}f}"
+    if len(t) == 1:  # one seed has no spread to show
+        return f"{float(t[0]):.{digits}f}"
+    return f"{float(t.mean()):.{digits}f} ± {float(t.std()):.{digits}f}"
 
 
 def steering_report(models: Sequence[str] = STEERING_MODELS, sources: Sequence[str] = STEER_SOURCES,

@@ -262,6 +262,7 @@ def _recipes() -> dict[str, Recipe]:
             claims=("test/accuracy >= 0.995",),
             truth=truths.FACTUAL_RECALL_SPLIT,
             algorithm=FactualRecallSplitAlgorithm,
+            seeds=(0, 1, 2),
             edges_per_seed=True,
         ),
         Recipe(
