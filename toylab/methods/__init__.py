@@ -18,6 +18,8 @@ The families, each a module (helpers and slow references stay there, importable 
     tracing              causal_trace: corrupt the subject, restore one state at a time (ROME)
     repair               self_repair: backups that take over when heads are knocked out (IOI's
                          backup name movers), and heads that write against the answer
+    attribution_graph    attribution_graph: one prompt through transcoder features, frozen attention,
+                         circuit-tracer's pruning, replacement and completeness scores
     editing              rome, memit, fine_tune, score_edits, localisation_vs_editing: rewrite a stored
                          fact and score it as CounterFact does, exactly
     steering             steering_targets, fit_steer, evaluate_steer, compare_steering: steer a
@@ -30,6 +32,7 @@ Upper-case names list the choices of an option (``ablate(..., method=m)`` for m 
 
 from toylab.methods.ablation import ABLATIONS, AblationScores, ablate, ablation_scores
 from toylab.methods.attribution import EdgeAttribution, eap, eap_ig
+from toylab.methods.attribution_graph import AttributionGraph, Node, PrunedGraph, attribution_graph
 from toylab.methods.check import Check
 from toylab.methods.circuit_discovery import ACDC_METRICS, ACDCResult, EdgePruningResult, acdc, edge_pruning
 from toylab.methods.circuits import (
@@ -207,6 +210,11 @@ __all__ = [
     "KNOCKOUTS",
     "SelfRepair",
     "self_repair",
+    # attribution graphs: one prompt traced through transcoder features (circuit-tracer's definitions)
+    "AttributionGraph",
+    "Node",
+    "PrunedGraph",
+    "attribution_graph",
     # editing: rewrite a stored fact (ROME, MEMIT, constrained fine-tuning), scored as CounterFact does
     "EDIT_METHODS",
     "EditConfig",

@@ -1,0 +1,295 @@
+"""Attribution graphs: one prompt traced through transcoder features (Ameisen et al. 2025).
+
+Axis names used in shape comments:
+    node    -- a node of the graph: features, then errors, then tokens, then logits (circuit-tracer's order)
+    pos     -- token position of the prompt
+    layer   -- MLP layer
+    d_model -- residual stream width
+
+The MLPs are replaced by a transcoder (``toylab.sae.transcoder``), made exact on this prompt
+by an **error node** per (layer, position): what the transcoder misses. With the attention
+patterns (and LayerNorm scales) frozen at their values on the prompt, everything between
+the nodes is linear, so each node's input is a sum of direct effects:
+
+    token      the embedding at a position (token + position embedding): a source
+    feature    an active transcoder feature (layer, position, index); its input is its
+               pre-activation, it writes activation x decoder row(s) into the residual stream
+    error      transcoder error at (layer, position): a source
+    logit      a top output class at the scored position, its logit minus the mean logit
+
+    A[target, source] = (d target's input / d residual at source's write) . source's write
+
+computed exactly by one backward pass per target (batched), through frozen attention and
+skip paths only. A row sums, with the biases, to the target's actual input
+(``AttributionGraph.bias`` holds that remainder; the tests check the sum).
+
+Pruning and the graph-level figures follow circuit-tracer's definitions: influence is
+computed on |A| with rows normalised to sum to one, as logit_weights @ (A + A^2 + ...);
+``prune`` keeps the nodes carrying ``node_threshold`` of the total influence and then the
+edges carrying ``edge_threshold``; the **replacement score** is the share of the tokens'
+and errors' influence on the logits that comes from tokens, and the **completeness score**
+the influence-weighted share of every node's input that does not come from error nodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from toylab.models import Transformer
+from toylab.sae.transcoder import Transcoder
+
+NODE_KINDS = ("feature", "error", "token", "logit")
+
+
+@dataclass(frozen=True)
+class Node:
+    kind: str  # one of NODE_KINDS
+    layer: int | None  # features and errors: the MLP layer; tokens: None; logits: None
+    pos: int
+    index: int | None  # features: the latent; logits: the output class; else None
+    value: float  # features: activation; logits: probability; tokens: the token id; errors: the error's norm
+
+    def __str__(self) -> str:
+        if self.kind == "feature":
+            return f"F{self.layer}.{self.index}@{self.pos}"
+        if self.kind == "error":
+            return f"E{self.layer}@{self.pos}"
+        if self.kind == "token":
+            return f"T@{self.pos}"
+        return f"logit {self.index}@{self.pos}"
+
+
+@dataclass(frozen=True)
+class AttributionGraph:
+    tokens: Tensor  # [pos]
+    nodes: tuple[Node, ...]
+    adjacency: Tensor  # [node (target), node (source)]: direct effects
+    target_values: Tensor  # [node]: each node's actual input (features: pre-activation; logits: demeaned logit); 0 for sources
+    bias: Tensor  # [node]: the part of the input no node accounts for (biases)
+    logit_probabilities: Tensor  # [n_logits]
+    scored_pos: int
+
+    def indices(self, kind: str) -> Tensor:
+        return torch.tensor([i for i, n in enumerate(self.nodes) if n.kind == kind], dtype=torch.long)
+
+    @property
+    def logit_weights(self) -> Tensor:
+        """[node]: each logit node's probability, 0 elsewhere (what influence is measured against)."""
+        w = torch.zeros(len(self.nodes), dtype=self.adjacency.dtype)
+        w[self.indices("logit")] = self.logit_probabilities.to(w.dtype)
+        return w
+
+    def influence(self, adjacency: Tensor | None = None) -> Tensor:
+        """Each node's total (direct and indirect) influence on the logits: [node]."""
+        return influence(adjacency if adjacency is not None else self.adjacency, self.logit_weights)
+
+    def scores(self) -> tuple[float, float]:
+        """(replacement score, completeness score) as circuit-tracer defines them."""
+        normalised = normalise_rows(self.adjacency)
+        node_influence = influence(self.adjacency, self.logit_weights)
+        errors, tokens = self.indices("error"), self.indices("token")
+        token_influence, error_influence = node_influence[tokens].sum(), node_influence[errors].sum()
+        replacement = float(token_influence / (token_influence + error_influence).clamp(min=1e-12))
+        non_error = 1 - normalised[:, errors].sum(-1)  # [node]
+        weight = node_influence + self.logit_weights
+        completeness = float((non_error * weight).sum() / weight.sum())
+        return replacement, completeness
+
+    def prune(self, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> PrunedGraph:
+        """circuit-tracer's pruning: keep the most influential nodes, then edges (see the module doc)."""
+        for name, value in (("node_threshold", node_threshold), ("edge_threshold", edge_threshold)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        w = self.logit_weights
+        node_influence = influence(self.adjacency, w)
+        node_mask = node_influence >= _threshold(node_influence, node_threshold)
+        always = torch.cat([self.indices("token"), self.indices("logit")])
+        node_mask[always] = True
+        pruned = self.adjacency.clone()
+        pruned[~node_mask] = 0
+        pruned[:, ~node_mask] = 0
+        normalised = normalise_rows(pruned)
+        edge_scores = normalised * (influence(pruned, w) + w)[:, None]
+        edge_mask = edge_scores >= _threshold(edge_scores.flatten(), edge_threshold)
+        edge_mask &= pruned != 0
+        features = self.indices("feature")
+        inner = torch.cat([features, self.indices("error")])
+        while True:  # drop nodes left without outgoing (features, errors) or incoming (features) edges
+            before = node_mask.clone()
+            edge_mask[~node_mask] = False
+            edge_mask[:, ~node_mask] = False
+            node_mask[inner] &= edge_mask[:, inner].any(0)
+            node_mask[features] &= edge_mask[features].any(1)
+            if torch.equal(before, node_mask):
+                break
+        return PrunedGraph(self, node_mask, edge_mask)
+
+
+@dataclass(frozen=True)
+class PrunedGraph:
+    graph: AttributionGraph
+    node_mask: Tensor  # [node] bool
+    edge_mask: Tensor  # [node, node] bool
+
+    @property
+    def nodes(self) -> list[Node]:
+        return [n for n, keep in zip(self.graph.nodes, self.node_mask.tolist()) if keep]
+
+    def features(self) -> list[Node]:
+        return [n for n in self.nodes if n.kind == "feature"]
+
+    def edges(self) -> list[tuple[Node, Node, float]]:
+        """(source, target, weight) of every kept edge, strongest first."""
+        targets, sources = self.edge_mask.nonzero(as_tuple=True)
+        weights = self.graph.adjacency[targets, sources]
+        order = weights.abs().argsort(descending=True)
+        return [(self.graph.nodes[int(sources[i])], self.graph.nodes[int(targets[i])], float(weights[i]))
+                for i in order]
+
+
+def normalise_rows(adjacency: Tensor) -> Tensor:
+    """|A| with each row divided by its sum (rows of zeros stay zero)."""
+    a = adjacency.abs()
+    return a / a.sum(-1, keepdim=True).clamp(min=1e-10)
+
+
+def influence(adjacency: Tensor, logit_weights: Tensor) -> Tensor:
+    """logit_weights @ (N + N^2 + ...) for N the row-normalised |A|: [node].
+
+    The graph is acyclic, so the series ends; solving (I - N)^T x = N^T w gives it at once.
+    """
+    n = normalise_rows(adjacency).double()
+    eye = torch.eye(len(n), dtype=n.dtype)
+    return torch.linalg.solve((eye - n).T, n.T @ logit_weights.double()).to(adjacency.dtype)
+
+
+def _threshold(scores: Tensor, fraction: float) -> Tensor:
+    """The score above which the highest scores hold ``fraction`` of the total."""
+    ordered = scores.flatten().sort(descending=True).values
+    total = ordered.sum()
+    if total <= 0:
+        return ordered.new_tensor(float("inf"))
+    cumulative = ordered.cumsum(0) / total
+    index = min(int(torch.searchsorted(cumulative, torch.tensor(fraction, dtype=cumulative.dtype))), len(ordered) - 1)
+    return ordered[index]
+
+
+# ---- building a graph ----------------------------------------------------------------------------
+
+
+def _top_logits(logits: Tensor, max_n: int, cumulative: float) -> tuple[Tensor, Tensor]:
+    probs = logits.softmax(-1)
+    top = probs.sort(descending=True)
+    n = int((top.values.cumsum(0) < cumulative).sum()) + 1
+    n = max(1, min(n, max_n))
+    return top.indices[:n], top.values[:n]
+
+
+def attribution_graph(model: Transformer, transcoder: Transcoder, tokens: Tensor, scored_pos: int = -1,
+                      max_logits: int = 10, logit_probability: float = 0.95) -> AttributionGraph:
+    """The attribution graph of one prompt ``tokens`` [pos] (see the module doc).
+
+    Logit nodes are the most likely output classes at ``scored_pos``, until they hold
+    ``logit_probability`` of the probability or there are ``max_logits``.
+    """
+    cfg, tc = model.cfg, transcoder.cfg
+    if tokens.ndim != 1:
+        raise ValueError(f"an attribution graph is of one prompt: tokens [pos], got shape {tuple(tokens.shape)}")
+    if tc.n_layers != cfg.n_layers or tc.d_in != cfg.d_model or tc.d_out != cfg.d_model:
+        raise ValueError(f"the transcoder ({tc.n_layers} layers, width {tc.d_in}) does not fit the model "
+                         f"({cfg.n_layers} layers, width {cfg.d_model})")
+    n_pos = len(tokens)
+    if not -n_pos <= scored_pos < n_pos:
+        raise ValueError(f"scored_pos {scored_pos} is out of range for a prompt of {n_pos} tokens")
+    scored_pos %= n_pos
+    device = model.device
+    tokens = tokens.to(device)
+    L = cfg.n_layers
+    names = ([f"blocks.{l}.hook_mlp_in" for l in range(L)] + [f"blocks.{l}.hook_mlp_out" for l in range(L)]
+             + [f"blocks.{l}.attn.hook_pattern" for l in range(L)] + ["hook_embed", "hook_pos_embed"]
+             + [n for n in model.hook_names() if n.endswith("hook_scale")])
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(tokens[None], names=names)
+        x = torch.stack([cache[f"blocks.{l}.hook_mlp_in"][0] for l in range(L)], dim=1)  # [pos, layer, d_model]
+        y = torch.stack([cache[f"blocks.{l}.hook_mlp_out"][0] for l in range(L)], dim=1)
+        pre = transcoder.pre_activations(x)  # [pos, layer, latent]
+        z = transcoder.activate(pre)
+        W = transcoder.W_dec * transcoder.writes[:, :, None, None]  # [source, dest, latent, d_model]
+        skip = torch.einsum("pld,ldo->plo", x, transcoder.W_skip) if tc.skip else torch.zeros_like(y)
+        errors = y - transcoder.decode(z, x)  # [pos, layer, d_model]
+        constant = y - skip  # what the MLPs write that is not the live skip path
+        classes, probs = _top_logits(logits[0, scored_pos], max_logits, logit_probability)
+
+    active = (z > 0).nonzero().tolist()  # [(pos, layer, latent)]
+    nodes = [Node("feature", l, p, f, float(z[p, l, f])) for p, l, f in active]
+    nodes += [Node("error", l, p, None, float(errors[p, l].norm())) for l in range(L) for p in range(n_pos)]
+    nodes += [Node("token", None, p, None, float(tokens[p])) for p in range(n_pos)]
+    nodes += [Node("logit", None, scored_pos, int(c), float(pr)) for c, pr in zip(classes.tolist(), probs.tolist())]
+    n_features = len(active)
+    targets = list(range(n_features)) + list(range(len(nodes) - len(classes), len(nodes)))
+    B = len(targets)
+
+    # The linearised forward: frozen patterns and scales, MLP outputs constant but for the skip
+    # path, and a zero injection at every write point whose gradient is the sensitivity there.
+    inject = {name: torch.zeros(B, n_pos, cfg.d_model, device=device, requires_grad=True)
+              for name in ["embed"] + [f"mlp{l}" for l in range(L)]}
+    frozen = {n: cache[n].detach() for n in names if n.endswith(("hook_pattern", "hook_scale"))}
+
+    def freeze(value: Tensor, hook) -> Tensor:
+        return frozen[hook.name].expand_as(value)
+
+    def embed(value: Tensor, hook) -> Tensor:
+        return value + inject["embed"]
+
+    mlp_inputs: dict[int, Tensor] = {}
+
+    def read(value: Tensor, hook) -> Tensor:
+        mlp_inputs[int(hook.name.split(".")[1])] = value
+        return value
+
+    def write(value: Tensor, hook) -> Tensor:
+        layer = int(hook.name.split(".")[1])
+        out = constant[:, layer].expand(B, -1, -1) + inject[f"mlp{layer}"]
+        if tc.skip:
+            out = out + mlp_inputs[layer] @ transcoder.W_skip[layer].detach()
+        return out
+
+    hooks = [(n, freeze) for n in frozen] + [("hook_embed", embed)]
+    hooks += [(f"blocks.{l}.hook_mlp_in", read) for l in range(L)] + [(f"blocks.{l}.hook_mlp_out", write) for l in range(L)]
+    row = torch.arange(B, device=device)
+    with torch.enable_grad(), model.hooks(hooks):
+        out = model(tokens[None].expand(B, -1))  # [B, pos, vocab]
+        values = torch.zeros(B, device=device)
+        if n_features:
+            p, l, f = (torch.tensor(c, device=device) for c in zip(*active))
+            inputs = torch.stack([mlp_inputs[layer] for layer in range(L)], dim=2)  # [B, pos, layer, d_model]
+            feature_pre = torch.einsum("bd,bd->b", inputs[row[:n_features], p, l], transcoder.W_enc.detach()[l, :, f])
+            values[:n_features] = feature_pre + transcoder.b_enc.detach()[l, f]
+        final = out[n_features:, scored_pos]  # [n_logits, vocab]
+        values[n_features:] = final[torch.arange(len(classes)), classes] - final.mean(-1)
+        grads = torch.autograd.grad(values.sum(), list(inject.values()))
+    grad = dict(zip(inject, grads))  # name -> [B, pos, d_model]
+
+    with torch.no_grad():
+        A = torch.zeros(len(nodes), len(nodes), device=device)
+        rows = torch.tensor(targets, device=device)
+        embedding = (cache["hook_embed"][0] + cache["hook_pos_embed"][0])  # [pos, d_model]
+        token_cols = torch.arange(len(nodes) - len(classes) - n_pos, len(nodes) - len(classes), device=device)
+        A[rows[:, None], token_cols[None]] = torch.einsum("bpd,pd->bp", grad["embed"], embedding)
+        error_start = n_features
+        for l in range(L):
+            cols = torch.arange(error_start + l * n_pos, error_start + (l + 1) * n_pos, device=device)
+            A[rows[:, None], cols[None]] = torch.einsum("bpd,pd->bp", grad[f"mlp{l}"], errors[:, l])
+        for j, (p, l, f) in enumerate(active):
+            writes = sum(grad[f"mlp{d}"][:, p] @ W[l, d, f] for d in range(l, L) if transcoder.writes[l, d])
+            A[rows, j] = z[p, l, f] * writes
+        actual = values.detach()
+        bias = torch.zeros(len(nodes), device=device)
+        bias[rows] = actual - A[rows].sum(-1)
+        target_values = torch.zeros(len(nodes), device=device)
+        target_values[rows] = actual
+    return AttributionGraph(tokens.cpu(), tuple(nodes), A.cpu(), target_values.cpu(), bias.cpu(), probs.cpu(),
+                            scored_pos)
