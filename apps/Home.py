@@ -30,6 +30,7 @@ LESSONS = [
     ("pages/traps.py", "9 Why methods fail"),
     ("pages/ioi.py", "10 Indirect object identification"),
     ("pages/steering.py", "11 Steering"),
+    ("pages/editing.py", "12 Editing facts"),
 ]
 
 

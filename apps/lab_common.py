@@ -47,9 +47,11 @@ def _names_of_kind(kind: str | None = None) -> list[str]:
     return [n for n in zoo.names() if kind is None or zoo.recipe(n).task.kind == kind]
 
 
-def pick_model(prefix: str, kind: str | None = None, default: str | None = None) -> tuple[str, int]:
-    """Model and seed select boxes (keys ``{prefix}_model`` and ``{prefix}_seed``)."""
-    options = _names_of_kind(kind)
+def pick_model(prefix: str, kind: str | None = None, default: str | None = None,
+               where: Callable[[str], bool] | None = None) -> tuple[str, int]:
+    """Model and seed select boxes (keys ``{prefix}_model`` and ``{prefix}_seed``); ``where(name)``
+    narrows the models offered to those the page can show."""
+    options = [n for n in _names_of_kind(kind) if where is None or where(n)]
     index = options.index(default) if default in options else 0
     col_model, col_seed = st.columns([3, 1])
     name = col_model.selectbox("Zoo model", options, index=index, key=f"{prefix}_model")

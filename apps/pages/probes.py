@@ -6,7 +6,7 @@ import lab_common as lab
 import streamlit as st
 import torch
 
-from toylab import methods, viz
+from toylab import methods, viz, zoo
 from toylab.lessons import lesson_fixtures
 from toylab.methods.interchange import activations
 
@@ -101,7 +101,9 @@ st.caption(
     "interchange interventions find where it is used."
 )
 
-name, seed = lab.pick_model("probe", kind="factual_recall")
+# The page reads one fact store (the truth's variable "attribute"); factual-recall-split has two (lesson 12).
+name, seed = lab.pick_model("probe", kind="factual_recall",
+                            where=lambda n: "attribute" in [v.name for v in zoo.recipe(n).truth.variables])
 zm = lab.zoo_model(name, seed)
 task = zm.task
 labels = ["BOS", "relation", "subject", "="]

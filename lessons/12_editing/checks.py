@@ -4,7 +4,6 @@ the measured comparison of tracing with editing."""
 
 from __future__ import annotations
 
-import copy
 from functools import cache
 from typing import Any
 
@@ -14,9 +13,19 @@ from toylab import methods
 from toylab.lessons.checking import call, expect_close, number, zoo_model
 from toylab.lessons.exercise import Wrong, exercise
 from toylab.methods import FactEdit
-from toylab.methods.editing import _keys, key_second_moment
 
-from .fixtures import MODEL, N_NOISE, SPLIT_MODEL, WORKS, edit_prompt, first_edit, rome_delta, split_facts, stored_layer
+from .fixtures import (
+    MODEL,
+    N_NOISE,
+    SPLIT_MODEL,
+    WORKS,
+    copy_model,
+    edit_prompt,
+    first_edit,
+    rome_delta,
+    split_facts,
+    stored_layer,
+)
 
 CHECK_SEED = 10  # the checker's edits, never the lesson's (seed 0)
 LAYERS = (0, 1)  # the two stores of factual-recall-split
@@ -86,7 +95,7 @@ def _key(fn) -> str:
     for name, edit, layer in cases:
         zm = _zm(name)
         with torch.no_grad():
-            want = _keys(zm.model, edit_prompt(zm.task, edit), layer)[0]  # [d_mlp]
+            want = methods.mlp_keys(zm.model, edit_prompt(zm.task, edit), layer)[0]  # [d_mlp]
             got = call(fn, zm.model, zm.task, edit, layer)
         expect_close(got, want, f"{name}, MLP{layer}, the edit {edit}", atol=1e-5,
                      hint=_key_mistake(got, zm.model, zm.task, edit, layer)
@@ -128,7 +137,7 @@ def _key_moment(fn) -> str:
     for name, layer in cases:
         zm = _zm(name)
         with torch.no_grad():
-            want = key_second_moment(zm.model, zm.task, layer)  # [d_mlp, d_mlp], float64
+            want = methods.key_second_moment(zm.model, zm.task, layer)  # [d_mlp, d_mlp], float64
             got = call(fn, zm.model, zm.task, layer)
         expect_close(got, want, f"{name}, MLP{layer}", atol=1e-5,
                      hint=_moment_mistake(got, zm.model, zm.task, layer)
@@ -146,8 +155,8 @@ def _rank_one_case(name: str, layer: int):
     edit = _edit(name, stored_in=layer if name == SPLIT_MODEL else None)
     reference, delta = rome_delta(zm.model, zm.task, edit, layer)
     with torch.no_grad():
-        k = _keys(zm.model, edit_prompt(zm.task, edit), layer)[0].double()  # [d_mlp]
-    return edit, reference, k, key_second_moment(zm.model, zm.task, layer), delta
+        k = methods.mlp_keys(zm.model, edit_prompt(zm.task, edit), layer)[0].double()  # [d_mlp]
+    return edit, reference, k, methods.key_second_moment(zm.model, zm.task, layer), delta
 
 
 def _rank_one_mistake(got_w: torch.Tensor, w: torch.Tensor, k: torch.Tensor, C: torch.Tensor,
@@ -165,8 +174,8 @@ def _rank_one_mistake(got_w: torch.Tensor, w: torch.Tensor, k: torch.Tensor, C: 
     try:
         bare = torch.linalg.solve(C, k)
         neighbours.append((torch.outer(bare, delta) / (k @ bare),
-                           "that solves with C itself: add the ridge, EditConfig().ridge * C.diagonal().mean(), "
-                           "to its diagonal"))
+                           ("that solves with C itself: add the ridge, EditConfig().ridge * C.diagonal().mean(), "
+                            "to its diagonal")))
     except RuntimeError:  # C singular: a learner without the ridge crashed instead
         pass
     for value, says in neighbours:
@@ -177,14 +186,14 @@ def _rank_one_mistake(got_w: torch.Tensor, w: torch.Tensor, k: torch.Tensor, C: 
 
 @exercise("editing.rank_one", "The rank-one edit by hand", "implement", "medium", 15,
           hint="c = torch.linalg.solve(C + r * torch.eye(len(C), dtype=C.dtype), k) with r = EditConfig().ridge * "
-               "C.diagonal().mean(); dW = torch.outer(c, delta) / (k @ c); edited = copy.deepcopy(model); "
+               "C.diagonal().mean(); dW = torch.outer(c, delta) / (k @ c); edited = copy_model(model); "
                "edited.blocks[layer].mlp.W_out += dW.float() under torch.no_grad()")
 def _rank_one(fn) -> str:
     cases = [(MODEL, 0), (SPLIT_MODEL, 1)]
     for name, layer in cases:
         zm = _zm(name)
         edit, reference, k, C, delta = _rank_one_case(name, layer)
-        given = copy.deepcopy(zm.model)  # the learner's function gets its own copy: the cached model stays intact
+        given = copy_model(zm.model)  # the learner's function gets its own copy: the cached model stays intact
         before = {key: value.clone() for key, value in given.state_dict().items()}
         with torch.no_grad():
             got = call(fn, given, layer, k.clone(), C.clone(), delta.clone())
@@ -195,7 +204,8 @@ def _rank_one(fn) -> str:
         changed = [key for key, value in given.state_dict().items() if not torch.equal(value, before[key])]
         if changed:
             raise Wrong(f"{what}: you changed the model you were given ({changed[0]})",
-                        "edit a copy, edited = copy.deepcopy(model), and return it: ROME never changes the model given")
+                        "edit a copy, edited = copy_model(model) (or copy.deepcopy(model)), and return it: ROME "
+                        "never changes the model given")
         w_out = f"blocks.{layer}.mlp.W_out"
         others = [key for key, value in got.state_dict().items() if key != w_out and not torch.equal(value, before[key])]
         if others:
@@ -221,7 +231,7 @@ def _relabelled(zm, edit_of: FactEdit) -> tuple[Any, FactEdit]:
     task = zm.task
     s, r = edit_of.subject, edit_of.relation
     other = (r + 1) % task.n_relations
-    model = copy.deepcopy(zm.model)
+    model = copy_model(zm.model)
     a, b = int(task.relation_token(r, 0)), int(task.relation_token(other, 0))
     with torch.no_grad():
         W_E = model.embed.W_E

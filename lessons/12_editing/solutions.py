@@ -22,7 +22,7 @@ def rank_one_edit(model, layer, k, C, delta):
     ridge = methods.EditConfig().ridge * C.diagonal().mean()
     c_inv_k = torch.linalg.solve(C + ridge * torch.eye(len(C), dtype=C.dtype), k)  # [d_mlp]
     update = torch.outer(c_inv_k, delta) / (k @ c_inv_k)  # [d_mlp, d_model]
-    edited = copy.deepcopy(model)
+    edited = copy_model(model)
     with torch.no_grad():
         W_out = edited.blocks[layer].mlp.W_out
         W_out += update.to(W_out.dtype)
@@ -57,5 +57,5 @@ localisation = {
     "mean_S": {(a, b): round(float(where.edit_scores[halves[a], layers.index(b)].mean()), 3)
                for a in (0, 1) for b in (0, 1)},
 }
-localisation["other_layer_works"] = min(localisation["mean_S"][(0, 1)], localisation["mean_S"][(1, 0)]) >= 0.9
+localisation["other_layer_works"] = min(localisation["mean_S"][(0, 1)], localisation["mean_S"][(1, 0)]) >= 0.8
 print(localisation)

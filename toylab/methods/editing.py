@@ -120,8 +120,8 @@ def _prompts(task: FactualRecall, edits: Sequence[FactEdit], form: int | None = 
 
 
 @torch.no_grad()
-def _keys(model: Transformer, tokens: Tensor, layer: int) -> Tensor:
-    """The MLP's neuron activations at the subject position: [batch, d_mlp]."""
+def mlp_keys(model: Transformer, tokens: Tensor, layer: int) -> Tensor:
+    """The keys a fact store reads: MLP ``layer``'s neuron activations at the subject position: [batch, d_mlp]."""
     hook = f"blocks.{layer}.mlp.hook_post"
     _, cache = model.run_with_cache(tokens.to(model.device), names=[hook])
     return cache[hook][:, SUBJ_POS].clone()
@@ -129,7 +129,7 @@ def _keys(model: Transformer, tokens: Tensor, layer: int) -> Tensor:
 
 def key_second_moment(model: Transformer, task: FactualRecall, layer: int) -> Tensor:
     """C = E[k k^T] over every fact in every form, at MLP ``layer``'s subject position: [d_mlp, d_mlp]."""
-    keys = _keys(model, task.all_facts().tokens, layer).double()  # [batch, d_mlp]
+    keys = mlp_keys(model, task.all_facts().tokens, layer).double()  # [batch, d_mlp]
     return keys.T @ keys / len(keys)
 
 
@@ -140,7 +140,7 @@ def _preserved_moment(model: Transformer, task: FactualRecall, edits: Sequence[F
     edited = torch.zeros(task.n_subjects, task.n_relations, dtype=torch.bool)
     for e in edits:
         edited[e.subject, e.relation] = True
-    keys = _keys(model, everything.tokens[~edited[v["subject"], v["relation"]]], layer).double()
+    keys = mlp_keys(model, everything.tokens[~edited[v["subject"], v["relation"]]], layer).double()
     return keys.T @ keys / len(keys)
 
 
@@ -214,7 +214,7 @@ def rome(model: Transformer, task: FactualRecall, edit: FactEdit, layer: int = 0
     (edit,) = check_edits(task, [edit])
     _check_layer(model, layer)
     tokens, new = _prompts(task, [edit])
-    k = _keys(model, tokens, layer)[0].double()  # [d_mlp]
+    k = mlp_keys(model, tokens, layer)[0].double()  # [d_mlp]
     delta = _optimise_delta(model, tokens, new, f"blocks.{layer}.hook_mlp_out", config.v_steps, config.v_lr,
                             config.v_weight_decay)[0].double()  # [d_model]: v* - W_out k*
     C = key_second_moment(model, task, layer)
@@ -225,8 +225,7 @@ def rome(model: Transformer, task: FactualRecall, edit: FactEdit, layer: int = 0
         W_out = edited.blocks[layer].mlp.W_out
         W_out.add_(update.to(W_out.dtype))
     return EditResult(edited, "rome", (edit,), (layer,),
-                      {"delta_norm": float(delta.norm()), "update_norm": float(update.norm()),
-                       "key_norm": float(k.norm())})
+                      {"key": k, "delta": delta, "update_norm": float(update.norm())})
 
 
 def memit(model: Transformer, task: FactualRecall, edits: Sequence[FactEdit], layers: Sequence[int] = (0,),
@@ -250,7 +249,7 @@ def memit(model: Transformer, task: FactualRecall, edits: Sequence[FactEdit], la
         with torch.no_grad():
             _, cache = edited.run_with_cache(tokens.to(model.device), names=[last])
         residual = (z - cache[last][:, SUBJ_POS].double()) / (len(layers) - i)  # [edit, d_model]
-        keys = _keys(edited, tokens, layer).double()  # [edit, d_mlp]
+        keys = mlp_keys(edited, tokens, layer).double()  # [edit, d_mlp]
         C0 = config.preserve_weight * _preserved_moment(edited, task, edits, layer)  # [d_mlp, d_mlp]
         update = _solve(C0 + keys.T @ keys, keys.T @ residual, config.ridge)  # [d_mlp, d_model]
         with torch.no_grad():
