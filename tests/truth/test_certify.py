@@ -129,3 +129,25 @@ def test_a_truth_that_does_not_fit_the_model_is_refused():
     zm = zoo.load("induction-tiny")
     with pytest.raises(ValueError, match="heads"):
         certify(zm.model, zm.task, _moved(zoo.load("induction-siit").truth, "L0H2", "L0H3"))
+
+
+def test_feature_truth_round_trips_and_a_wrong_direction_fails_its_certificate():
+    """conjunctions declares its features as data; certify ablates each along its direction. A
+    truth whose conjunction direction is replaced by another conjunction's, or by a random one,
+    fails exactly those checks."""
+    import torch
+
+    zm = zoo.load("conjunctions")
+    truth = zm.truth
+    assert Truth.from_dict(truth.to_dict()).features == truth.features
+    causal = [f for f in truth.features if f.variable]
+    assert len(causal) == zm.task.n_marked and len(truth.features) == zm.task.n_marked + zm.task.n_features
+    assert len(truth.feature_edges) == 3 * zm.task.n_marked
+    g = torch.Generator().manual_seed(0)
+    wrong = dataclasses.replace(causal[0], vector=tuple(torch.randn(len(causal[0].vector), generator=g).tolist()))
+    broken = dataclasses.replace(truth, features=(wrong, *causal[1:3]), feature_edges=(), certificate=None)
+    certificate = certify(zm.model, zm.task, broken, zm.algorithm, n_pairs=128)
+    failed = {c.name.split(" at ")[0] for c in certificate.failures}
+    assert failed == {f"ablating feature {wrong.name}"}, failed
+    with pytest.raises(ValueError, match="both ends must be declared features"):
+        dataclasses.replace(truth, feature_edges=(("f0", "nowhere"),))

@@ -15,13 +15,14 @@ from toylab.tasks.base import (
     normalised,
 )
 from toylab.tasks.brackets import Brackets
+from toylab.tasks.conjunctions import Conjunctions
 from toylab.tasks.factual_recall import FactualRecall
 from toylab.tasks.induction import Induction
 from toylab.tasks.ioi import IOI
 from toylab.tasks.logic import Logic
 from toylab.tasks.modular_addition import ModularAddition
 
-TASKS: dict[str, type[Task]] = {cls.kind: cls for cls in (ModularAddition, Induction, Brackets, FactualRecall, Logic, IOI)}
+TASKS: dict[str, type[Task]] = {cls.kind: cls for cls in (ModularAddition, Induction, Brackets, FactualRecall, Logic, IOI, Conjunctions)}
 
 
 def task_from_dict(data: dict[str, Any]) -> Task:
@@ -41,6 +42,7 @@ __all__ = [
     "TASKS",
     "Batch",
     "Brackets",
+    "Conjunctions",
     "CounterfactualPair",
     "FactualRecall",
     "IOI",

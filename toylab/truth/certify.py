@@ -37,6 +37,11 @@ interval and its bound):
                    declares a basis (a distributed variable) the IIA is that of patching the
                    basis alone, and patching the component's whole output, or a random
                    subspace as wide, scores <= 0.75.
+    features       each causal feature direction (``Truth.features`` with a variable), ablated
+                   on the prompts where it is on (its coordinate set to its mean where it is
+                   off), gives the algorithm's answer with the variable off on >= 0.9 of them;
+                   16 random directions at the same site, ablated the same way, move the
+                   answer on <= 0.25 of them on average.
     claims         algorithm-level claims checked by their own interventions (for modular
                    addition, the key frequencies' restricted and excluded losses; for IOI,
                    self-repair: with the name movers knocked out the backups write back
@@ -95,7 +100,11 @@ THRESHOLDS = {
     "inertness": 0.05,  # a non-circuit node changes f by at most this (where promised)
     "iia": 0.9,  # interchange-intervention accuracy of each declared variable
     "iia_elsewhere": 0.75,  # a distributed variable's IIA through its whole component, or a random subspace
+    "feature_ablation": 0.9,  # ablating a declared feature direction gives the algorithm's answer, at least
+    "random_ablation": 0.25,  # ablating a random direction there moves the answer, at most (mean over directions)
 }
+FEATURE_PROMPTS = 8  # prompts sampled per counterfactual pair, to find enough where each feature is on
+RANDOM_DIRECTIONS = 16  # random directions each feature's ablation is compared with
 CERTIFICATE_PAIRS = 512  # counterfactual pairs per measurement
 # Held out: no build step draws data from it. identify chose the certified models' edges
 # on IDENTIFY_SEED's pairs (and certified on them too, until 2026-12); SIIT trains on its own
@@ -244,6 +253,7 @@ def certify(
     checks += _role_checks(model, task, truth, n_pairs, seed)
     if algorithm is not None:
         checks += _variable_checks(model, algorithm, truth, n_pairs, seed)
+        checks += _feature_checks(model, task, algorithm, truth, n_pairs, seed)
     for claim, value in truth.claims.items():
         if claim not in CLAIM_CHECKS:
             raise ValueError(f"{truth.model}: no checker for claim {claim!r}; known: {sorted(CLAIM_CHECKS)}")
@@ -373,6 +383,65 @@ def _variable_checks(model: Transformer, algorithm: Algorithm, truth: Truth, n: 
                                       n, seed)
             checks.append(Check(f"interchange accuracy of {v.name} within a random subspace as wide", other.value,
                                 "<=", THRESHOLDS["iia_elsewhere"], other.interval()))
+    return checks
+
+
+def _ablate_direction(model: Transformer, tokens: Tensor, hook: str, pos: int, unit: Tensor, to: Tensor) -> Tensor:
+    """Logits [batch, pos, vocab] with the coordinate of ``hook``'s activation at ``pos`` along
+    ``unit`` [d] set to ``to`` (a number)."""
+    def ablate(x: Tensor, hook) -> Tensor:
+        x = x.clone()
+        v = x[:, pos]  # [batch, d]
+        x[:, pos] = v + (to - v @ unit)[:, None] * unit
+        return x
+
+    with torch.no_grad(), model.hooks([(hook, ablate)]):
+        return model(tokens)
+
+
+def _feature_checks(model: Transformer, task: Task, algorithm: Algorithm, truth: Truth, n: int,
+                    seed: int) -> list[Check]:
+    """Each causal feature direction, ablated where it is on (its coordinate set to its mean
+    where it is off), gives the algorithm's answer with its variable off; a random direction
+    at the same site, ablated the same way, leaves the answer alone."""
+    causal = [f for f in truth.features if f.variable is not None]
+    if not causal:
+        return []
+    batch = task.sample(FEATURE_PROMPTS * n, seed)
+    tokens = batch.tokens.to(model.device)
+    variables = task.variables(batch.tokens)
+    g = torch.Generator().manual_seed(seed)
+    cache: dict[str, Tensor] = {}
+    with torch.no_grad():
+        clean = model(tokens).argmax(-1)  # [batch, pos]
+    checks = []
+    for f in causal:
+        if f.hook not in cache:
+            cache[f.hook] = model.run_with_cache(tokens, names=[f.hook])[1][f.hook]
+        acts = cache[f.hook][:, f.pos]  # [batch, d]
+        on = (variables[f.variable] == f.value).to(acts.device)
+        if on.sum() < 2 or on.all():
+            raise ValueError(f"{truth.model}: feature {f.name!r} is on in {int(on.sum())} of {len(on)} prompts; "
+                             "too few (or all) to certify it")
+        rows = on.nonzero().flatten()[:n]
+        base = batch[rows.cpu()]
+        expected = algorithm.assign(base, f.variable, torch.full((len(rows),), f.off)).to(acts.device)
+        scored = expected != IGNORE
+        def ablated(unit: Tensor) -> Tensor:  # arg-max [rows, pos] with the coordinate along unit set to its off-mean
+            unit = unit / unit.norm()
+            return _ablate_direction(model, tokens[rows], f.hook, f.pos, unit, (acts[~on] @ unit).mean()).argmax(-1)
+
+        hits = ((ablated(torch.tensor(f.vector).to(acts)) == expected) & scored).sum(-1)
+        estimate = ratio_estimate(hits, scored.sum(-1), BOOTSTRAP_REPLICATES, seed)
+        checks.append(Check(f"ablating feature {f.name} at {f.hook}[{f.pos}] gives {f.variable} := {f.off}",
+                            estimate.value, ">=", THRESHOLDS["feature_ablation"], estimate.interval()))
+        # Averaged over several random directions: one draw can happen to lie along the feature.
+        moved = sum(((ablated(torch.randn(acts.shape[-1], generator=g).to(acts)) != clean[rows]) & scored).sum(-1)
+                    for _ in range(RANDOM_DIRECTIONS)) / RANDOM_DIRECTIONS
+        estimate = ratio_estimate(moved, scored.sum(-1), BOOTSTRAP_REPLICATES, seed)
+        checks.append(Check(f"ablating a random direction at {f.hook}[{f.pos}] instead of {f.name} moves the answer "
+                            f"(mean of {RANDOM_DIRECTIONS} directions)", estimate.value, "<=",
+                            THRESHOLDS["random_ablation"], estimate.interval()))
     return checks
 
 

@@ -70,12 +70,24 @@ class CausalVariable:
 
 @dataclass(frozen=True)
 class FeatureDirection:
-    """A direction in an activation space that encodes a known feature."""
+    """A direction in an activation space that encodes a known feature.
+
+    With ``variable`` set, the feature is a causal one: it is active on the prompts where the
+    task's variable ``variable`` equals ``value``, and ablating the direction there (its
+    coordinate set to its mean over the prompts where the feature is off) must make the
+    output what the algorithm gives with ``variable := off``; ``certify`` checks that, and that
+    a random direction at the same site does not do it. Without, the direction is an input
+    feature (e.g. a token's embedding, ``hook_embed``).
+    """
 
     name: str
-    hook: str  # e.g. "blocks.0.hook_resid_post"
+    hook: str  # e.g. "blocks.0.hook_mlp_out"
     vector: tuple[float, ...]
     description: str = ""
+    pos: int | None = None  # the position it is read at; None: every position
+    variable: str | None = None  # the task variable whose value it carries (``task.variables``)
+    value: int | None = None  # it is active where variable == value
+    off: int | None = None  # the variable's value once the feature is ablated
 
 
 TRAP_KINDS = ("self-repair", "or-gate", "saturation", "cancellation", "decoys", "long-chain", "distributed-variable")
@@ -135,6 +147,8 @@ class Truth:
     attention: tuple[AttentionRole, ...] = ()
     variables: tuple[CausalVariable, ...] = ()
     features: tuple[FeatureDirection, ...] = ()
+    # (source, target) between feature names; a target "logit:<output name>" is an output class.
+    feature_edges: tuple[tuple[str, str], ...] = ()
     claims: dict[str, Any] = field(default_factory=dict)  # algorithm-level, e.g. {"key_frequencies": [...]}
     trap: Trap | None = None  # the method trap this model is, where it is one
     certificate: dict[str, Any] | None = None  # written by certify(); see Certificate.to_dict
@@ -150,6 +164,12 @@ class Truth:
         object.__setattr__(self, "attention", tuple(self.attention))
         object.__setattr__(self, "variables", tuple(self.variables))
         object.__setattr__(self, "features", tuple(self.features))
+        object.__setattr__(self, "feature_edges", tuple(tuple(e) for e in self.feature_edges))
+        names = {f.name for f in self.features}
+        for source, target in self.feature_edges:
+            if source not in names or (target not in names and not target.startswith("logit:")):
+                raise ValueError(f"feature edge {source!r} -> {target!r}: both ends must be declared features "
+                                 "(or the target 'logit:<output name>')")
         for node in self.nodes:
             comp.parse(node)
         ends = {end for e in self.edges for end in (e.sender, e.receiver)}
@@ -247,6 +267,7 @@ class Truth:
             "variables": [{**vars(v), "components": list(v.components), "basis": [list(b) for b in v.basis]}
                           for v in self.variables],
             "features": [{**vars(f), "vector": list(f.vector)} for f in self.features],
+            "feature_edges": [list(e) for e in self.feature_edges],
             "trap": None if self.trap is None else self.trap.to_dict(),
         }
 
@@ -270,6 +291,7 @@ class Truth:
                                    for v in data.get("variables", ())),
                 "features": tuple(FeatureDirection(**{**f, "vector": tuple(f["vector"])})
                                   for f in data.get("features", ())),
+                "feature_edges": tuple(tuple(e) for e in data.get("feature_edges", ())),
                 "trap": None if data.get("trap") is None else Trap(**data["trap"]),
             })
         except (TypeError, KeyError, AttributeError) as err:

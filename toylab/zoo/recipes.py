@@ -15,16 +15,21 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import torch
+
 from toylab.models import Transformer, TransformerConfig
 from toylab.tasks import Induction, Logic, ModularAddition, Task
 from toylab.tasks.brackets import Brackets, BracketsAlgorithm
+from toylab.tasks.conjunctions import ANSWER_POS as CONJ_ANSWER_POS
+from toylab.tasks.conjunctions import NONE as CONJ_NONE
+from toylab.tasks.conjunctions import Conjunctions, ConjunctionsAlgorithm
 from toylab.tasks.factual_recall import FactualRecall, FactualRecallAlgorithm, FactualRecallSplitAlgorithm
 from toylab.tasks.induction import InductionAlgorithm
 from toylab.tasks.ioi import IOI, IOIAlgorithm
 from toylab.tasks.logic import LogicAlgorithm
 from toylab.tasks.modular_addition import ModularAdditionAlgorithm
 from toylab.train import Objective, TrainConfig
-from toylab.truth import Algorithm, Truth
+from toylab.truth import Algorithm, FeatureDirection, Truth
 from toylab.truth.construct import construct_induction
 from toylab.truth.identify import edges_among, identify_edges
 from toylab.truth.siit import SIIT
@@ -53,6 +58,9 @@ class Recipe:
     # builder places the circuit by seed (the traps). ``truth`` is that of seeds[0].
     seed_truths: Mapping[int, Truth] = dataclasses.field(default_factory=dict)
     siit_weights: Mapping[str, float] = dataclasses.field(default_factory=dict)  # SIIT's term weights, if not its defaults
+    # (model, task) -> (feature directions, feature edges): the truth's features, identified on
+    # each seed's weights before certification, as edges_per_seed does for edges.
+    features: Callable[[Transformer, Task], tuple[tuple[FeatureDirection, ...], tuple[tuple[str, str], ...]]] | None = None
 
     def __post_init__(self) -> None:
         if self.seed_truths and (self.provenance not in ("certified", "constructed")
@@ -79,22 +87,64 @@ class Recipe:
             return None
         if self.provenance == "constructed" and self.seed_truths:
             return self.seed_truths.get(seed)
-        if self.provenance == "certified":
+        per_seed = self.edges_per_seed or self.features is not None
+        if self.provenance == "certified" and not per_seed:
             if self.seed_truths:
                 return self.seed_truths.get(seed)
             return self.truth if seed == self.train.seed else None
-        if not self.edges_per_seed:
+        if not per_seed:
             return self.truth
         if model is None:
-            raise ValueError(f"{self.name}: the edges of its truth are identified per seed; pass the model")
-        edges = identify_edges(model, self.task, candidates=edges_among(model.cfg, self.truth.nodes))
-        return dataclasses.replace(self.truth, edges=tuple(edges))
+            raise ValueError(f"{self.name}: its truth is identified on each seed's weights; pass the model")
+        truth = self.truth
+        if self.edges_per_seed:
+            edges = identify_edges(model, self.task, candidates=edges_among(model.cfg, self.truth.nodes))
+            truth = dataclasses.replace(truth, edges=tuple(edges))
+        if self.features is not None:
+            features, feature_edges = self.features(model, self.task)
+            truth = dataclasses.replace(truth, features=tuple(features), feature_edges=tuple(feature_edges))
+        return truth
 
     def objective(self) -> Objective | None:
         """SIIT for an enforced recipe; None (plain task loss) otherwise."""
         if self.provenance != "enforced":
             return None
         return SIIT(self.algorithm(self.task), self.truth, **self.siit_weights)
+
+
+CONJUNCTION_HOOK = "blocks.0.hook_mlp_out"
+FEATURE_PROMPTS = 8192
+FEATURE_SEED = 20261203  # the prompts the conjunction directions are measured on (not the certificate's)
+
+
+def conjunction_features(model, task: Conjunctions, hook: str = CONJUNCTION_HOOK, seed: int = FEATURE_SEED):
+    """The features of a model that solves ``task``, from its weights and activations.
+
+    Input features: each feature token's embedding (``hook_embed``). Conjunctions: for marked
+    pair k, the mean of ``hook`` at "=" over prompts holding pair k minus its mean over prompts
+    holding no marked pair, on ``FEATURE_PROMPTS`` prompts drawn with ``seed``. Edges: each of a
+    pair's two input features -> its conjunction -> the pair's output class. Returns
+    ``(features, feature_edges)`` for a ``Truth`` (``toylab.truth.FeatureDirection``).
+    """
+    names = task.output_names
+    features = [FeatureDirection(f"f{i}", "hook_embed", tuple(model.embed.W_E.detach()[i + 2].tolist()),
+                                 f"input feature f{i}: its token's embedding")
+                for i in range(task.n_features)]
+    batch = task.sample(FEATURE_PROMPTS, seed)
+    with torch.no_grad():
+        acts = model.run_with_cache(batch.tokens.to(model.device), names=[hook])[1][hook][:, CONJ_ANSWER_POS].cpu()
+    classes = task.variables(batch.tokens)["conjunction"]
+    none = acts[classes == CONJ_NONE].mean(0)
+    edges = []
+    for k, (a, b) in enumerate(task.pairs.tolist(), start=1):
+        if not (classes == k).any():
+            raise ValueError(f"no prompt among {FEATURE_PROMPTS} holds pair {names[k]}; draw more")
+        direction = acts[classes == k].mean(0) - none
+        features.append(FeatureDirection(names[k], hook, tuple(direction.tolist()),
+                                         f"conjunction f{a} AND f{b}", pos=CONJ_ANSWER_POS, variable="conjunction",
+                                         value=k, off=CONJ_NONE))
+        edges += [(f"f{a}", names[k]), (f"f{b}", names[k]), (names[k], f"logit:{names[k]}")]
+    return tuple(features), tuple(edges)
 
 
 def _modadd_model(task: ModularAddition, d_model: int, n_heads: int, d_mlp: int) -> TransformerConfig:
@@ -118,6 +168,7 @@ def _recipes() -> dict[str, Recipe]:
     induction_tiny = Induction(n_tokens=24, n_ctx=16, min_seg_len=3)
     brackets = Brackets(length=24)
     facts = FactualRecall(n_subjects=48, n_relations=4, n_attributes=8, table_seed=0)
+    conjunctions = Conjunctions(n_features=16, n_marked=24, pair_seed=0)
     facts_split = FactualRecall(n_subjects=48, n_relations=4, n_attributes=8, table_seed=0, n_forms=3)
     ioi = IOI(n_names=16, n_places=6, n_objects=6)
     recipes = [
@@ -264,6 +315,26 @@ def _recipes() -> dict[str, Recipe]:
             algorithm=FactualRecallSplitAlgorithm,
             seeds=(0, 1, 2),
             edges_per_seed=True,
+        ),
+        Recipe(
+            name="conjunctions",
+            description="Which marked pair do two sparse input features form? 24 conjunctions of 16 features "
+            "computed at '=' by an MLP of 8 neurons (computation in superposition), after two heads move the "
+            "features there. Trained plainly; its feature-level truth (each conjunction's direction in MLP0's "
+            "output, the input features, and the edges between them) is identified on each seed's weights and "
+            "certified by ablation against random directions.",
+            task=conjunctions,
+            model=TransformerConfig(n_layers=1, d_model=32, n_heads=2, d_head=16, d_mlp=8, act_fn="relu",
+                                    d_vocab=conjunctions.d_vocab, d_vocab_out=conjunctions.d_vocab_out,
+                                    n_ctx=conjunctions.n_ctx, normalization_type=None),
+            train=TrainConfig(steps=4000, lr=3e-3, weight_decay=0.01, betas=(0.9, 0.99), batch_size=256,
+                              eval_every=250, checkpoint_every=1000, seed=0),
+            claims=("test/accuracy >= 0.995",),
+            truth=truths.CONJUNCTIONS,
+            algorithm=ConjunctionsAlgorithm,
+            seeds=(0, 1, 2),
+            edges_per_seed=True,
+            features=conjunction_features,
         ),
         Recipe(
             name="trap-decoys",

@@ -209,6 +209,20 @@ FACTUAL_RECALL_SPLIT = Truth(
                CausalVariable("moved_attribute", "the attribute, moved to the answer position", ("L2H1",), "3")),
 )
 
+CONJUNCTIONS = Truth(
+    model="conjunctions",
+    provenance="certified",
+    description="Conjunctions of sparse features (computation in superposition): L0H0 and L0H1 attend from '=' to "
+    "the two input features and move them there; MLP0's 8 neurons compute which of the 24 marked pairs they form "
+    "(each conjunction a direction in MLP0's output, non-orthogonal: 24 directions in an 8-dim output space) and "
+    "write it to the logits. The features (input features: their token embeddings; conjunctions: MLP0's output "
+    "at '=' where the pair holds minus where none does) and the edges between them are identified on each seed's "
+    "weights, as are the circuit's edges.",
+    nodes={"embed": "input features", "L0H0": "feature-mover", "L0H1": "feature-mover", "MLP0": "conjunctions",
+           "logits": "output"},
+    edges=[Edge("MLP0", "logits", "resid")],
+)
+
 IOI_SIIT = Truth(
     model="ioi-siit",
     provenance="enforced",
