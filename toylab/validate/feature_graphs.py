@@ -1,0 +1,163 @@
+"""Attribution graphs scored against a feature-level truth.
+
+A zoo truth that declares features (``Truth.features``, ``Truth.feature_edges``; the
+``conjunctions`` model) says, for every prompt, which features are on and how they connect:
+its **true feature circuit** (``true_feature_circuit``). A graph over one prompt
+(``toylab.methods.attribution_graph``) is mapped onto it node by node:
+
+    token node at position p      the input feature named after the token there
+    feature node (layer, pos, i)  the declared feature at the site it writes to
+                                  (``blocks.{layer}.hook_mlp_out`` at pos) whose direction its
+                                  decoder row is closest to, when |cosine| >= ``match``
+    logit node for class c        ``logit:<output name of c>``
+    error node                    nothing
+
+and scored, over prompts (``score_feature_graphs``):
+
+    feature recovery   for each feature of the true circuit the prompt turns on, the largest
+                       |cosine| of a graph feature's decoder row at its site with its direction
+    node AUROC         graph features and errors ranked by influence on the logits, against
+                       mapping onto a node of the true circuit
+    edge AUROC         graph edges ranked by |direct effect|, against mapping onto a true edge
+    circuit kept       the share of the true circuit's edges that some edge of the pruned
+                       graph maps onto
+    replacement, completeness   the graph's own figures (circuit-tracer's definitions)
+
+Undefined figures (no positive or no negative to rank) are n/a (NaN) and are left out of
+means, never counted as 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from toylab.methods.attribution_graph import AttributionGraph, attribution_graph
+from toylab.sae.transcoder import Transcoder
+from toylab.truth import Truth
+from toylab.validate.metrics import auroc
+
+MATCH = 0.8  # |cosine| of a decoder row with a declared direction for the two to be one feature
+
+
+def true_feature_circuit(truth: Truth, task, tokens: Tensor, answer: int) -> tuple[set[str], set[tuple[str, str]]]:
+    """The features one prompt ``tokens`` [pos] with answer class ``answer`` turns on, and the
+    declared edges among them.
+
+    Input features (no variable) are on where their token is; causal features where the
+    task's variable takes their value; an edge is in when both ends are (a logit end when its
+    class is the answer).
+    """
+    names = task.token_names
+    on = {names[int(t)] for t in tokens} & {f.name for f in truth.features if f.variable is None}
+    values = task.variables(tokens[None])
+    on |= {f.name for f in truth.features if f.variable is not None and int(values[f.variable][0]) == f.value}
+    on.add(f"logit:{task.output_names[answer]}")
+    edges = {(s, t) for s, t in truth.feature_edges if s in on and t in on}
+    return on, edges
+
+
+def map_nodes(graph: AttributionGraph, transcoder: Transcoder, truth: Truth, task, on: set[str],
+              match: float = MATCH) -> tuple[list[str | None], dict[str, float]]:
+    """The truth's name for each graph node (None where none matches), and for each causal
+    feature in ``on`` the largest |cosine| of a graph feature's decoder row with it at its site.
+
+    A graph feature matches the feature of ``on`` at its site its decoder row is closest to,
+    when that |cosine| reaches ``match``: declared features in superposition need not be
+    orthogonal, so a feature is judged against what the prompt turns on.
+    """
+    names = task.token_names
+    W = (transcoder.W_dec * transcoder.writes[:, :, None, None]).detach()  # [source, dest, latent, d]
+    active: dict[tuple[str, int | None], list] = {}
+    for f in truth.features:
+        if f.variable is not None and f.name in on:
+            active.setdefault((f.hook, f.pos), []).append((f.name, torch.tensor(f.vector)))
+    best = {name: 0.0 for pairs in active.values() for name, _ in pairs}
+    out: list[str | None] = []
+    for node in graph.nodes:
+        if node.kind == "token":
+            name = names[int(node.value)]
+            out.append(name if name in on else None)
+        elif node.kind == "logit":
+            name = f"logit:{task.output_names[node.index]}"
+            out.append(name if name in on else None)
+        elif node.kind == "feature":
+            found = (0.0, None)
+            for dest in range(node.layer, transcoder.cfg.n_layers):
+                if not transcoder.writes[node.layer, dest]:
+                    continue
+                row = W[node.layer, dest, node.index]
+                for name, vector in active.get((f"blocks.{dest}.hook_mlp_out", node.pos), []):
+                    cos = float((row @ vector.to(row)).abs() / (row.norm() * vector.norm()).clamp(min=1e-12))
+                    best[name] = max(best[name], cos)
+                    found = max(found, (cos, name))
+            out.append(found[1] if found[0] >= match else None)
+        else:
+            out.append(None)
+    return out, best
+
+
+@dataclass(frozen=True)
+class FeatureGraphScores:
+    model: str
+    method: str
+    feature_recovery: float
+    node_auroc: float
+    edge_auroc: float
+    circuit_kept: float
+    replacement: float
+    completeness: float
+    n_prompts: int
+
+    def row(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in ("feature_recovery", "node_auroc", "edge_auroc", "circuit_kept",
+                                              "replacement", "completeness")}
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else math.nan
+
+
+def score_graph(graph: AttributionGraph, transcoder: Transcoder, truth: Truth, task, answer: int,
+                node_threshold: float = 0.8, edge_threshold: float = 0.98, match: float = MATCH) -> dict[str, float]:
+    """One prompt's figures (see the module doc); ``answer`` is the prompt's answer class."""
+    true_nodes, true_edges = true_feature_circuit(truth, task, graph.tokens, answer)
+    mapped, best = map_nodes(graph, transcoder, truth, task, true_nodes, match)
+    recovery = list(best.values())
+    influence = graph.influence()
+    inner = [i for i, n in enumerate(graph.nodes) if n.kind in ("feature", "error")]
+    node_auroc = auroc({i: float(influence[i]) for i in inner}, {i for i in inner if mapped[i] in true_nodes}, inner)
+    targets, sources = graph.adjacency.nonzero(as_tuple=True)
+    pairs = list(zip(sources.tolist(), targets.tolist()))
+    edge_scores = {p: float(graph.adjacency[p[1], p[0]].abs()) for p in pairs}
+    edge_auroc = auroc(edge_scores, {p for p in pairs if (mapped[p[0]], mapped[p[1]]) in true_edges}, pairs)
+    pruned = graph.prune(node_threshold, edge_threshold)
+    kept = {(mapped[int(s)], mapped[int(t)]) for t, s in zip(*pruned.edge_mask.nonzero(as_tuple=True))}
+    replacement, completeness = graph.scores()
+    return {"feature_recovery": _nanmean(recovery) if recovery else math.nan, "node_auroc": node_auroc,
+            "edge_auroc": edge_auroc,
+            "circuit_kept": len(true_edges & kept) / len(true_edges) if true_edges else math.nan,
+            "replacement": replacement, "completeness": completeness}
+
+
+def score_feature_graphs(model, task, truth: Truth, transcoder: Transcoder, method: str, n_prompts: int = 32,
+                         seed: int = 0, node_threshold: float = 0.8, edge_threshold: float = 0.98,
+                         match: float = MATCH) -> FeatureGraphScores:
+    """Mean figures over ``n_prompts`` prompts drawn with ``seed`` (n/a ones left out)."""
+    if not truth.features or not truth.feature_edges:
+        raise ValueError(f"{truth.model} declares no feature-level truth (features and feature edges) to score "
+                         "a feature graph against")
+    batch = task.sample(n_prompts, seed)
+    rows = []
+    for tokens, targets in zip(batch.tokens, batch.targets):
+        scored = (targets != -1).nonzero().flatten()
+        graph = attribution_graph(model, transcoder, tokens, scored_pos=int(scored[-1]))
+        rows.append(score_graph(graph, transcoder, truth, task, int(targets[scored[-1]]), node_threshold,
+                                edge_threshold, match))
+    means = {k: _nanmean([r[k] for r in rows]) for k in rows[0]}
+    return FeatureGraphScores(truth.model, method, n_prompts=n_prompts, **means)
