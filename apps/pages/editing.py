@@ -18,7 +18,7 @@ SCORES = (("Efficacy", "efficacy"), ("Generalisation", "generalisation"), ("Spec
           ("Same subject", "same_subject"))
 
 
-@st.cache_data(show_spinner="Editing...", max_entries=128)
+@st.cache_data(show_spinner="Editing...", max_entries=256)
 def edit_view(name: str, seed: int, edit: Edit, method: str, layer: int) -> dict[str, Any]:
     """``methods.apply_edits`` of one edit and ``methods.score_edits`` of it; the edited fact's answer in each form;
     every other prompt of the task whose answer the edit changed."""
@@ -48,17 +48,32 @@ def edit_view(name: str, seed: int, edit: Edit, method: str, layer: int) -> dict
             "edited": edited_rows, "changed": changed, "n_prompts": len(everything.tokens)}
 
 
-@st.cache_data(show_spinner="Tracing, and editing at every layer...", max_entries=64)
+@st.cache_data(show_spinner="Tracing...", max_entries=256)
+def traced(name: str, seed: int, edit: Edit, n_noise: int, trace_seed: int) -> list[float]:
+    """Causal tracing of the fact as ``methods.localisation_vs_editing`` traces its fact number ``trace_seed``: the
+    fraction of p(answer) restored by each MLP's output at the subject, ``n_noise`` noise draws per form: [layer]."""
+    zm = lab.zoo_model(name, seed)
+    task, subject = zm.task, zm.task.positions["subject"]
+    forms = torch.arange(task.n_forms).repeat(n_noise)
+    batch = task.make_batch(torch.full_like(forms, edit[0]), torch.full_like(forms, edit[1]), forms)
+    with lab.FORWARD_LOCK:
+        result = methods.causal_trace(zm.model, batch, [subject], kinds=("mlp_out",),
+                                      config=methods.TracingConfig(seed=trace_seed))
+    return result.scores("mlp_out")[:, subject].float().tolist()
+
+
 def localisation(name: str, seed: int, edits: tuple[Edit, ...], n_noise: int) -> dict[str, Any]:
-    """``methods.localisation_vs_editing`` at every MLP layer: tracing and ROME's S per fact and layer, [fact, layer],
-    with the layer the truth stores each fact in."""
+    """``methods.localisation_vs_editing`` at every MLP layer, from the pieces cached one by one (an edit the page
+    showed above is not made again): tracing and ROME's S per fact and layer, [fact, layer], with the layer the truth
+    stores each fact in."""
     zm = lab.zoo_model(name, seed)
     facts = [FactEdit(*e) for e in edits]
     stored = [FIXTURES.stored_layer(zm, e.subject) for e in facts]
     layers = tuple(range(zm.model.cfg.n_layers))
-    with lab.FORWARD_LOCK:
-        result = methods.localisation_vs_editing(zm.model, zm.task, facts, layers=layers,
-                                                 stored=None if None in stored else stored, n_noise=n_noise)
+    trace = torch.tensor([traced(name, seed, e, n_noise, i) for i, e in enumerate(edits)])  # [fact, layer]
+    scores = torch.tensor([[edit_view(name, seed, e, "rome", layer)["S"] for layer in layers] for e in edits])
+    result = methods.LocalisationVsEditing(layers, tuple(facts), trace, scores,
+                                           None if None in stored else tuple(stored))
     return {"labels": [FIXTURES.fact_label(zm.task, e) for e in facts], "layers": list(layers), "stored": stored,
             "trace": result.trace.numpy(), "scores": result.edit_scores.numpy(),
             "peak": result.trace_peak.tolist(), "best": result.best_edit_layer.tolist()}
@@ -84,13 +99,15 @@ show_truth = st.toggle("Show ground truth", value=True, key="edit_truth")
 
 # ---- the edit -----------------------------------------------------------------------------------
 st.header("The edit")
+first = FIXTURES.first_edit(task)  # the lesson's first edit of this model: the page starts on it
 subject_col, relation_col, attribute_col, method_col, layer_col = st.columns([1, 1, 1, 2.2, 1])
-subject = int(subject_col.selectbox("Subject", list(range(task.n_subjects)), key="edit_subject",
+subject = int(subject_col.selectbox("Subject", list(range(task.n_subjects)), index=first.subject, key="edit_subject",
                                     format_func=lambda s: f"s{s}"))
-relation = int(relation_col.selectbox("Relation", list(range(task.n_relations)), key="edit_relation",
-                                      format_func=lambda r: f"r{r}"))
+relation = int(relation_col.selectbox("Relation", list(range(task.n_relations)), index=first.relation,
+                                      key="edit_relation", format_func=lambda r: f"r{r}"))
 old = int(task.table[subject, relation])
-attribute = int(attribute_col.selectbox("New attribute", list(range(task.n_attributes)), index=(old + 1) % task.n_attributes,
+new = first.attribute if (subject, relation) == (first.subject, first.relation) else (old + 1) % task.n_attributes
+attribute = int(attribute_col.selectbox("New attribute", list(range(task.n_attributes)), index=new,
                                         key="edit_attribute", format_func=task.output_names.__getitem__))
 method = method_col.radio("Method", list(methods.EDIT_METHODS), horizontal=True, key="edit_method",
                           help="rome: a rank-one update of W_out; memit: a least-squares update that keeps every "

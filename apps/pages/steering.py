@@ -37,10 +37,10 @@ def score_row(score: methods.SteeringScore) -> dict[str, Any]:
 @st.cache_resource(show_spinner="Fitting the steer...", max_entries=32)
 def fitted(name: str, seed: int, source: str) -> methods.Steer:
     """``methods.fit_steer`` of ``source`` for the model's target, once per process; shared, never modified."""
-    zm = lab.zoo_model(name, seed)
-    with lab.FORWARD_LOCK:
-        return methods.fit_steer(zm.model, steering_target(name, seed), source, n=FIXTURES.n_fit(name), seed=FIT_SEED,
-                                 sae_steps=FIXTURES.SAE_STEPS)
+    zm, target = lab.zoo_model(name, seed), steering_target(name, seed)
+    with lab.FORWARD_LOCK:  # DAS trained as the lesson trains it
+        return methods.fit_steer(zm.model, target, source, n=FIXTURES.n_fit(name), seed=FIT_SEED,
+                                 sae_steps=FIXTURES.SAE_STEPS, das_config=FIXTURES.das_config(target, FIT_SEED))
 
 
 @st.cache_data(show_spinner="Sweeping alpha...", max_entries=64)

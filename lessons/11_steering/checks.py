@@ -17,7 +17,18 @@ from toylab.lessons.exercise import Wrong, exercise
 from toylab.methods.interchange import activations
 from toylab.methods.steering import factual_relation_target
 
-from .fixtures import COMPARE_MODEL, MODEL, PREDICT_PROMPTS, SAE_STEPS, SOURCES, SUCCESS_BAR, N, n_fit, target
+from .fixtures import (
+    COMPARE_MODEL,
+    MODEL,
+    PREDICT_PROMPTS,
+    SAE_STEPS,
+    SOURCES,
+    SUCCESS_BAR,
+    N,
+    das_config,
+    n_fit,
+    target,
+)
 
 CHECK_SEED = 10  # the checker's prompts, never the lesson's (seed 0)
 COSINE = 0.999  # exercise 11.1: the same direction
@@ -291,9 +302,10 @@ def _check_set_steer(fn) -> str:
 @cache
 def _comparison() -> methods.SteeringComparison:
     zm = zoo_model(COMPARE_MODEL)
-    with torch.no_grad():
-        return methods.compare_steering(zm.model, target(zm), SOURCES, seeds=(CHECK_SEED,), n_fit=n_fit(COMPARE_MODEL),
-                                        n=N, sae_steps=SAE_STEPS)
+    tgt = target(zm)
+    with torch.no_grad():  # DAS fitted on its own pairs, as fit_steer's default does (seed 3 * seed)
+        return methods.compare_steering(zm.model, tgt, SOURCES, seeds=(CHECK_SEED,), n_fit=n_fit(COMPARE_MODEL),
+                                        n=N, sae_steps=SAE_STEPS, das_config=das_config(tgt, 3 * CHECK_SEED))
 
 
 def _success(source: str) -> float:
@@ -301,9 +313,9 @@ def _success(source: str) -> float:
 
 
 @exercise("steering.strong_sources", "Which steers work?", "answer", "medium", 10,
-          hint="methods.compare_steering(model, target, sources, seeds=(0,), n_fit=512, n=256, sae_steps=300) on "
-               "brackets-siit; keep the sources whose held-out success (comparison.summary(source)['success'][0]) "
-               "is at least 0.9")
+          hint="methods.compare_steering(model, target, sources, seeds=(0,), n_fit=512, n=256, sae_steps=300, "
+               "das_config=das_config(target)) on brackets-siit; keep the sources whose held-out success "
+               "(comparison.summary(source)['success'][0]) is at least 0.9")
 def _check_strong_sources(answer) -> str:
     if isinstance(answer, str) or not hasattr(answer, "__iter__"):
         raise Wrong(f"answer with a set of sources, among {list(SOURCES)}; got {answer!r}")

@@ -149,11 +149,19 @@ def _key_moment(fn) -> str:
 
 
 @cache
+def _rome(name: str, layer: int):
+    """The checker's edit on the zoo model ``name`` (on factual-recall-split, of a fact stored in MLP ``layer``),
+    ROME's edit of it at MLP ``layer`` and the delta ROME optimised: the references of exercises 12.3 and 12.4."""
+    zm = _zm(name)
+    edit = _edit(name, stored_in=layer if name == SPLIT_MODEL else None)
+    return (edit, *rome_delta(zm.model, zm.task, edit, layer))
+
+
+@cache
 def _rank_one_case(name: str, layer: int):
     """The checker's edit stored in MLP ``layer``, ROME's edit of it there, and the inputs of the update."""
     zm = _zm(name)
-    edit = _edit(name, stored_in=layer if name == SPLIT_MODEL else None)
-    reference, delta = rome_delta(zm.model, zm.task, edit, layer)
+    edit, reference, delta = _rome(name, layer)
     with torch.no_grad():
         k = methods.mlp_keys(zm.model, edit_prompt(zm.task, edit), layer)[0].double()  # [d_mlp]
     return edit, reference, k, methods.key_second_moment(zm.model, zm.task, layer), delta
@@ -239,20 +247,26 @@ def _relabelled(zm, edit_of: FactEdit) -> tuple[Any, FactEdit]:
     return model, FactEdit(s, r, int(task.table[s, other]))
 
 
+SCORE_CASES = 3
+
+
 @cache
-def _score_cases() -> list[tuple[str, str, Any, Any, FactEdit]]:
-    """(what, model name, original, edited, edit): a ROME edit; an edit that fails to generalise; an edit of a model
-    that already holds another."""
-    fr, split = _zm(MODEL), _zm(SPLIT_MODEL)
-    first = _edit(MODEL)
-    relabelled, swapped = _relabelled(split, _edit(SPLIT_MODEL, 1))
-    held = _edit(SPLIT_MODEL, 0)
-    holding = methods.rome(split.model, split.task, held, 0).model
+def _score_case(i: int) -> tuple[str, str, Any, Any, FactEdit]:
+    """(what, model name, original, edited, edit), made on first use (a checker that stops at the first case makes
+    one edit): 0, a ROME edit; 1, an edit that fails to generalise; 2, an edit of a model that already holds
+    another."""
+    if i == 0:
+        first, result, _ = _rome(MODEL, 0)
+        return "a ROME edit of factual-recall", MODEL, _zm(MODEL).model, result.model, first
+    split = _zm(SPLIT_MODEL)
+    if i == 1:
+        relabelled, swapped = _relabelled(split, _edit(SPLIT_MODEL, 1))
+        return "a relabelled relation token (form 0 only)", SPLIT_MODEL, split.model, relabelled, swapped
+    held, holding, _ = _rome(SPLIT_MODEL, 1)  # a fact of MLP1, edited there
+    holding = holding.model
     second = next(e for e in methods.random_edits(split.task, 8, seed=CHECK_SEED + 1) if e.subject != held.subject)
-    return [("a ROME edit of factual-recall", MODEL, fr.model, methods.rome(fr.model, fr.task, first, 0).model, first),
-            ("a relabelled relation token (form 0 only)", SPLIT_MODEL, split.model, relabelled, swapped),
-            ("a MEMIT edit of a model already holding another edit", SPLIT_MODEL, holding,
-             methods.memit(holding, split.task, [second], (0, 1)).model, second)]
+    return ("a MEMIT edit of a model already holding another edit", SPLIT_MODEL, holding,
+            methods.memit(holding, split.task, [second], (0, 1)).model, second)
 
 
 @torch.no_grad()
@@ -288,11 +302,11 @@ SCORE_MISTAKES = {
                "task.all_facts(), keep the rows of other subjects that original answers right (targets[:, -1]) and "
                "take the share of them that edited answers right")
 def _score(fn) -> str:
-    for what, name, original, edited, edit in _score_cases():
+    for what, name, original, edited, edit in map(_score_case, range(SCORE_CASES)):
         task = _zm(name).task
         with torch.no_grad():
             scores = methods.score_edits(original, edited, task, [edit])
-            got = call(fn, original, edited, task, edit)
+            got = call(fn, copy_model(original), copy_model(edited), task, edit)  # copies: the models are shared
         if not isinstance(got, (tuple, list)) or len(got) != 2:
             raise Wrong(f"{what}: return a pair (efficacy, specificity), got {got!r}")
         efficacy, specificity = number(got[0], "efficacy"), number(got[1], "specificity")

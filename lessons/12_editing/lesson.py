@@ -29,7 +29,6 @@ from fixtures import (
     edit_prompt,
     fact_label,
     first_edit,
-    rome_delta,
     split_facts,
     stored_layer,
 )
@@ -39,8 +38,11 @@ from toylab import methods, viz
 from toylab.lessons import check, fast
 
 torch.set_grad_enabled(False)  # the editing methods turn gradients on where they optimise
-N_EDITS = 2 if fast() else 4  # edits per seed when comparing methods
+# Comparing the methods (section 4). Fast mode, as the tests run the lesson: fewer edits, half the optimisation.
+N_EDITS = 1 if fast() else 4  # edits per seed
 SEEDS = (0,) if fast() else (0, 1)
+N_MANY = 2 if fast() else 6  # edits held by one model
+COMPARE_CONFIG = methods.EditConfig(v_steps=50, ft_steps=50) if fast() else methods.EditConfig()
 
 zm = toylab.zoo.load(MODEL)
 model, task = zm.model, zm.task
@@ -137,11 +139,12 @@ print(f"C: rank {int(torch.linalg.matrix_rank(C))} of {len(C)}; {dead} neuron(s)
 # And `delta`? ROME finds it by optimisation: add a vector to MLP `layer`'s output at the
 # subject position of the edit prompt, and train it with Adam until the model answers the new
 # attribute, with a penalty on its size. `methods.rome` reports it (and the key) in its result's
-# `info`; `fixtures.rome_delta` runs it and hands you `delta`.
+# `info` (`fixtures.rome_delta(model, task, edit, layer)` runs ROME and hands you both): the
+# edit of section 1 has it already.
 
 # %%
 layer = 0
-reference, delta = rome_delta(model, task, edit, layer)  # ROME's edit, and its change of MLP0's output: [d_model]
+reference, delta = result, result.info["delta"]  # section 1's ROME edit at MLP0, and its change of MLP0's output
 print(f"|delta| = {float(delta.norm()):.3f}; |k*| = {float(reference.info['key'].norm()):.3f}")
 
 # %% [markdown]
@@ -228,7 +231,7 @@ check("editing.score", efficacy_specificity)
 # and writes it with a least-squares update that keeps every other fact's key where it was.
 
 # %%
-comparison = methods.compare_editing(model, task, n_edits=N_EDITS, seeds=SEEDS)
+comparison = methods.compare_editing(model, task, n_edits=N_EDITS, seeds=SEEDS, config=COMPARE_CONFIG)
 print(comparison.table())
 
 # %% [markdown]
@@ -236,10 +239,10 @@ print(comparison.table())
 # measured on the model the previous edits left), MEMIT all at once.
 
 # %%
-many = methods.random_edits(task, 6, seed=1)
+many = methods.random_edits(task, N_MANY, seed=1)
 for method in methods.EDIT_METHODS:
-    together = methods.apply_edits(model, task, many, method)
-    print(f"{method:>9}, 6 edits in one model:", methods.score_edits(model, together.model, task, many))
+    together = methods.apply_edits(model, task, many, method, config=COMPARE_CONFIG)
+    print(f"{method:>9}, {N_MANY} edits in one model:", methods.score_edits(model, together.model, task, many))
 
 # %% [markdown]
 # ## 5. Paraphrases: `factual-recall-split`
@@ -293,10 +296,11 @@ print(methods.score_edits(smodel, edited, stask, [predict_edit]))
 # `methods.localisation_vs_editing(model, task, edits, layers, stored)` does both for each
 # fact: causal tracing of each MLP's output at the subject (the fraction of the answer's
 # probability restored, `n_noise` noise draws per form), and a ROME edit at each MLP, scored by
-# S. Two facts from each store; outlined, the layer the truth stores each in.
+# S. Two facts from each store (`PER_HALF`; one in fast mode); outlined, the layer the truth
+# stores each in.
 
 # %%
-facts = split_facts(split)  # two edits of facts stored in MLP0, two of facts stored in MLP1
+facts = split_facts(split)  # PER_HALF edits of facts stored in MLP0, then PER_HALF of facts stored in MLP1
 stored = [stored_layer(split, e.subject) for e in facts]
 where = methods.localisation_vs_editing(smodel, stask, facts, layers=(0, 1), stored=stored, n_noise=N_NOISE)
 viz.editing_map(where.trace, where.edit_scores, [fact_label(stask, e) for e in facts], where.layers,

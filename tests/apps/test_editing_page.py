@@ -9,13 +9,14 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from toylab import methods, zoo
-from toylab.lessons import lesson_fixtures
+from toylab.lessons import lesson_fixtures, load
 from toylab.methods import FactEdit
 
 HOME = Path(__file__).resolve().parents[2] / "apps" / "Home.py"
 PAGE = "pages/editing.py"
 FIXTURES = lesson_fixtures("editing")
 SPLIT = zoo.load(FIXTURES.SPLIT_MODEL)
+FIRST = FIXTURES.first_edit(SPLIT.task)  # the lesson's first edit, where the page starts
 LABELS = ("Efficacy", "Generalisation", "Specificity", "Same subject")
 
 
@@ -82,23 +83,24 @@ def check_edit(at: AppTest, zm, edit: FactEdit, method: str, layer: int) -> None
         assert "No other prompt" in texts(at.caption)
 
 
-def test_the_page_starts_on_the_split_model_with_a_rome_edit_scored_exactly():
+def test_the_page_starts_on_the_split_model_with_the_lessons_edit_scored_exactly():
     at = open_page()
     assert at.selectbox(key="edit_model").value == FIXTURES.SPLIT_MODEL
-    old = int(SPLIT.task.table[0, 0])
-    assert at.selectbox(key="edit_attribute").value == (old + 1) % SPLIT.task.n_attributes
-    check_edit(at, SPLIT, FactEdit(0, 0, (old + 1) % SPLIT.task.n_attributes), "rome", 0)
-    assert f"the truth stores it in MLP{FIXTURES.stored_layer(SPLIT, 0)}" in texts(at.markdown)
+    assert [at.selectbox(key=f"edit_{w}").value for w in ("subject", "relation", "attribute")] == \
+        [FIRST.subject, FIRST.relation, FIRST.attribute]
+    check_edit(at, SPLIT, FIRST, "rome", 0)
+    assert f"the truth stores it in MLP{FIXTURES.stored_layer(SPLIT, FIRST.subject)}" in texts(at.markdown)
     assert len(at.get("image")) == 1  # tracing against editing
 
 
 def test_the_edit_widgets_follow_the_method_and_the_layer():
     at = open_page()
-    subject = SPLIT.algorithm.boundary + 3  # a fact MLP1 stores
-    attribute = (int(SPLIT.task.table[subject, 2]) + 3) % SPLIT.task.n_attributes
+    # a fact MLP1 stores: the lesson's first of them (the page's ROME edits of it serve its tracing panel too)
+    edit = next(e for e in FIXTURES.split_facts(SPLIT) if FIXTURES.stored_layer(SPLIT, e.subject) == 1)
+    assert edit.subject >= SPLIT.algorithm.boundary
     for method, layer in (("memit", 1), ("fine-tune", 1), ("rome", 2)):
-        set_edit(at, subject, 2, attribute, method, layer)
-        check_edit(at, SPLIT, FactEdit(subject, 2, attribute), method, layer)
+        set_edit(at, edit.subject, edit.relation, edit.attribute, method, layer)
+        check_edit(at, SPLIT, edit, method, layer)
     assert metrics(at)["Efficacy"] == "0.000"  # MLP2 writes after L2H1 has read the subject: the edit cannot take
 
 
@@ -107,14 +109,14 @@ def test_a_one_form_model_has_no_generalisation():
     at.selectbox(key="edit_model").set_value(FIXTURES.MODEL).run()
     assert not at.exception, at.exception
     fr = zoo.load(FIXTURES.MODEL)
-    attribute = int(at.selectbox(key="edit_attribute").value)
-    check_edit(at, fr, FactEdit(0, 0, attribute), "rome", 0)
+    edit = FactEdit(*(int(at.selectbox(key=f"edit_{w}").value) for w in ("subject", "relation", "attribute")))
+    check_edit(at, fr, edit, "rome", 0)
     assert metrics(at)["Generalisation"] == "n/a"
 
 
 def test_an_edit_that_changes_nothing_is_refused_in_words():
     at = open_page()
-    at.selectbox(key="edit_attribute").set_value(int(SPLIT.task.table[0, 0])).run()
+    at.selectbox(key="edit_attribute").set_value(int(SPLIT.task.table[FIRST.subject, FIRST.relation])).run()
     assert not at.exception, at.exception
     assert "already answers" in texts(at.warning)
     assert not at.metric and not at.get("image")
@@ -127,8 +129,14 @@ def test_tracing_against_editing_matches_the_method_and_outlines_the_truths_stor
     facts = FIXTURES.split_facts(SPLIT)
     stored = [FIXTURES.stored_layer(SPLIT, e.subject) for e in facts]
     layers = tuple(range(SPLIT.model.cfg.n_layers))
-    result = methods.localisation_vs_editing(SPLIT.model, SPLIT.task, facts, layers=layers, stored=stored,
-                                             n_noise=FIXTURES.N_NOISE)
+    # methods.localisation_vs_editing at every layer: at MLP0 and MLP1 as lesson 12's checker computes it for these
+    # facts (once per process), at the other layers here. Each fact's noise and edits do not depend on the layers.
+    lesson = load("editing")._localisation()
+    assert lesson.edits == tuple(facts) and lesson.layers == (0, 1) and layers[:2] == (0, 1)
+    rest = methods.localisation_vs_editing(SPLIT.model, SPLIT.task, facts, layers=layers[2:], stored=stored,
+                                           n_noise=FIXTURES.N_NOISE)
+    result = methods.LocalisationVsEditing(layers, tuple(facts), torch.cat([lesson.trace, rest.trace], 1),
+                                           torch.cat([lesson.edit_scores, rest.edit_scores], 1), tuple(stored))
     rows = frame(at, "fact", "tracing peak", "best edit layer")
     assert [row["fact"] for row in rows] == [FIXTURES.fact_label(SPLIT.task, e) for e in facts]
     assert [row["stored in"] for row in rows] == [f"MLP{layer}" for layer in stored]

@@ -23,13 +23,17 @@ def no_grad():
 
 
 def test_the_fixtures_fit_a_steer_on_every_model():
-    """Every value a target aims at occurs among n_fit(name) prompts (modadd-113 aims at all 113 values of a)."""
+    """Every value a target aims at occurs among n_fit(name) prompts (modadd-113 aims at all 113 values of a), and
+    among the fewer the lesson fits on in fast mode."""
     for name in FIXTURES.MODELS:
         zm = zoo.load(name)
         target = FIXTURES.target(zm)
-        steer = methods.fit_steer(zm.model, target, "diff-in-means", n=FIXTURES.n_fit(name), seed=0)
-        assert steer.vectors.shape[0] == target.n_values
+        assert FIXTURES.n_fit(name, fast=True) <= FIXTURES.n_fit(name)
+        for n in {FIXTURES.n_fit(name), FIXTURES.n_fit(name, fast=True)}:
+            steer = methods.fit_steer(zm.model, target, "diff-in-means", n=n, seed=0)
+            assert steer.vectors.shape[0] == target.n_values
         assert target.truth_steer is not None, f"{name}: the truth's ceiling steer needs the model's truth"
+        assert FIXTURES.das_config(target).k == target.das_k
     assert set(FIXTURES.SOURCES) == set(methods.STEER_SOURCES)
 
 
