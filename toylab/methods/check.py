@@ -39,3 +39,16 @@ class Check:
         mark = "pass" if self.passed else "FAIL"
         ci = "" if self.interval is None else f" [{self.interval[0]:.3f}, {self.interval[1]:.3f}]"
         return f"{mark}  {self.name}: {self.value:.3f}{ci} (needs {self.op} {self.threshold:g})"
+
+
+def seed_spread(values, digits: int = 3) -> str:
+    """Figures over seeds as "mean ± std"; one figure alone (no spread to show); "n/a" where
+    any is undefined (None), never averaged in."""
+    values = list(values)
+    if not values or any(v is None for v in values):
+        return "n/a"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"

@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from toylab.methods.check import seed_spread
 from toylab.models import Transformer
 from toylab.tasks.base import check_count, seeded_generator
 from toylab.tasks.factual_recall import ANSWER_POS, SUBJ_POS, FactualRecall
@@ -380,18 +381,11 @@ class EditingComparison:
         return out
 
     def table(self) -> str:
-        one_seed = all(len(r) == 1 for r in self.results.values())
-
-        def cell(v):
-            if v is None:
-                return "n/a"
-            return f"{v[0]:.3f}" + ("" if one_seed else f" ± {v[1]:.3f}")  # no spread from one seed
-
         rows = ["| method | efficacy | generalisation | specificity | same subject |", "|---|---|---|---|---|"]
-        for method in self.results:
-            s = self.summary(method)
-            rows.append(f"| {method} | {cell(s['efficacy'])} | {cell(s['generalisation'])} | "
-                        f"{cell(s['specificity'])} | {cell(s['same_subject'])} |")
+        for method, scores in self.results.items():
+            rows.append(f"| {method} | " + " | ".join(seed_spread(getattr(s, name) for s in scores) for name in
+                                                     ("efficacy", "generalisation", "specificity", "same_subject"))
+                        + " |")
         return "\n".join(rows)
 
 

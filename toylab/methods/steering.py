@@ -57,6 +57,7 @@ from torch import Tensor
 
 from toylab import components as comp
 from toylab.interventions import orthonormal, steered
+from toylab.methods.check import seed_spread
 from toylab.methods.interchange import DASConfig, Site, activations, check_site, das
 from toylab.methods.probes import ProbeConfig, fit_probe
 from toylab.models import Transformer
@@ -452,18 +453,10 @@ class SteeringComparison:
 
     def table(self) -> str:
         """A markdown table, one row per source."""
-        one_seed = all(len(r) == 1 for r in self.results.values())
-
-        def cell(v: tuple[float, float] | None, digits: int = 3) -> str:
-            if v is None:
-                return "n/a"
-            return f"{v[0]:.{digits}f}" + ("" if one_seed else f" ± {v[1]:.{digits}f}")  # no spread from one seed
-
         rows = ["| source | success | preservation | KL | alpha |", "|---|---|---|---|---|"]
-        for source in self.results:
-            s = self.summary(source)
-            rows.append(f"| {source} | {cell(s['success'])} | {cell(s['preservation'])} | {cell(s['kl'])} | "
-                        f"{cell(s['alpha'], 2)} |")
+        for source, results in self.results.items():
+            cells = [seed_spread(getattr(r.held_out, name) for r in results) for name in ("success", "preservation", "kl")]
+            rows.append(f"| {source} | " + " | ".join(cells) + f" | {seed_spread((r.alpha for r in results), 2)} |")
         return "\n".join(rows)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from toylab import zoo
+from toylab.methods.check import seed_spread
 from toylab.methods.editing import (
     EDIT_METHODS,
     EditConfig,
@@ -37,15 +38,6 @@ def _runs(name: str, seeds: Sequence[int]) -> list[tuple[int, int]]:
     if all(s in shipped for s in seeds):
         return [(s, s) for s in seeds]
     return [(shipped[0], s) for s in seeds]
-
-
-def _cell(values: Sequence[float | None], digits: int = 3) -> str:
-    if any(v is None for v in values):
-        return "n/a"
-    t = torch.tensor(values, dtype=torch.float64)
-    if len(t) == 1:  # one seed has no spread to show
-        return f"{float(t[0]):.{digits}f}"
-    return f"{float(t.mean()):.{digits}f} ± {float(t.std()):.{digits}f}"
 
 
 def steering_report(models: Sequence[str] = STEERING_MODELS, sources: Sequence[str] = STEER_SOURCES,
@@ -75,9 +67,9 @@ def steering_report(models: Sequence[str] = STEERING_MODELS, sources: Sequence[s
         lines += [f"### `{name}`: {target_name} ({spread}; {time.perf_counter() - start:.0f} s)", "",
                   "| source | success | preservation | KL | alpha |", "|---|---|---|---|---|"]
         for source, scores in rows.items():
-            lines.append(f"| {source} | {_cell([s.success for s in scores])} | "
-                         f"{_cell([s.preservation for s in scores])} | {_cell([s.kl for s in scores])} | "
-                         f"{_cell([s.alpha for s in scores], 2)} |")
+            lines.append(f"| {source} | {seed_spread([s.success for s in scores])} | "
+                         f"{seed_spread([s.preservation for s in scores])} | {seed_spread([s.kl for s in scores])} | "
+                         f"{seed_spread([s.alpha for s in scores], 2)} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -114,7 +106,7 @@ def editing_report(models: dict[str, tuple[tuple[int, ...], ...]] | None = None,
                         scores.append(c.results[method][0])
                     lines.append(f"| {method} | {', '.join(map(str, layers))} | "
                                  f"{'all at once' if together else 'one at a time'} | "
-                                 + " | ".join(_cell([getattr(s, f) for s in scores])
+                                 + " | ".join(seed_spread([getattr(s, f) for s in scores])
                                               for f in ("efficacy", "generalisation", "specificity", "same_subject"))
                                  + " |")
         lines.append("")
@@ -147,10 +139,10 @@ def _localisation_section(seeds: Sequence[int], n_edits: int, config: EditConfig
              "causal tracing, the MLP the truth stores it in, and CounterFact's score S (harmonic mean of efficacy, "
              "generalisation, specificity) of a ROME edit at each MLP."), "",
             "| figure | value |", "|---|---|",
-            f"| tracing's peak is the storage MLP | {_cell(figures['finds'])} |",
-            f"| the best edit layer is the storage MLP | {_cell(figures['edit_finds'])} |",
-            f"| tracing's peak is the best edit layer | {_cell(figures['predicts'])} |",
-            f"| correlation of tracing score and edit score over (fact, layer) | {_cell(figures['corr'])} |",
-            *(f"| mean S, facts stored in MLP{s}, edited at MLP{e} | {_cell(by_cell[(s, e)])} |"
+            f"| tracing's peak is the storage MLP | {seed_spread(figures['finds'])} |",
+            f"| the best edit layer is the storage MLP | {seed_spread(figures['edit_finds'])} |",
+            f"| tracing's peak is the best edit layer | {seed_spread(figures['predicts'])} |",
+            f"| correlation of tracing score and edit score over (fact, layer) | {seed_spread(figures['corr'])} |",
+            *(f"| mean S, facts stored in MLP{s}, edited at MLP{e} | {seed_spread(by_cell[(s, e)])} |"
               for s in (0, 1) for e in (0, 1)),
             ""]
