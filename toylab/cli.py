@@ -24,7 +24,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -641,59 +641,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 LEADERBOARD = Path(__file__).resolve().parents[1] / "docs" / "leaderboard.md"
-
-
-def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from toylab.checkpoint import atomic_write_bytes
-    from toylab.validate.baselines import BASELINES
-    from toylab.validate.leaderboard import leaderboard
-
-    if args.print and args.out:
-        raise UsageError("--print writes nothing, --out names where to write: give one of them")
-    out = Path(args.out) if args.out else LEADERBOARD
-    if not args.print:  # before scoring, which takes minutes
-        problem = _folder_problem(out.parent)
-        if problem:
-            raise UsageError(f"cannot write {out}: {problem}; give --out a file in a folder you can write")
-    methods = {m: BASELINES[m] for m in (args.method or BASELINES)}
-    board = leaderboard(methods, names=args.model or None, seeds=args.seed,
-                        progress=lambda label: print(f"scoring {label} ...", file=sys.stderr, flush=True))
-    text = board.to_markdown()
-    if args.print:
-        print(text)
-        return 0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, text.encode())
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
-
-
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "steering_and_editing.md"
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def _write_document(args: argparse.Namespace, default: Path, build: Callable[[], str]) -> int:
+    """Print or write (atomically, to --out or ``default``) the markdown ``build()`` makes; the
+    destination is checked before building, which takes minutes."""
     from toylab.checkpoint import atomic_write_bytes
-    from toylab.validate.interventions import editing_report, steering_report
 
     if args.print and args.out:
         raise UsageError("--print writes nothing, --out names where to write: give one of them")
-    out = Path(args.out) if args.out else REPORT
-    if not args.print:  # before scoring, which takes minutes
+    out = Path(args.out) if args.out else default
+    if not args.print:
         problem = _folder_problem(out.parent)
         if problem:
             raise UsageError(f"cannot write {out}: {problem}; give --out a file in a folder you can write")
-
-    def progress(label: str) -> None:
-        print(f"{label} ...", file=sys.stderr, flush=True)
-
-    seeds = tuple(args.seed or (0, 1, 2))
-    parts = ["# Steering and editing, graded exactly", "",
-             "Written by `toylab report`; every figure is measured against the task's algorithm or fact table.", ""]
-    if args.only in (None, "steering"):
-        parts.append(steering_report(seeds=seeds, progress=progress))
-    if args.only in (None, "editing"):
-        parts.append(editing_report(seeds=seeds, progress=progress))
-    text = "\n".join(parts)
+    text = build()
     if args.print:
         print(text)
         return 0
@@ -701,6 +664,39 @@ def cmd_report(args: argparse.Namespace) -> int:
     atomic_write_bytes(out, text.encode())
     print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def _progress(label: str) -> None:
+    print(f"{label} ...", file=sys.stderr, flush=True)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from toylab.validate.baselines import BASELINES
+    from toylab.validate.leaderboard import leaderboard
+
+    def build() -> str:
+        methods = {m: BASELINES[m] for m in (args.method or BASELINES)}
+        return leaderboard(methods, names=args.model or None, seeds=args.seed,
+                           progress=lambda label: _progress(f"scoring {label}")).to_markdown()
+
+    return _write_document(args, LEADERBOARD, build)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from toylab.validate.interventions import editing_report, steering_report
+
+    def build() -> str:
+        seeds = tuple(args.seed or (0, 1, 2))
+        parts = ["# Steering and editing, graded exactly", "",
+                 "Written by `toylab report`; every figure is measured against the task's algorithm or fact table.",
+                 ""]
+        if args.only in (None, "steering"):
+            parts.append(steering_report(seeds=seeds, progress=_progress))
+        if args.only in (None, "editing"):
+            parts.append(editing_report(seeds=seeds, progress=_progress))
+        return "\n".join(parts)
+
+    return _write_document(args, REPORT, build)
 
 
 def build_parser() -> argparse.ArgumentParser:
