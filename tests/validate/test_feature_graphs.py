@@ -32,7 +32,8 @@ def test_the_true_circuit_of_a_marked_and_an_unmarked_prompt(conj):
     marked = task.make_batch(torch.tensor([b]), torch.tensor([a]))
     nodes, edges = true_feature_circuit(conj.truth, task, marked.tokens[0], 1)
     assert nodes == {f"f{a}", f"f{b}", name, f"logit:{name}"}
-    assert edges == {(f"f{a}", name), (f"f{b}", name), (name, f"logit:{name}")}
+    assert edges == {(f"f{a}", name), (f"f{b}", name), (name, f"logit:{name}"), (f"f{a}", f"logit:{name}"),
+                     (f"f{b}", f"logit:{name}")}
     unmarked = task.sample(64, 0)
     row = int((unmarked.targets[:, 3] == 0).nonzero()[0])
     nodes, edges = true_feature_circuit(conj.truth, task, unmarked.tokens[row], 0)
@@ -49,7 +50,7 @@ def test_a_decoder_row_on_the_declared_direction_maps_onto_it(conj):
     tokens = task.make_batch(task.pairs[:1, 0], task.pairs[:1, 1]).tokens[0]
     graph = attribution_graph(conj.model, tc, tokens)
     on, _ = true_feature_circuit(truth, task, tokens, 1)
-    mapped, best = map_nodes(graph, tc, truth, task, on)
+    mapped, best = map_nodes(graph, truth, task, on)
     assert best[feature.name] == pytest.approx(1.0, abs=1e-5)
     nodes = [n for n, m in zip(graph.nodes, mapped) if m == feature.name]
     assert all(n.kind == "feature" and n.index == 5 for n in nodes)
@@ -57,11 +58,37 @@ def test_a_decoder_row_on_the_declared_direction_maps_onto_it(conj):
 
 def test_a_trained_transcoder_recovers_more_than_an_untrained_one_and_figures_are_bounded(conj):
     x, y = mlp_activations(conj.model, conj.task.sample(2048, 1).tokens)
-    trained = score_feature_graphs(conj.model, conj.task, conj.truth, _transcoder(800, x, y), "relu", n_prompts=12)
-    untrained = score_feature_graphs(conj.model, conj.task, conj.truth, _transcoder(0), "untrained", n_prompts=12)
+    trained_tc, untrained_tc = _transcoder(800, x, y), _transcoder(0)
+    trained = score_feature_graphs(conj.task, conj.truth, lambda t: attribution_graph(conj.model, trained_tc, t),
+                                   "relu", n_prompts=12)
+    untrained = score_feature_graphs(conj.task, conj.truth, lambda t: attribution_graph(conj.model, untrained_tc, t),
+                                     "untrained", n_prompts=12)
     assert trained.feature_recovery > untrained.feature_recovery + 0.2, (trained, untrained)
     for value in trained.row().values():
         assert math.isnan(value) or 0.0 <= value <= 1.0 + 1e-6
     bare = dataclasses.replace(conj.truth, features=(), feature_edges=())
     with pytest.raises(ValueError, match="declares no feature-level truth"):
-        score_feature_graphs(conj.model, conj.task, bare, _transcoder(0), "x", n_prompts=2)
+        score_feature_graphs(conj.task, bare, lambda t: attribution_graph(conj.model, untrained_tc, t), n_prompts=2)
+
+
+def test_the_declared_direct_edges_from_inputs_to_their_pairs_logits_are_real(conj):
+    """Attention moves both inputs to "=" where the unembedding reads them linearly: on every marked
+    prompt, each declared input -> logit edge carries a positive direct effect, together at least a
+    tenth of the pair's demeaned logit and a third on average (through frozen attention, whatever the
+    transcoder)."""
+    task, truth = conj.task, conj.truth
+    direct = {(s, t) for s, t in truth.feature_edges if t.startswith("logit:") and "&" not in s}
+    assert len(direct) == 2 * len(task.pairs)
+    tc = _transcoder(0)
+    shares = []
+    for k, (a, b) in enumerate(task.pairs.tolist(), start=1):
+        for x, y in ((a, b), (b, a)):
+            graph = attribution_graph(conj.model, tc, task.make_batch(torch.tensor([x]), torch.tensor([y])).tokens[0],
+                                      max_logits=task.d_vocab_out, logit_probability=1.0)
+            logit = next(i for i, n in enumerate(graph.nodes) if n.kind == "logit" and n.index == k)
+            tokens = [i for i, n in enumerate(graph.nodes) if n.kind == "token"]
+            effects = graph.adjacency[logit, tokens[1:3]]
+            assert (f"f{x}", f"logit:{task.output_names[k]}") in direct
+            assert (effects > 0).all(), (k, effects)
+            shares.append(float(effects.sum() / graph.target_values[logit]))
+    assert min(shares) > 0.1 and sum(shares) / len(shares) > 1 / 3, shares

@@ -33,12 +33,14 @@ the influence-weighted share of every node's input that does not come from error
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from toylab.models import Transformer
+from toylab.sae.sae import SAE
 from toylab.sae.transcoder import Transcoder
 
 NODE_KINDS = ("feature", "error", "token", "logit")
@@ -71,6 +73,9 @@ class AttributionGraph:
     bias: Tensor  # [node]: the part of the input no node accounts for (biases)
     logit_probabilities: Tensor  # [n_logits]
     scored_pos: int
+    # Feature node index -> {hook: the direction it writes there [d_model]}: what the node *is*,
+    # so a graph can be read without the dictionary that built it (e.g. matched to true features).
+    writes: dict[int, dict[str, Tensor]] = field(default_factory=dict)
 
     def indices(self, kind: str) -> Tensor:
         return torch.tensor([i for i, n in enumerate(self.nodes) if n.kind == kind], dtype=torch.long)
@@ -188,6 +193,42 @@ def _top_logits(logits: Tensor, max_n: int, cumulative: float) -> tuple[Tensor, 
     return top.indices[:n], top.values[:n]
 
 
+@dataclass(frozen=True)
+class _Dictionary:
+    """What a graph builder needs from the features replacing the MLPs, on one prompt.
+
+    ``z`` [pos, layer, latent] are the activations, ``W`` [source, dest, latent, d_model] the
+    decoder (zero where a source does not write), ``errors`` [pos, layer, d_model] what the
+    replacement misses, ``constant`` [pos, layer, d_model] each MLP output held fixed in the
+    linearised run, and ``live(layer, mlp_in, mlp_out)`` the layer's feature pre-activations
+    [batch, pos, latent] computed in that run (with gradients), plus any live extra output.
+    """
+
+    z: Tensor
+    W: Tensor
+    errors: Tensor
+    constant: Tensor
+    live: Callable[[int, Tensor, Tensor], tuple[Tensor, Tensor | None]]
+
+
+def _check_prompt(model: Transformer, tokens: Tensor, scored_pos: int) -> int:
+    if tokens.ndim != 1:
+        raise ValueError(f"an attribution graph is of one prompt: tokens [pos], got shape {tuple(tokens.shape)}")
+    n_pos = len(tokens)
+    if not -n_pos <= scored_pos < n_pos:
+        raise ValueError(f"scored_pos {scored_pos} is out of range for a prompt of {n_pos} tokens")
+    if model.cfg.d_mlp is None:
+        raise ValueError("the model has no MLPs: an attribution graph replaces MLPs by features")
+    return scored_pos % n_pos
+
+
+def _cache_names(model: Transformer) -> list[str]:
+    L = model.cfg.n_layers
+    return ([f"blocks.{l}.hook_mlp_in" for l in range(L)] + [f"blocks.{l}.hook_mlp_out" for l in range(L)]
+            + [f"blocks.{l}.attn.hook_pattern" for l in range(L)] + ["hook_embed", "hook_pos_embed"]
+            + [n for n in model.hook_names() if n.endswith("hook_scale")])
+
+
 def attribution_graph(model: Transformer, transcoder: Transcoder, tokens: Tensor, scored_pos: int = -1,
                       max_logits: int = 10, logit_probability: float = 0.95) -> AttributionGraph:
     """The attribution graph of one prompt ``tokens`` [pos] (see the module doc).
@@ -196,47 +237,93 @@ def attribution_graph(model: Transformer, transcoder: Transcoder, tokens: Tensor
     ``logit_probability`` of the probability or there are ``max_logits``.
     """
     cfg, tc = model.cfg, transcoder.cfg
-    if tokens.ndim != 1:
-        raise ValueError(f"an attribution graph is of one prompt: tokens [pos], got shape {tuple(tokens.shape)}")
+    scored_pos = _check_prompt(model, tokens, scored_pos)
     if tc.n_layers != cfg.n_layers or tc.d_in != cfg.d_model or tc.d_out != cfg.d_model:
         raise ValueError(f"the transcoder ({tc.n_layers} layers, width {tc.d_in}) does not fit the model "
                          f"({cfg.n_layers} layers, width {cfg.d_model})")
-    n_pos = len(tokens)
-    if not -n_pos <= scored_pos < n_pos:
-        raise ValueError(f"scored_pos {scored_pos} is out of range for a prompt of {n_pos} tokens")
-    scored_pos %= n_pos
-    device = model.device
-    tokens = tokens.to(device)
     L = cfg.n_layers
-    names = ([f"blocks.{l}.hook_mlp_in" for l in range(L)] + [f"blocks.{l}.hook_mlp_out" for l in range(L)]
-             + [f"blocks.{l}.attn.hook_pattern" for l in range(L)] + ["hook_embed", "hook_pos_embed"]
-             + [n for n in model.hook_names() if n.endswith("hook_scale")])
     with torch.no_grad():
-        logits, cache = model.run_with_cache(tokens[None], names=names)
+        logits, cache = model.run_with_cache(tokens[None].to(model.device), names=_cache_names(model))
         x = torch.stack([cache[f"blocks.{l}.hook_mlp_in"][0] for l in range(L)], dim=1)  # [pos, layer, d_model]
         y = torch.stack([cache[f"blocks.{l}.hook_mlp_out"][0] for l in range(L)], dim=1)
-        pre = transcoder.pre_activations(x)  # [pos, layer, latent]
-        z = transcoder.activate(pre)
-        W = transcoder.W_dec * transcoder.writes[:, :, None, None]  # [source, dest, latent, d_model]
+        z = transcoder.encode(x)  # [pos, layer, latent]
         skip = torch.einsum("pld,ldo->plo", x, transcoder.W_skip) if tc.skip else torch.zeros_like(y)
-        errors = y - transcoder.decode(z, x)  # [pos, layer, d_model]
-        constant = y - skip  # what the MLPs write that is not the live skip path
-        classes, probs = _top_logits(logits[0, scored_pos], max_logits, logit_probability)
+        errors = y - transcoder.decode(z, x)
+    W_enc, b_enc = transcoder.W_enc.detach(), transcoder.b_enc.detach()
+    W_skip = transcoder.W_skip.detach() if tc.skip else None
 
-    active = (z > 0).nonzero().tolist()  # [(pos, layer, latent)]
-    nodes = [Node("feature", l, p, f, float(z[p, l, f])) for p, l, f in active]
-    nodes += [Node("error", l, p, None, float(errors[p, l].norm())) for l in range(L) for p in range(n_pos)]
+    def live(layer: int, mlp_in: Tensor, mlp_out: Tensor) -> tuple[Tensor, Tensor | None]:
+        # Features read the MLP's input: linear in every upstream node.
+        return mlp_in @ W_enc[layer] + b_enc[layer], None if W_skip is None else mlp_in @ W_skip[layer]
+
+    W = (transcoder.W_dec * transcoder.writes[:, :, None, None]).detach()
+    return _build(model, tokens, scored_pos, logits[0, scored_pos], cache,
+                  _Dictionary(z, W, errors, y - skip, live), max_logits, logit_probability)
+
+
+def sae_attribution_graph(model: Transformer, saes: Mapping[int, SAE], tokens: Tensor, scored_pos: int = -1,
+                          max_logits: int = 10, logit_probability: float = 0.95) -> AttributionGraph:
+    """The graph of one prompt over SAE features of every MLP's output (``saes[layer]`` reads
+    ``blocks.{layer}.hook_mlp_out``), with edges by attribution patching (Syed et al. 2023,
+    sparse feature circuits as in Marks et al. 2024): gradient x activation, with a zero
+    baseline, attention frozen as in ``attribution_graph``.
+
+    The difference from a transcoder's graph is where the nonlinearity sits: an SAE feature
+    reads the MLP's *output*, so the edge from an upstream node into it passes through the
+    MLP and is a first-order estimate; the rows no longer sum to the nodes' inputs (``bias``
+    holds what the estimate misses). Error nodes hold what each SAE misses.
+    """
+    cfg = model.cfg
+    scored_pos = _check_prompt(model, tokens, scored_pos)
+    L = cfg.n_layers
+    missing = [l for l in range(L) if l not in saes]
+    if missing:
+        raise ValueError(f"an SAE graph needs an SAE on every MLP's output; none for layers {missing} "
+                         f"(saes maps each layer 0..{L - 1} to the SAE reading blocks.{{layer}}.hook_mlp_out)")
+    for l, sae in saes.items():
+        if sae.cfg.d_in != cfg.d_model:
+            raise ValueError(f"the SAE of layer {l} reads width {sae.cfg.d_in}; hook_mlp_out has width {cfg.d_model}")
+    d_sae = {sae.cfg.d_sae for sae in saes.values()}
+    if len(d_sae) != 1:
+        raise ValueError(f"the SAEs must have one width (d_sae) across layers, got {sorted(d_sae)}")
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(tokens[None].to(model.device), names=_cache_names(model))
+        y = torch.stack([cache[f"blocks.{l}.hook_mlp_out"][0] for l in range(L)], dim=1)  # [pos, layer, d_model]
+        z = torch.stack([saes[l].encode(y[:, l]) for l in range(L)], dim=1)  # [pos, layer, latent]
+        errors = y - torch.stack([saes[l].decode(z[:, l]) for l in range(L)], dim=1)
+        W = torch.zeros(L, L, d_sae.pop(), cfg.d_model, device=y.device)
+        for l in range(L):
+            W[l, l] = saes[l].W_dec
+    encoders = [(saes[l].W_enc.detach(), saes[l].b_enc.detach(),
+                 saes[l].b_dec.detach() if saes[l].cfg.apply_b_dec_to_input else 0.0) for l in range(L)]
+
+    def live(layer: int, mlp_in: Tensor, mlp_out: Tensor) -> tuple[Tensor, None]:
+        W_enc, b_enc, b_dec = encoders[layer]
+        return (mlp_out - b_dec) @ W_enc + b_enc, None  # through the MLP: not linear upstream
+
+    return _build(model, tokens, scored_pos, logits[0, scored_pos], cache, _Dictionary(z, W, errors, y, live),
+                  max_logits, logit_probability)
+
+
+def _build(model: Transformer, tokens: Tensor, scored_pos: int, final_logits: Tensor, cache, d: _Dictionary,
+           max_logits: int, logit_probability: float) -> AttributionGraph:
+    cfg, device, n_pos, L = model.cfg, model.device, len(tokens), model.cfg.n_layers
+    tokens = tokens.to(device)
+    classes, probs = _top_logits(final_logits, max_logits, logit_probability)
+    active = (d.z > 0).nonzero().tolist()  # [(pos, layer, latent)]
+    nodes = [Node("feature", l, p, f, float(d.z[p, l, f])) for p, l, f in active]
+    nodes += [Node("error", l, p, None, float(d.errors[p, l].norm())) for l in range(L) for p in range(n_pos)]
     nodes += [Node("token", None, p, None, float(tokens[p])) for p in range(n_pos)]
     nodes += [Node("logit", None, scored_pos, int(c), float(pr)) for c, pr in zip(classes.tolist(), probs.tolist())]
     n_features = len(active)
     targets = list(range(n_features)) + list(range(len(nodes) - len(classes), len(nodes)))
     B = len(targets)
 
-    # The linearised forward: frozen patterns and scales, MLP outputs constant but for the skip
-    # path, and a zero injection at every write point whose gradient is the sensitivity there.
+    # The linearised forward: frozen patterns and scales, MLP outputs constant (but for a live
+    # skip path), and a zero injection at every write point whose gradient is the sensitivity there.
     inject = {name: torch.zeros(B, n_pos, cfg.d_model, device=device, requires_grad=True)
               for name in ["embed"] + [f"mlp{l}" for l in range(L)]}
-    frozen = {n: cache[n].detach() for n in names if n.endswith(("hook_pattern", "hook_scale"))}
+    frozen = {n: cache[n].detach() for n in cache if n.endswith(("hook_pattern", "hook_scale"))}
 
     def freeze(value: Tensor, hook) -> Tensor:
         return frozen[hook.name].expand_as(value)
@@ -245,6 +332,7 @@ def attribution_graph(model: Transformer, transcoder: Transcoder, tokens: Tensor
         return value + inject["embed"]
 
     mlp_inputs: dict[int, Tensor] = {}
+    pre: dict[int, Tensor] = {}
 
     def read(value: Tensor, hook) -> Tensor:
         mlp_inputs[int(hook.name.split(".")[1])] = value
@@ -252,10 +340,9 @@ def attribution_graph(model: Transformer, transcoder: Transcoder, tokens: Tensor
 
     def write(value: Tensor, hook) -> Tensor:
         layer = int(hook.name.split(".")[1])
-        out = constant[:, layer].expand(B, -1, -1) + inject[f"mlp{layer}"]
-        if tc.skip:
-            out = out + mlp_inputs[layer] @ transcoder.W_skip[layer].detach()
-        return out
+        pre[layer], extra = d.live(layer, mlp_inputs[layer], value)
+        out = d.constant[:, layer].expand(B, -1, -1) + inject[f"mlp{layer}"]
+        return out if extra is None else out + extra
 
     hooks = [(n, freeze) for n in frozen] + [("hook_embed", embed)]
     hooks += [(f"blocks.{l}.hook_mlp_in", read) for l in range(L)] + [(f"blocks.{l}.hook_mlp_out", write) for l in range(L)]
@@ -265,9 +352,8 @@ def attribution_graph(model: Transformer, transcoder: Transcoder, tokens: Tensor
         values = torch.zeros(B, device=device)
         if n_features:
             p, l, f = (torch.tensor(c, device=device) for c in zip(*active))
-            inputs = torch.stack([mlp_inputs[layer] for layer in range(L)], dim=2)  # [B, pos, layer, d_model]
-            feature_pre = torch.einsum("bd,bd->b", inputs[row[:n_features], p, l], transcoder.W_enc.detach()[l, :, f])
-            values[:n_features] = feature_pre + transcoder.b_enc.detach()[l, f]
+            stacked = torch.stack([pre[layer] for layer in range(L)], dim=2)  # [B, pos, layer, latent]
+            values[:n_features] = stacked[row[:n_features], p, l, f]
         final = out[n_features:, scored_pos]  # [n_logits, vocab]
         values[n_features:] = final[torch.arange(len(classes)), classes] - final.mean(-1)
         grads = torch.autograd.grad(values.sum(), list(inject.values()))
@@ -279,17 +365,19 @@ def attribution_graph(model: Transformer, transcoder: Transcoder, tokens: Tensor
         embedding = (cache["hook_embed"][0] + cache["hook_pos_embed"][0])  # [pos, d_model]
         token_cols = torch.arange(len(nodes) - len(classes) - n_pos, len(nodes) - len(classes), device=device)
         A[rows[:, None], token_cols[None]] = torch.einsum("bpd,pd->bp", grad["embed"], embedding)
-        error_start = n_features
         for l in range(L):
-            cols = torch.arange(error_start + l * n_pos, error_start + (l + 1) * n_pos, device=device)
-            A[rows[:, None], cols[None]] = torch.einsum("bpd,pd->bp", grad[f"mlp{l}"], errors[:, l])
+            cols = torch.arange(n_features + l * n_pos, n_features + (l + 1) * n_pos, device=device)
+            A[rows[:, None], cols[None]] = torch.einsum("bpd,pd->bp", grad[f"mlp{l}"], d.errors[:, l])
+        writing = d.W.abs().sum(-1) > 0  # [source, dest, latent]
         for j, (p, l, f) in enumerate(active):
-            writes = sum(grad[f"mlp{d}"][:, p] @ W[l, d, f] for d in range(l, L) if transcoder.writes[l, d])
-            A[rows, j] = z[p, l, f] * writes
+            sensitivity = sum(grad[f"mlp{dest}"][:, p] @ d.W[l, dest, f] for dest in range(l, L) if writing[l, dest, f])
+            A[rows, j] = d.z[p, l, f] * sensitivity
         actual = values.detach()
         bias = torch.zeros(len(nodes), device=device)
         bias[rows] = actual - A[rows].sum(-1)
         target_values = torch.zeros(len(nodes), device=device)
         target_values[rows] = actual
+        writes = {j: {f"blocks.{dest}.hook_mlp_out": d.W[l, dest, f].cpu() for dest in range(l, L)
+                      if writing[l, dest, f]} for j, (p, l, f) in enumerate(active)}
     return AttributionGraph(tokens.cpu(), tuple(nodes), A.cpu(), target_values.cpu(), bias.cpu(), probs.cpu(),
-                            scored_pos)
+                            scored_pos, writes)

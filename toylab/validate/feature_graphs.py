@@ -6,16 +6,17 @@ its **true feature circuit** (``true_feature_circuit``). A graph over one prompt
 (``toylab.methods.attribution_graph``) is mapped onto it node by node:
 
     token node at position p      the input feature named after the token there
-    feature node (layer, pos, i)  the declared feature at the site it writes to
-                                  (``blocks.{layer}.hook_mlp_out`` at pos) whose direction its
-                                  decoder row is closest to, when |cosine| >= ``match``
+    feature node (layer, pos, i)  the declared feature at a site it writes to (a hook of
+                                  ``AttributionGraph.writes``, at pos) whose direction its write
+                                  is closest to, when |cosine| >= ``match``
     logit node for class c        ``logit:<output name of c>``
     error node                    nothing
 
-and scored, over prompts (``score_feature_graphs``):
+and scored, over prompts (``score_feature_graphs``; the harness does the same for a
+method that answers with a ``FeatureGraph``, on prompts it never showed the method):
 
     feature recovery   for each feature of the true circuit the prompt turns on, the largest
-                       |cosine| of a graph feature's decoder row at its site with its direction
+                       |cosine| of a graph feature's write at its site with its direction
     node AUROC         graph features and errors ranked by influence on the logits, against
                        mapping onto a node of the true circuit
     edge AUROC         graph edges ranked by |direct effect|, against mapping onto a true edge
@@ -30,14 +31,13 @@ means, never counted as 1.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from toylab.methods.attribution_graph import AttributionGraph, attribution_graph
-from toylab.sae.transcoder import Transcoder
+from toylab.methods.attribution_graph import AttributionGraph
 from toylab.truth import Truth
 from toylab.validate.metrics import auroc
 
@@ -49,36 +49,47 @@ def true_feature_circuit(truth: Truth, task, tokens: Tensor, answer: int) -> tup
     declared edges among them.
 
     Input features (no variable) are on where their token is; causal features where the
-    task's variable takes their value; an edge is in when both ends are (a logit end when its
-    class is the answer).
+    task's variable takes their value (for a variable with a value per position, at the
+    feature's position); an edge is in when both ends are (a logit end when its class is the
+    answer).
     """
     names = task.token_names
     on = {names[int(t)] for t in tokens} & {f.name for f in truth.features if f.variable is None}
     values = task.variables(tokens[None])
-    on |= {f.name for f in truth.features if f.variable is not None and int(values[f.variable][0]) == f.value}
+    for f in truth.features:
+        if f.variable is None:
+            continue
+        value = values[f.variable][0]
+        if value.ndim:  # one value per position
+            if f.pos is None:
+                raise ValueError(f"feature {f.name!r} reads {f.variable!r}, which has a value per position: "
+                                 "it needs a position (FeatureDirection.pos)")
+            value = value[f.pos]
+        if int(value) == f.value:
+            on.add(f.name)
     on.add(f"logit:{task.output_names[answer]}")
     edges = {(s, t) for s, t in truth.feature_edges if s in on and t in on}
     return on, edges
 
 
-def map_nodes(graph: AttributionGraph, transcoder: Transcoder, truth: Truth, task, on: set[str],
+def map_nodes(graph: AttributionGraph, truth: Truth, task, on: set[str],
               match: float = MATCH) -> tuple[list[str | None], dict[str, float]]:
     """The truth's name for each graph node (None where none matches), and for each causal
-    feature in ``on`` the largest |cosine| of a graph feature's decoder row with it at its site.
+    feature in ``on`` the largest |cosine| of a graph feature's write with it at its site.
 
-    A graph feature matches the feature of ``on`` at its site its decoder row is closest to,
-    when that |cosine| reaches ``match``: declared features in superposition need not be
-    orthogonal, so a feature is judged against what the prompt turns on.
+    A graph feature matches the feature of ``on`` at its site (a hook it writes to, at its
+    position) that its write direction is closest to, when that |cosine| reaches ``match``:
+    declared features in superposition need not be orthogonal, so a feature is judged
+    against what the prompt turns on.
     """
     names = task.token_names
-    W = (transcoder.W_dec * transcoder.writes[:, :, None, None]).detach()  # [source, dest, latent, d]
     active: dict[tuple[str, int | None], list] = {}
     for f in truth.features:
         if f.variable is not None and f.name in on:
             active.setdefault((f.hook, f.pos), []).append((f.name, torch.tensor(f.vector)))
     best = {name: 0.0 for pairs in active.values() for name, _ in pairs}
     out: list[str | None] = []
-    for node in graph.nodes:
+    for i, node in enumerate(graph.nodes):
         if node.kind == "token":
             name = names[int(node.value)]
             out.append(name if name in on else None)
@@ -87,11 +98,8 @@ def map_nodes(graph: AttributionGraph, transcoder: Transcoder, truth: Truth, tas
             out.append(name if name in on else None)
         elif node.kind == "feature":
             found = (0.0, None)
-            for dest in range(node.layer, transcoder.cfg.n_layers):
-                if not transcoder.writes[node.layer, dest]:
-                    continue
-                row = W[node.layer, dest, node.index]
-                for name, vector in active.get((f"blocks.{dest}.hook_mlp_out", node.pos), []):
+            for hook, row in graph.writes.get(i, {}).items():
+                for name, vector in active.get((hook, node.pos), []) + active.get((hook, None), []):
                     cos = float((row @ vector.to(row)).abs() / (row.norm() * vector.norm()).clamp(min=1e-12))
                     best[name] = max(best[name], cos)
                     found = max(found, (cos, name))
@@ -123,11 +131,11 @@ def _nanmean(values: Sequence[float]) -> float:
     return sum(kept) / len(kept) if kept else math.nan
 
 
-def score_graph(graph: AttributionGraph, transcoder: Transcoder, truth: Truth, task, answer: int,
-                node_threshold: float = 0.8, edge_threshold: float = 0.98, match: float = MATCH) -> dict[str, float]:
+def score_graph(graph: AttributionGraph, truth: Truth, task, answer: int, node_threshold: float = 0.8,
+                edge_threshold: float = 0.98, match: float = MATCH) -> dict[str, float]:
     """One prompt's figures (see the module doc); ``answer`` is the prompt's answer class."""
     true_nodes, true_edges = true_feature_circuit(truth, task, graph.tokens, answer)
-    mapped, best = map_nodes(graph, transcoder, truth, task, true_nodes, match)
+    mapped, best = map_nodes(graph, truth, task, true_nodes, match)
     recovery = list(best.values())
     influence = graph.influence()
     inner = [i for i, n in enumerate(graph.nodes) if n.kind in ("feature", "error")]
@@ -145,19 +153,31 @@ def score_graph(graph: AttributionGraph, transcoder: Transcoder, truth: Truth, t
             "replacement": replacement, "completeness": completeness}
 
 
-def score_feature_graphs(model, task, truth: Truth, transcoder: Transcoder, method: str, n_prompts: int = 32,
-                         seed: int = 0, node_threshold: float = 0.8, edge_threshold: float = 0.98,
-                         match: float = MATCH) -> FeatureGraphScores:
-    """Mean figures over ``n_prompts`` prompts drawn with ``seed`` (n/a ones left out)."""
+def graph_prompts(task, n_prompts: int, seed: int) -> list[tuple[Tensor, int]]:
+    """``n_prompts`` prompts drawn with ``seed``, each cut after its last scored position (the
+    graph's scored position is its last), with that position's answer class."""
+    batch = task.sample(n_prompts, seed)
+    out = []
+    for tokens, targets in zip(batch.tokens, batch.targets):
+        scored = int((targets != -1).nonzero().flatten()[-1])
+        out.append((tokens[:scored + 1], int(targets[scored])))
+    return out
+
+
+def score_feature_graphs(task, truth: Truth, build: Callable[[Tensor], AttributionGraph], label: str = "",
+                         n_prompts: int = 32, seed: int = 0, node_threshold: float = 0.8,
+                         edge_threshold: float = 0.98, match: float = MATCH) -> FeatureGraphScores:
+    """Mean figures over ``n_prompts`` prompts drawn with ``seed`` (n/a ones left out);
+    ``build(tokens [pos])`` makes a prompt's graph (e.g. ``lambda t: attribution_graph(model,
+    transcoder, t)``)."""
     if not truth.features or not truth.feature_edges:
         raise ValueError(f"{truth.model} declares no feature-level truth (features and feature edges) to score "
                          "a feature graph against")
-    batch = task.sample(n_prompts, seed)
     rows = []
-    for tokens, targets in zip(batch.tokens, batch.targets):
-        scored = (targets != -1).nonzero().flatten()
-        graph = attribution_graph(model, transcoder, tokens, scored_pos=int(scored[-1]))
-        rows.append(score_graph(graph, transcoder, truth, task, int(targets[scored[-1]]), node_threshold,
-                                edge_threshold, match))
+    for tokens, answer in graph_prompts(task, n_prompts, seed):
+        graph = build(tokens)
+        if not isinstance(graph, AttributionGraph):
+            raise TypeError(f"a feature graph builder returns an AttributionGraph, got {type(graph).__name__}")
+        rows.append(score_graph(graph, truth, task, answer, node_threshold, edge_threshold, match))
     means = {k: _nanmean([r[k] for r in rows]) for k in rows[0]}
-    return FeatureGraphScores(truth.model, method, n_prompts=n_prompts, **means)
+    return FeatureGraphScores(truth.model, label, n_prompts=n_prompts, **means)

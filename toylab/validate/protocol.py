@@ -15,6 +15,8 @@ and corrupted inputs. ``result`` is one of
     Circuit             a set of component ids or of edges
     FeatureDirections   directions [direction, d] at one hook, for features the truth declares
     Featuriser          a subspace [k, d] at one hook and positions, for one causal variable
+    FeatureGraph        a builder of one prompt's graph of features (``build(tokens [pos])``
+                        -> ``methods.AttributionGraph``), for models that declare features
 
 Plain Python values are accepted too and read as the obvious type: a dict keyed by
 component ids is ``NodeScores``; a dict keyed by edges (``Edge`` or 3-tuples) is
@@ -27,7 +29,7 @@ Scores rank as given (higher first): return absolute effects if your method's si
 direction rather than importance. ``pos_embed`` never counts: it is identical in a clean
 input and its counterfactual, so no circuit can contain it; scores for it are ignored.
 
-``normalise(result, problem)`` turns any accepted value into one of the five types and
+``normalise(result, problem)`` turns any accepted value into one of the six types and
 raises ``MethodOutputError`` saying what was wrong (unknown id with the nearest valid
 ones, NaN, wrong shape, unknown hook) and what the protocol expects.
 """
@@ -46,6 +48,7 @@ from torch import Tensor
 from toylab import components as comp
 from toylab.components import Edge
 from toylab.hooks import UnknownNameError
+from toylab.methods.attribution_graph import AttributionGraph
 from toylab.models import Transformer
 from toylab.tasks import Batch, CounterfactualPair, Task, logit_diff
 
@@ -88,10 +91,22 @@ class Featuriser:
     positions: str = "all"  # "all", "last" or indices "0,2"
 
 
-Result = Union[NodeScores, EdgeScores, Circuit, FeatureDirections, Featuriser]
+@dataclass(frozen=True)
+class FeatureGraph:
+    """A graph per prompt: ``build(tokens [pos])`` returns that prompt's ``AttributionGraph``
+    (``toylab.methods.attribution_graph``: token, feature, error and logit nodes, direct
+    effects, and for each feature node the direction it writes at each ``hook_mlp_out``).
+    The harness builds one per scoring prompt and prunes it at the two thresholds."""
+
+    build: Callable[[Tensor], AttributionGraph]
+    node_threshold: float = 0.8
+    edge_threshold: float = 0.98
+
+
+Result = Union[NodeScores, EdgeScores, Circuit, FeatureDirections, Featuriser, FeatureGraph]
 Method = Callable[["Problem"], Any]
 KINDS = {NodeScores: "node scores", EdgeScores: "edge scores", Circuit: "circuit",
-         FeatureDirections: "feature directions", Featuriser: "featuriser"}
+         FeatureDirections: "feature directions", Featuriser: "featuriser", FeatureGraph: "feature graph"}
 
 
 @dataclass
@@ -165,7 +180,7 @@ def candidate_edges(cfg, granularity: str = "qkv") -> list[Edge]:
 
 # ---- normalising what a method returned -------------------------------------------
 def normalise(result: Any, problem: Problem) -> Result:
-    """``result`` as one of the five protocol types, validated against ``problem``'s model."""
+    """``result`` as one of the six protocol types, validated against ``problem``'s model."""
     if isinstance(result, Mapping):
         if not result:
             raise MethodOutputError("the method returned an empty dict; return scores for the model's "
@@ -214,9 +229,18 @@ def normalise(result: Any, problem: Problem) -> Result:
         if torch.linalg.matrix_rank(basis) == 0:
             raise MethodOutputError("Featuriser.basis is zero: it spans no subspace")
         return Featuriser(result.variable, result.hook, basis, result.positions)
+    if isinstance(result, FeatureGraph):
+        if not callable(result.build):
+            raise MethodOutputError(f"FeatureGraph.build must be callable (tokens [pos] -> AttributionGraph), "
+                                    f"got {type(result.build).__name__}")
+        for name in ("node_threshold", "edge_threshold"):
+            value = getattr(result, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise MethodOutputError(f"FeatureGraph.{name} must be a number in [0, 1], got {value!r}")
+        return result
     raise MethodOutputError(
         f"the method returned {type(result).__name__}; return one of NodeScores, EdgeScores, Circuit, "
-        "FeatureDirections, Featuriser (toylab.validate), a dict of scores or a set of ids/edges")
+        "FeatureDirections, Featuriser, FeatureGraph (toylab.validate), a dict of scores or a set of ids/edges")
 
 
 def _edge(value) -> Edge:
