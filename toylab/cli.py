@@ -136,13 +136,15 @@ def _lesson(text: str):
 
 
 def _baseline(text: str) -> str:
-    """argparse type of --method of `toylab leaderboard`: a built-in baseline."""
+    """argparse type of --method of `toylab leaderboard`: a built-in baseline (circuit or feature graph)."""
     from toylab.validate.baselines import BASELINES
+    from toylab.validate.graph_baselines import GRAPH_BASELINES
 
-    if text not in BASELINES:
-        nearest = difflib.get_close_matches(text, BASELINES, n=3, cutoff=0.3)
+    known = sorted(set(BASELINES) | set(GRAPH_BASELINES))
+    if text not in known:
+        nearest = difflib.get_close_matches(text, known, n=3, cutoff=0.3)
         hint = f"did you mean {nearest}? " if nearest else ""
-        raise argparse.ArgumentTypeError(f"no built-in baseline named {text!r}; {hint}built-in: {sorted(BASELINES)}")
+        raise argparse.ArgumentTypeError(f"no built-in baseline named {text!r}; {hint}built-in: {known}")
     return text
 
 
@@ -674,9 +676,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from toylab.validate.baselines import BASELINES
     from toylab.validate.leaderboard import leaderboard
 
+    from toylab.validate.graph_baselines import GRAPH_BASELINES
+
     def build() -> str:
-        methods = {m: BASELINES[m] for m in (args.method or BASELINES)}
-        return leaderboard(methods, names=args.model or None, seeds=args.seed,
+        methods = {m: BASELINES[m] for m in (args.method or BASELINES) if m in BASELINES}
+        graph_methods = {m: GRAPH_BASELINES[m] for m in (args.method or GRAPH_BASELINES) if m in GRAPH_BASELINES}
+        return leaderboard(methods, names=args.model or None, seeds=args.seed, graph_methods=graph_methods,
                            progress=lambda label: _progress(f"scoring {label}")).to_markdown()
 
     return _write_document(args, LEADERBOARD, build)

@@ -11,7 +11,8 @@
     report.write("my_method_report/")        # report.md, report.json, roc.png
 
 The protocol (``protocol``), the metrics (``metrics``), the suite of models (``suite``) and
-the built-in baselines (``baselines``) each have their own module; ``toylab validate
+the built-in baselines (``baselines``; feature graphs: ``graph_baselines``, scored by
+``feature_graphs``) each have their own module; ``toylab validate
 FILE.py:function`` runs the same from the shell.
 """
 
@@ -31,6 +32,7 @@ from toylab.validate.metrics import (
 from toylab.validate.protocol import (
     Circuit,
     EdgeScores,
+    FeatureGraph,
     Featuriser,
     FeatureDirections,
     MethodOutputError,
@@ -61,6 +63,7 @@ __all__ = [
     "roc_curve",
     "Circuit",
     "EdgeScores",
+    "FeatureGraph",
     "Featuriser",
     "FeatureDirections",
     "MethodOutputError",

@@ -15,14 +15,16 @@ its **true feature circuit** (``true_feature_circuit``). A graph over one prompt
 and scored, over prompts (``score_feature_graphs``; the harness does the same for a
 method that answers with a ``FeatureGraph``, on prompts it never showed the method):
 
-    feature recovery   for each feature of the true circuit the prompt turns on, the largest
+    feature_recovery   for each feature of the true circuit the prompt turns on, the largest
                        |cosine| of a graph feature's write at its site with its direction
-    node AUROC         graph features and errors ranked by influence on the logits, against
+    graph_node_auroc   graph features and errors ranked by influence on the logits, against
                        mapping onto a node of the true circuit
-    edge AUROC         graph edges ranked by |direct effect|, against mapping onto a true edge
-    circuit kept       the share of the true circuit's edges that some edge of the pruned
+    graph_edge_auroc   graph edges ranked by |direct effect|, against mapping onto a true edge
+    circuit_kept       the share of the true circuit's edges that some edge of the pruned
                        graph maps onto
-    replacement, completeness   the graph's own figures (circuit-tracer's definitions)
+                       (both over edges into or out of features: token -> logit edges pass
+                       through frozen attention only, the same whatever replaces the MLPs)
+    replacement_score, completeness_score   the graph's own figures (circuit-tracer's definitions)
 
 Undefined figures (no positive or no negative to rank) are n/a (NaN) and are left out of
 means, never counted as 1.
@@ -41,7 +43,10 @@ from toylab.methods.attribution_graph import AttributionGraph
 from toylab.truth import Truth
 from toylab.validate.metrics import auroc
 
-MATCH = 0.8  # |cosine| of a decoder row with a declared direction for the two to be one feature
+MATCH = 0.8  # |cosine| of a feature's write with a declared direction for the two to be one feature
+GRAPH_PROMPTS = 32  # prompts the harness scores a feature graph on
+FIGURES = ("feature_recovery", "graph_node_auroc", "graph_edge_auroc", "circuit_kept", "replacement_score",
+           "completeness_score")
 
 
 def true_feature_circuit(truth: Truth, task, tokens: Tensor, answer: int) -> tuple[set[str], set[tuple[str, str]]]:
@@ -114,16 +119,15 @@ class FeatureGraphScores:
     model: str
     method: str
     feature_recovery: float
-    node_auroc: float
-    edge_auroc: float
+    graph_node_auroc: float
+    graph_edge_auroc: float
     circuit_kept: float
-    replacement: float
-    completeness: float
+    replacement_score: float
+    completeness_score: float
     n_prompts: int
 
     def row(self) -> dict[str, float]:
-        return {k: getattr(self, k) for k in ("feature_recovery", "node_auroc", "edge_auroc", "circuit_kept",
-                                              "replacement", "completeness")}
+        return {k: getattr(self, k) for k in FIGURES}
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -140,17 +144,22 @@ def score_graph(graph: AttributionGraph, truth: Truth, task, answer: int, node_t
     influence = graph.influence()
     inner = [i for i, n in enumerate(graph.nodes) if n.kind in ("feature", "error")]
     node_auroc = auroc({i: float(influence[i]) for i in inner}, {i for i in inner if mapped[i] in true_nodes}, inner)
+    # Edges between tokens and logits are the same whatever replaces the MLPs (attention is
+    # frozen): only edges with a feature or error end tell dictionaries apart.
+    through = {i for i, n in enumerate(graph.nodes) if n.kind in ("feature", "error")}
     targets, sources = graph.adjacency.nonzero(as_tuple=True)
-    pairs = list(zip(sources.tolist(), targets.tolist()))
+    pairs = [p for p in zip(sources.tolist(), targets.tolist()) if p[0] in through or p[1] in through]
     edge_scores = {p: float(graph.adjacency[p[1], p[0]].abs()) for p in pairs}
+    causal = {f.name for f in truth.features if f.variable is not None}
+    true_edges = {e for e in true_edges if e[0] in causal or e[1] in causal}
     edge_auroc = auroc(edge_scores, {p for p in pairs if (mapped[p[0]], mapped[p[1]]) in true_edges}, pairs)
     pruned = graph.prune(node_threshold, edge_threshold)
     kept = {(mapped[int(s)], mapped[int(t)]) for t, s in zip(*pruned.edge_mask.nonzero(as_tuple=True))}
     replacement, completeness = graph.scores()
-    return {"feature_recovery": _nanmean(recovery) if recovery else math.nan, "node_auroc": node_auroc,
-            "edge_auroc": edge_auroc,
+    return {"feature_recovery": _nanmean(recovery) if recovery else math.nan, "graph_node_auroc": node_auroc,
+            "graph_edge_auroc": edge_auroc,
             "circuit_kept": len(true_edges & kept) / len(true_edges) if true_edges else math.nan,
-            "replacement": replacement, "completeness": completeness}
+            "replacement_score": replacement, "completeness_score": completeness}
 
 
 def graph_prompts(task, n_prompts: int, seed: int) -> list[tuple[Tensor, int]]:

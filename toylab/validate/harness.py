@@ -32,6 +32,9 @@ What each kind of answer is scored with (names of the figures in ``Entry.metrics
     feature dirs      mmcs and matched_cosine against the truth's features at that hook
     featuriser        iia of the subspace for its variable, and iia_truth: the same
                       intervention on the whole output of the truth's declared components
+    feature graph     on GRAPH_PROMPTS prompts, each prompt's graph against the truth's feature
+                      circuit (``feature_graphs``): feature_recovery, graph_node_auroc,
+                      graph_edge_auroc, circuit_kept, replacement_score, completeness_score
 Every figure is aggregated over seeds as mean and standard deviation (``Report.summary``).
 """
 
@@ -62,14 +65,17 @@ from toylab.interventions import (
     patch_subspace,
     position_mask,
 )
+from toylab.methods.attribution_graph import AttributionGraph
 from toylab.sae.metrics import matched_cosine, mmcs
 from toylab.truth.certify import variable_accuracy
 from toylab.validate import metrics as mt
+from toylab.validate.feature_graphs import GRAPH_PROMPTS, score_feature_graphs
 from toylab.validate.protocol import (
     KINDS,
     Circuit,
     EdgeScores,
     FeatureDirections,
+    FeatureGraph,
     Featuriser,
     MethodOutputError,
     NodeScores,
@@ -85,7 +91,7 @@ N_PAIRS = 128  # counterfactual pairs each figure is measured on
 # draw only odd seeds (protocol.method_stream).
 SCORING_SEED = 7_000_002
 HEADLINE = ("node_auroc", "edge_auroc[head]", "edge_auroc[qkv]", "cpr", "cpr_truth", "cmd", "faithfulness",
-            "completeness", "minimality", "iia", "mmcs")
+            "completeness", "minimality", "iia", "mmcs", "feature_recovery", "graph_edge_auroc", "circuit_kept")
 
 
 @dataclass
@@ -304,6 +310,9 @@ def _restore(model, before: Mapping[str, Tensor], training: bool) -> None:
 def evaluate(result, subject: Subject, entry: Entry, n_pairs: int = N_PAIRS) -> None:
     """Fill ``entry.metrics`` (and curves) for a normalised result on ``subject``."""
     truth, cfg = subject.truth, subject.model.cfg
+    if isinstance(result, FeatureGraph):
+        entry.metrics.update(_feature_graph(result, subject, entry))
+        return
     if isinstance(result, (FeatureDirections, Featuriser)):
         entry.metrics.update(_directions(result, subject) if isinstance(result, FeatureDirections)
                              else _featuriser(result, subject, n_pairs))
@@ -417,6 +426,42 @@ def _sender_scores(scores: Mapping) -> dict[str, float]:
     for edge, value in scores.items():
         out[edge.sender] = max(out.get(edge.sender, -math.inf), value)
     return out
+
+
+# ---- feature graphs, featurisers and feature directions -------------------------------------
+def _feature_graph(result: FeatureGraph, subject: Subject, entry: Entry) -> dict[str, float]:
+    """The method's graphs of GRAPH_PROMPTS scoring prompts against the truth's feature circuits.
+    Building them is the method's work: its time counts in ``entry.seconds``, its failures are
+    its own, and the model must come out of it as it went in."""
+    if not subject.truth.features or not subject.truth.feature_edges:
+        raise ValueError(f"{subject.label} declares no feature-level truth (features and feature edges); "
+                         "score a feature graph on a model that does, e.g. conjunctions")
+    model = subject.model
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    training = model.training
+
+    def build(tokens: Tensor) -> AttributionGraph:
+        started = time.perf_counter()
+        try:
+            graph = result.build(tokens)
+        except Exception as err:
+            _restore(model, before, training)
+            raise MethodOutputError(f"FeatureGraph.build raised on a scoring prompt: {type(err).__name__}: {err}"
+                                    ) from None
+        finally:
+            entry.seconds += time.perf_counter() - started
+        if not isinstance(graph, AttributionGraph):
+            raise MethodOutputError(f"FeatureGraph.build returns an AttributionGraph (toylab.methods), got "
+                                    f"{type(graph).__name__}")
+        _check_untouched(model, before, training)
+        return graph
+
+    try:
+        return score_feature_graphs(subject.task, subject.truth, build, n_prompts=GRAPH_PROMPTS, seed=SCORING_SEED,
+                                    node_threshold=result.node_threshold, edge_threshold=result.edge_threshold).row()
+    except MethodOutputError:
+        _restore(model, before, training)
+        raise
 
 
 # ---- featurisers and feature directions ---------------------------------------------------

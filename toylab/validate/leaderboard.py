@@ -10,6 +10,10 @@ once, whatever its number of seeds).
 Where a truth locates a causal variable within its component, the featuriser track
 (``toylab.validate.featurisers``) scores which subspace carries it, by held-out IIA.
 
+Where a truth declares features (``Truth.features``, ``Truth.feature_edges``), the feature-graph
+track (``toylab.validate.graph_baselines``) scores attribution graphs and their baselines
+against the true feature circuit of each prompt (``toylab.validate.feature_graphs``).
+
 On a method trap (``toylab.truth.traps``) the board also says which methods fell in:
 a method's *shortfall* on one seed is the largest gap, over ``TRAP_FIGURES``, between the
 best method's figure and its own (the best among the methods that do not read the answer
@@ -28,6 +32,8 @@ from typing import Any
 from toylab.truth.truth import Trap
 from toylab.validate.featurisers import FEATURISERS, PEEK, Featuriser, FeaturiserEntry, score_featurisers
 from toylab.validate.featurisers import table as featurisers_table
+from toylab.validate.feature_graphs import FIGURES as GRAPH_FIGURES
+from toylab.validate.feature_graphs import GRAPH_PROMPTS
 from toylab.validate.harness import N_PAIRS, Report, fmt_stat, score
 from toylab.validate.suite import subjects
 
@@ -42,6 +48,7 @@ class Leaderboard:
     reports: dict[str, Report]  # method label -> its report
     traps: dict[str, Trap] = field(default_factory=dict)  # model -> the trap it is, for trap models
     features: list[FeaturiserEntry] = field(default_factory=list)  # the featuriser track (located variables)
+    graphs: dict[str, Report] = field(default_factory=dict)  # the feature-graph track: method label -> report
 
     def shortfalls(self) -> dict[str, dict[str, tuple[float, float, int, str]]]:
         """{trap model: {method: (mean shortfall, std over seeds, n seeds, the figure it fell most on)}}."""
@@ -109,6 +116,25 @@ class Leaderboard:
             lines.append("")
         return lines
 
+    def _graph_section(self) -> list[str]:
+        from toylab.validate.graph_baselines import PEEKS as GRAPH_PEEKS
+
+        lines = ["## Feature graphs: attribution graphs against the true feature circuit", "",
+                 "Where a truth declares features, each method draws one graph per prompt for "
+                 f"{GRAPH_PROMPTS} prompts it never saw, scored against the prompt's true feature circuit "
+                 "(`toylab/validate/feature_graphs.py`): `feature_recovery`, the best |cosine| of a graph "
+                 "feature's write with each true feature the prompt turns on; `graph_node_auroc`, features "
+                 "ranked by influence against matching a true feature (|cosine| >= 0.8); `graph_edge_auroc` and "
+                 "`circuit_kept` (the share of the true edges the pruned graph keeps), over edges into or out of "
+                 "features; circuit-tracer's `replacement_score` and `completeness_score`. Mean ± std over seeds.",
+                 ""]
+        models = list(dict.fromkeys(e.model for r in self.graphs.values() for e in r.entries))
+        for model in models:
+            rows = {(f"{label} (peeks)" if label in GRAPH_PEEKS else label): r.summary().get(model, {})
+                    for label, r in self.graphs.items()}
+            lines += [f"### {model}", "", _table(rows, GRAPH_FIGURES, "method"), ""]
+        return lines
+
     def overall(self) -> dict[str, dict[str, tuple[float, float, int]]]:
         """{method: {figure: (mean over models, std over models, n models)}}."""
         out = {}
@@ -142,11 +168,14 @@ class Leaderboard:
                       "featuriser proposes the subspace of that component's output that carries it, scored by the "
                       "interchange-intervention accuracy of patching that subspace alone on held-out pairs "
                       "(`toylab/validate/featurisers.py`); mean ± std over seeds.", "", featurisers_table(self.features)]
+        if self.graphs:
+            lines += self._graph_section()
         for model in models:
             rows = {label: r.summary().get(model, {}) for label, r in self.reports.items()}
             seeds = max(sum(1 for e in r.entries if e.model == model) for r in self.reports.values())
             lines += [f"## {model} ({seeds} seed{'s' if seeds > 1 else ''})", "", _table(rows, columns, "method"), ""]
-        errors = [(label, e) for label, r in self.reports.items() for e in r.errors]
+        errors = [(label, e) for reports in (self.reports, self.graphs) for label, r in reports.items()
+                  for e in r.errors]
         if errors:
             lines += ["## Errors", ""] + [f"- {label} on {e.model} (seed {e.seed}): {e.error}" for label, e in errors]
         return "\n".join(lines).rstrip() + "\n"
@@ -171,10 +200,13 @@ def _table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str], first:
 
 def leaderboard(methods: Mapping[str, Callable] | None = None, names: Sequence[str] | None = None,
                 seeds: Sequence[int] | None = None, progress: Callable[[str], None] | None = None,
-                featurisers: Mapping[str, Featuriser] | None = None) -> Leaderboard:
-    """Score each method (the built-in baselines by default) on the same suite of models, and
-    each featuriser (``featurisers.FEATURISERS`` by default; ``{}`` for none) on its models
-    whose truth locates a variable within a component."""
+                featurisers: Mapping[str, Featuriser] | None = None,
+                graph_methods: Mapping[str, Callable] | None = None) -> Leaderboard:
+    """Score each method (the built-in baselines by default) on the same suite of models, each
+    featuriser (``featurisers.FEATURISERS`` by default; ``{}`` for none) on its models whose
+    truth locates a variable within a component, and each feature-graph method
+    (``graph_baselines.GRAPH_BASELINES`` by default; ``{}`` for none) on its models whose truth
+    declares features."""
     if methods is None:
         from toylab.validate.baselines import BASELINES
         methods = BASELINES
@@ -193,7 +225,16 @@ def leaderboard(methods: Mapping[str, Callable] | None = None, names: Sequence[s
         features = score_featurisers(dict(featurisers), located)
     else:
         features = []
-    return Leaderboard(reports, traps, features)
+    if graph_methods is None:
+        from toylab.validate.graph_baselines import GRAPH_BASELINES
+        graph_methods = GRAPH_BASELINES
+    with_features = [s for s in suite if s.truth.features and s.truth.feature_edges]
+    graphs = {}
+    for label, method in (graph_methods.items() if with_features else ()):
+        if progress:
+            progress(f"feature graphs: {label}")
+        graphs[label] = score(method, label=label, suite=with_features)
+    return Leaderboard(reports, traps, features, graphs)
 
 
 __all__ = ["COLUMNS", "TRAP_FIGURES", "TRAP_MARGIN", "Leaderboard", "leaderboard"]

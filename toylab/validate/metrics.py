@@ -100,6 +100,8 @@ def roc_curve(scores: Mapping[Hashable, float], positives: Collection, universe:
 
 def auroc(scores: Mapping[Hashable, float], positives: Collection, universe: Sequence) -> float:
     universe = list(universe)
+    if not universe:
+        return math.nan
     s, y = _scored(scores, universe), _labels(positives, universe)
     pos, neg = s[y], s[~y]
     if len(pos) == 0 or len(neg) == 0:
