@@ -15,7 +15,7 @@ LAYERS = [
     {"methods", "sae"},
     {"truth"},
     {"zoo"},
-    {"validate", "viz", "interop"},
+    {"validate", "viz", "interop", "challenges"},
     {"lessons", "cli"},
 ]
 LAYER = {part: i for i, parts in enumerate(LAYERS) for part in parts}

@@ -11,7 +11,7 @@ The parts stand in layers, each importing only from those below it (README, "Lay
     methods, sae                                          methods: (model, data, options) -> result
     truth                                                 ground truth: data, certify, SIIT, construct
     zoo                                                   recipes and shipped checkpoints
-    validate, viz, interop                                scoring methods, plots, other libraries
+    validate, viz, interop, challenges                    scoring methods, plots, other libraries, blind challenges
     lessons, cli                                          the runner and the command line
 
 ``import toylab`` loads the models and hooks only; every other part is imported the
@@ -29,7 +29,7 @@ from toylab.hooks import ActivationCache, HookPoint, UnknownNameError, act_name 
 from toylab.models import Transformer, TransformerConfig  # noqa: E402
 
 _PARTS = ("components", "interventions", "tasks", "checkpoint", "train", "snapshots", "methods", "sae", "truth",
-          "zoo", "validate", "viz", "interop", "lessons")
+          "zoo", "validate", "viz", "interop", "challenges", "lessons")
 
 
 def __getattr__(name: str) -> Any:

@@ -10,6 +10,7 @@
     toylab validate FILE.py:FN        score a method against every known circuit (report, JSON, ROC plot)
     toylab leaderboard                score the built-in baselines; write docs/leaderboard.md
     toylab report                     steering and editing graded on the zoo; write docs/steering_and_editing.md
+    toylab challenge new|submit|solve|reveal|levels   blind circuit challenges, scored exactly
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import errno
+import json
 import linecache
 import os
 import re
@@ -642,6 +644,66 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if report.errors and len(report.errors) == len(report.entries) else 0
 
 
+def cmd_challenge(args: argparse.Namespace) -> int:
+    from toylab import challenges
+
+    if args.action == "levels":
+        for number, level in challenges.LEVELS.items():
+            print(f"{number}  {level.title}: {level.brief}")
+        return 0
+    if args.action == "new":
+        if args.out:
+            problem = _folder_problem(Path(args.out))
+            if problem:
+                raise UsageError(f"cannot make the challenge in {args.out}: {problem}")
+        path = challenges.new_challenge(args.level, args.seed, args.out)
+        challenge = challenges.load_challenge(path)
+        print(f"challenge level {challenge.level} in {path}: {challenge.title}\n{challenge.brief}\n"
+              f"model: {path / 'config.json'}, weights: {path / 'model.safetensors'}, task: {path / 'task.json'}\n"
+              f"submit: toylab challenge submit {path} ANSWER.json | METHOD.py:function")
+        return 0
+    if args.folder is None:
+        raise UsageError(f"toylab challenge {args.action} needs the challenge folder (made by toylab challenge new)")
+    challenge = challenges.load_challenge(args.folder)
+    if args.action == "reveal":
+        truth = challenges.reveal(args.folder)
+        print(truth.summary())
+        print("(recorded: later submissions to this challenge are marked as having looked)", file=sys.stderr)
+        return 0
+    if args.action == "solve":
+        score = challenges.solve(args.folder)
+    else:
+        if args.answer is None:
+            raise UsageError("give the answer: a JSON file ({\"nodes\": [...]}, {\"edges\": [...]}, ...) or "
+                             "METHOD.py:function")
+        if args.answer.endswith(".json"):
+            answer = _read_answer(Path(args.answer))
+        else:
+            from toylab import validate
+            answer = validate.load_method(_method_spec(args.answer))
+        score = challenges.submit(args.folder, answer, label=args.answer)
+    entry = score.entry
+    if entry.error:
+        print(f"not scored: {entry.error}", file=sys.stderr)
+        return 1
+    print(f"level {challenge.level} ({challenge.title}), {entry.kind}"
+          + (" -- LOOKED at the truth: not a blind score" if score.looked else ""))
+    for name, value in score.figures().items():
+        print(f"  {name:<24} {value:.3f}")
+    return 0
+
+
+def _read_answer(path: Path):
+    from toylab import challenges
+
+    if not path.is_file():
+        raise UsageError(f"answer file {path} not found")
+    try:
+        return challenges.answer_from_json(json.loads(path.read_text()))
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{path} is not valid JSON: {err}") from None
+
+
 LEADERBOARD = Path(__file__).resolve().parents[1] / "docs" / "leaderboard.md"
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "steering_and_editing.md"
 
@@ -801,6 +863,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=_out_file, help=f"where to write (default: {LEADERBOARD.relative_to(LEADERBOARD.parents[1])})")
     p.add_argument("--print", action="store_true", help="print the document instead of writing it")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("challenge", help="blind circuit challenges: a model whose circuit you are not told",
+                       description="Make a challenge (a certified model, its heads shuffled and its residual stream "
+                                   "rotated, its truth sealed), submit an answer or a method, see the exact score.")
+    p.add_argument("action", choices=("new", "submit", "solve", "reveal", "levels"),
+                   help="new: make one; submit: score an answer; solve: score the level's built-in baseline; "
+                        "reveal: open the truth (recorded); levels: list the levels")
+    p.add_argument("folder", nargs="?", help="the challenge folder (submit, solve, reveal)")
+    p.add_argument("answer", nargs="?", help="submit: ANSWER.json or METHOD.py:function")
+    p.add_argument("--level", type=int, default=1, help="new: the level (toylab challenge levels)")
+    p.add_argument("--seed", type=_seed, default=None, help="new: the draw (default: a random one)")
+    p.add_argument("--out", default=None, help="new: the folder (default: challenge-L{level}-{seed})")
+    p.set_defaults(func=cmd_challenge)
 
     p = sub.add_parser("report", help="grade steering and editing on the zoo; write docs/steering_and_editing.md",
                        description="Compare steering-direction sources and editing methods on the zoo models whose "
