@@ -31,6 +31,8 @@ LESSONS = [
     ("pages/ioi.py", "10 Indirect object identification"),
     ("pages/steering.py", "11 Steering"),
     ("pages/editing.py", "12 Editing facts"),
+    ("pages/attribution_graphs.py", "13 Attribution graphs"),
+    ("pages/challenge.py", "Blind challenges"),
 ]
 
 
