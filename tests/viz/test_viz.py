@@ -122,3 +122,19 @@ def test_figures_stay_out_of_pyplot():
     before = plt.get_fignums()
     viz.head_heatmap(np.zeros((2, 2)), "x")
     assert plt.get_fignums() == before
+
+
+def test_the_grokking_phases_legend_overlaps_neither_the_title_nor_a_panel():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from toylab.zoo.grokking import load_shipped_progress
+
+    fig = viz.progress_curves(load_shipped_progress("modadd-113"), step=100, title="modadd-113: a long title here")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legend = fig.legends[0].get_window_extent(renderer)
+    assert not legend.overlaps(fig._suptitle.get_window_extent(renderer))
+    for ax in fig.axes:
+        assert not legend.overlaps(ax.get_window_extent(renderer))
+        assert not legend.overlaps(ax.title.get_window_extent(renderer))

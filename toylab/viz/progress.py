@@ -61,7 +61,8 @@ def progress_curves(measures: ProgressMeasures, step: int | None = None, show_ph
             ax.axvline(step, color="black", linewidth=1.0)
     if phases:
         handles = [Patch(color=PHASE_COLORS.get(p.name, "#eeeeee"), label=p.name) for p in phases]
-        fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), frameon=False, fontsize="small")
+        # Below the panels: above, constrained layout stacks it on the suptitle.
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False, fontsize="small")
     if title:
         fig.suptitle(title, fontsize="medium")
     return fig
