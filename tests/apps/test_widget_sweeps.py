@@ -23,7 +23,9 @@ HOME = Path(__file__).resolve().parents[2] / "apps" / "Home.py"
 LESSONS = [path for node in ast.parse(HOME.read_text()).body  # Home.py's LESSONS, as conftest.py reads it
            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "LESSONS"
            for path, _ in ast.literal_eval(node.value)]
-TRAINING = ["pages/superposition.py", "pages/sae.py", "pages/probes.py"]  # most settings retrain
+# Most settings retrain (a model, an SAE or a transcoder).
+TRAINING = ["pages/superposition.py", "pages/sae.py", "pages/probes.py", "pages/attribution_graphs.py",
+            "pages/dashboards.py"]
 MAX_RUNS = 12  # runs per page, on top of the default render
 KINDS = ("selectbox", "radio", "select_slider", "multiselect", "number_input", "slider",
          "checkbox", "toggle", "text_input")

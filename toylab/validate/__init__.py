@@ -17,6 +17,13 @@ FILE.py:function`` runs the same from the shell.
 """
 
 from toylab.validate.baselines import BASELINES, DESCRIPTIONS
+from toylab.validate.feature_graphs import (
+    FeatureGraphScores,
+    map_nodes,
+    score_feature_graphs,
+    score_graph,
+    true_feature_circuit,
+)
 from toylab.validate.harness import HEADLINE, Entry, Report, evaluate, load_method, run_one, score
 from toylab.validate.metrics import (
     SIZES,
@@ -43,6 +50,11 @@ from toylab.validate.protocol import (
 from toylab.validate.suite import Subject, load_folder, subjects, zoo_names
 
 __all__ = [
+    "FeatureGraphScores",
+    "map_nodes",
+    "score_feature_graphs",
+    "score_graph",
+    "true_feature_circuit",
     "BASELINES",
     "DESCRIPTIONS",
     "HEADLINE",
