@@ -571,10 +571,16 @@ def cmd_lessons(args: argparse.Namespace) -> int:
     if args.notebook:
         return _write_notebooks([args.lesson] if args.lesson is not None else lessons.lessons(), args)
     if args.lesson is None:
-        for lesson in lessons.lessons():
-            print(f"{lesson.name}: python {lesson.path}")
+        from toylab.lessons.curriculum import curriculum
+
+        print("The lessons in the order to follow; each comes after the lessons it builds on.")
+        for step in curriculum():
+            lesson = step.lesson
+            after = ", ".join(a.split("_", 1)[0] for a in step.after) or "nothing"
+            print(f"{step.position:2d}. {lesson.name} (after {after}; exercises about {step.minutes} min): "
+                  f"python {lesson.path}")
             for ex_id in lesson.exercises:
-                print(f"    {ex_id:36s} {lessons.get(ex_id).card}")
+                print(f"      {ex_id:36s} {lessons.get(ex_id).card}")
         return 0
     lesson = args.lesson  # a Lesson: the argparse type found it
     if not args.run:
