@@ -119,8 +119,31 @@ from toylab.methods.steering import (
     steering_targets,
 )
 from toylab.methods.tracing import CORRUPTIONS, TRACE_KINDS, TracingConfig, TracingResult, causal_trace
+from toylab.methods.dashboard import (
+    DashboardActivations,
+    FeatureDashboard,
+    FeatureTable,
+    Neuron,
+    SAELatent,
+    TranscoderFeature,
+    TruthMatch,
+    dashboard_activations,
+    feature_dashboard,
+    feature_table,
+)
 
 __all__ = [
+    # dashboard: a neuron's, SAE latent's or transcoder feature's top inputs, histogram, logits and truth match
+    "DashboardActivations",
+    "FeatureDashboard",
+    "FeatureTable",
+    "Neuron",
+    "SAELatent",
+    "TranscoderFeature",
+    "TruthMatch",
+    "dashboard_activations",
+    "feature_dashboard",
+    "feature_table",
     # ablation: knock components out (zero / mean / resample) and score what the metric loses
     "ABLATIONS",
     "AblationScores",
