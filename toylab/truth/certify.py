@@ -38,10 +38,14 @@ interval and its bound):
                    basis alone, and patching the component's whole output, or a random
                    subspace as wide, scores <= 0.75.
     features       each causal feature direction (``Truth.features`` with a variable), ablated
-                   on the prompts where it is on (its coordinate set to its mean where it is
-                   off), gives the algorithm's answer with the variable off on >= 0.9 of them;
-                   16 random directions at the same site, ablated the same way, move the
-                   answer on <= 0.25 of them on average.
+                   on the prompts where it is on and the algorithm's answer with the variable
+                   off differs (its coordinate set to its mean where it is off), gives that
+                   answer on >= 0.9 of them (a feature redundant wherever it is on is written
+                   instead, where it is off); a multi-valued feature (``off`` None),
+                   interchanged with another value's along the two directions, gives the
+                   algorithm's answer with that value; 16 random directions (planes) at the
+                   same site, treated the same way, move the answer on <= 0.25 of them on
+                   average. The semantics are in ``FeatureDirection``'s docstring.
     claims         algorithm-level claims checked by their own interventions (for modular
                    addition, the key frequencies' restricted and excluded losses; for IOI,
                    self-repair: with the name movers knocked out the backups write back
@@ -86,7 +90,7 @@ from toylab.methods.fourier import check_key_frequencies
 from toylab.methods.interchange import site_of, subspace_interchange
 from toylab.methods.repair import check_negative, check_self_repair
 from toylab.models import Transformer
-from toylab.tasks import IGNORE, Task
+from toylab.tasks import IGNORE, Batch, Task
 from toylab.tasks.algorithm import Algorithm
 from toylab.truth.truth import CausalVariable, Truth
 
@@ -105,6 +109,7 @@ THRESHOLDS = {
 }
 FEATURE_PROMPTS = 8  # prompts sampled per counterfactual pair, to find enough where each feature is on
 RANDOM_DIRECTIONS = 16  # random directions each feature's ablation is compared with
+FEATURE_ROWS = 256  # prompts each feature check intervenes on, at most (of those where the answer should change)
 CERTIFICATE_PAIRS = 512  # counterfactual pairs per measurement
 # Held out: no build step draws data from it. identify chose the certified models' edges
 # on IDENTIFY_SEED's pairs (and certified on them too, until 2026-12); SIIT trains on its own
@@ -399,50 +404,185 @@ def _ablate_direction(model: Transformer, tokens: Tensor, hook: str, pos: int, u
         return model(tokens)
 
 
+def _replace_component(model: Transformer, tokens: Tensor, hook: str, pos: int, basis: Tensor,
+                       target: Tensor) -> Tensor:
+    """Logits [batch, pos, vocab] with the component of ``hook``'s activation at ``pos`` in the
+    span of ``basis`` [batch, d, k] (orthonormal columns, one basis per row or [d, k] for all)
+    replaced by that component of ``target`` [batch, d]."""
+    if basis.ndim == 2:
+        basis = basis.expand(len(target), -1, -1)
+
+    def replace(x: Tensor, hook) -> Tensor:
+        x = x.clone()
+        v = x[:, pos]  # [batch, d]
+        coords = torch.einsum("bdk,bd->bk", basis, target - v)  # [batch, k]
+        x[:, pos] = v + torch.einsum("bdk,bk->bd", basis, coords)
+        return x
+
+    with torch.no_grad(), model.hooks([(hook, replace)]):
+        return model(tokens)
+
+
+@dataclass
+class _FeaturePrompts:
+    """What every feature check of one truth shares: the prompts, their variables, the clean
+    model's answers, and the generator of random directions and interchange targets."""
+
+    model: Transformer
+    algorithm: Algorithm
+    batch: Batch
+    tokens: Tensor  # [batch, pos], on the model's device
+    variables: dict[str, Tensor]
+    clean: Tensor  # [batch, pos] arg-max of the unintervened model
+    generator: torch.Generator
+    cap: int  # prompts intervened on per check, at most
+    seed: int
+
+    def expect(self, f, rows: Tensor, new: Tensor) -> tuple[Tensor, Tensor]:
+        """The algorithm's targets on ``rows`` [r] with ``f``'s variable := ``new`` [r] (at f's
+        position alone, for a per-position variable), and whether that changes the answer."""
+        values = self.variables[f.variable]
+        base, current = self.batch[rows], values[rows]
+
+        def assign(x: Tensor) -> Tensor:
+            if values.ndim == 2:
+                x, column = current.clone(), x
+                x[:, f.pos] = column.to(x.dtype)
+            return self.algorithm.assign(base, f.variable, x)
+        targets = assign(new)
+        unchanged = assign(current[:, f.pos] if values.ndim == 2 else current)
+        return targets, ((targets != unchanged) & (targets != IGNORE)).any(-1)
+
+    def measure(self, rows: Tensor, expected: Tensor, run: Callable[[Tensor | None], Tensor],
+                random: Callable[[], Tensor], name: str, random_name: str) -> list[Check]:
+        """``run(None)`` (the declared intervention) must give ``expected`` [r, pos];
+        ``run(random())`` must move the clean answer on few of the prompts, averaged over draws."""
+        expected = expected.to(self.clean.device)
+        scored = expected != IGNORE
+        hits = ((run(None).argmax(-1) == expected) & scored).sum(-1)
+        estimate = ratio_estimate(hits, scored.sum(-1), BOOTSTRAP_REPLICATES, self.seed)
+        out = [Check(name, estimate.value, ">=", THRESHOLDS["feature_ablation"], estimate.interval())]
+        # Averaged over several random directions: one draw can happen to lie along the feature.
+        clean = self.clean[rows.to(self.clean.device)]
+        moved = sum(((run(random()).argmax(-1) != clean) & scored).sum(-1)
+                    for _ in range(RANDOM_DIRECTIONS)) / RANDOM_DIRECTIONS
+        estimate = ratio_estimate(moved, scored.sum(-1), BOOTSTRAP_REPLICATES, self.seed)
+        out.append(Check(random_name, estimate.value, "<=", THRESHOLDS["random_ablation"], estimate.interval()))
+        return out
+
+
 def _feature_checks(model: Transformer, task: Task, algorithm: Algorithm, truth: Truth, n: int,
                     seed: int) -> list[Check]:
-    """Each causal feature direction, ablated where it is on (its coordinate set to its mean
-    where it is off), gives the algorithm's answer with its variable off; a random direction
-    at the same site, ablated the same way, leaves the answer alone."""
+    """Each causal feature direction, intervened on as ``FeatureDirection`` says (removed where
+    it is on, written where it is off, or interchanged with another value's), gives the
+    algorithm's answer; random directions at the same site, treated the same way, leave the
+    answer alone. Only prompts where the algorithm's answer changes are used: on the others
+    any direction, or none, would pass."""
     causal = [f for f in truth.features if f.variable is not None]
     if not causal:
         return []
     batch = task.sample(FEATURE_PROMPTS * n, seed)
     tokens = batch.tokens.to(model.device)
-    variables = task.variables(batch.tokens)
-    g = torch.Generator().manual_seed(seed)
-    cache: dict[str, Tensor] = {}
     with torch.no_grad():
         clean = model(tokens).argmax(-1)  # [batch, pos]
+    prompts = _FeaturePrompts(model, algorithm, batch, tokens, task.variables(batch.tokens), clean,
+                              torch.Generator().manual_seed(seed), min(n, FEATURE_ROWS), seed)
+    cache: dict[str, Tensor] = {}
     checks = []
     for f in causal:
         if f.hook not in cache:
             cache[f.hook] = model.run_with_cache(tokens, names=[f.hook])[1][f.hook]
         acts = cache[f.hook][:, f.pos]  # [batch, d]
-        on = (variables[f.variable] == f.value).to(acts.device)
+        values = prompts.variables[f.variable]  # [batch], or [batch, pos] for a per-position variable
+        at = (values[:, f.pos] if values.ndim == 2 else values).to(acts.device)  # [batch]
+        on = at == f.value
         if on.sum() < 2 or on.all():
             raise ValueError(f"{truth.model}: feature {f.name!r} is on in {int(on.sum())} of {len(on)} prompts; "
                              "too few (or all) to certify it")
-        rows = on.nonzero().flatten()[:n]
-        base = batch[rows.cpu()]
-        expected = algorithm.assign(base, f.variable, torch.full((len(rows),), f.off)).to(acts.device)
-        scored = expected != IGNORE
-        def ablated(unit: Tensor) -> Tensor:  # arg-max [rows, pos] with the coordinate along unit set to its off-mean
-            unit = unit / unit.norm()
-            return _ablate_direction(model, tokens[rows], f.hook, f.pos, unit, (acts[~on] @ unit).mean()).argmax(-1)
-
-        hits = ((ablated(torch.tensor(f.vector).to(acts)) == expected) & scored).sum(-1)
-        estimate = ratio_estimate(hits, scored.sum(-1), BOOTSTRAP_REPLICATES, seed)
-        checks.append(Check(f"ablating feature {f.name} at {f.hook}[{f.pos}] gives {f.variable} := {f.off}",
-                            estimate.value, ">=", THRESHOLDS["feature_ablation"], estimate.interval()))
-        # Averaged over several random directions: one draw can happen to lie along the feature.
-        moved = sum(((ablated(torch.randn(acts.shape[-1], generator=g).to(acts)) != clean[rows]) & scored).sum(-1)
-                    for _ in range(RANDOM_DIRECTIONS)) / RANDOM_DIRECTIONS
-        estimate = ratio_estimate(moved, scored.sum(-1), BOOTSTRAP_REPLICATES, seed)
-        checks.append(Check(f"ablating a random direction at {f.hook}[{f.pos}] instead of {f.name} moves the answer "
-                            f"(mean of {RANDOM_DIRECTIONS} directions)", estimate.value, "<=",
-                            THRESHOLDS["random_ablation"], estimate.interval()))
+        if f.off is not None:
+            checks += _binary_feature_checks(prompts, truth.model, f, acts, on)
+        else:
+            siblings = [h for h in causal if h.off is None and h.variable == f.variable and h.hook == f.hook
+                        and h.pos == f.pos and h.value != f.value]
+            checks += _interchange_feature_checks(prompts, truth.model, f, siblings, acts, at)
     return checks
+
+
+def _binary_feature_checks(prompts: _FeaturePrompts, model_name: str, f, acts: Tensor, on: Tensor) -> list[Check]:
+    """Removal where ``f`` is on and the answer depends on it; writing where it is off, for a
+    feature that is redundant wherever it is on (see ``FeatureDirection``)."""
+    rows = on.nonzero().flatten().cpu()
+    expected, changed = prompts.expect(f, rows, torch.full((len(rows),), f.off))
+    verb, reference, to = "ablating", ~on, f.off
+    if changed.sum() < 2:
+        rows = (~on).nonzero().flatten().cpu()
+        expected, changed = prompts.expect(f, rows, torch.full((len(rows),), f.value))
+        verb, reference, to = "writing", on, f.value
+        if changed.sum() < 2:
+            raise ValueError(f"{model_name}: neither removing nor writing feature {f.name!r} changes the "
+                             f"algorithm's answer on {len(on)} prompts; nothing to certify it on")
+    rows, expected = rows[changed][:prompts.cap], expected[changed][:prompts.cap]
+    declared = torch.tensor(f.vector, dtype=acts.dtype, device=acts.device)
+    tokens = prompts.tokens[rows.to(prompts.tokens.device)]
+
+    def run(unit: Tensor | None) -> Tensor:  # the coordinate along unit set to its mean on the reference prompts
+        unit = declared if unit is None else unit
+        unit = unit / unit.norm()
+        return _ablate_direction(prompts.model, tokens, f.hook, f.pos, unit, (acts[reference] @ unit).mean())
+
+    def random() -> Tensor:
+        return torch.randn(acts.shape[-1], generator=prompts.generator).to(acts)
+
+    site, var = f"{f.hook}[{f.pos}]", _variable_name(prompts, f)
+    return prompts.measure(rows, expected, run, random, f"{verb} feature {f.name} at {site} gives {var} := {to}",
+                           f"{verb} a random direction at {site} instead of {f.name} moves the answer "
+                           f"(mean of {RANDOM_DIRECTIONS} directions)")
+
+
+def _interchange_feature_checks(prompts: _FeaturePrompts, model_name: str, f, siblings: list, acts: Tensor,
+                                at: Tensor) -> list[Check]:
+    """A multi-valued feature moved to another value v' (drawn per prompt among its siblings'):
+    the component in the span of the two directions replaced by that of v''s mean activation."""
+    site, var = f"{f.hook}[{f.pos}]", _variable_name(prompts, f)
+    if not siblings:
+        raise ValueError(f"{model_name}: feature {f.name!r} is multi-valued (off None) but no other value of "
+                         f"{f.variable!r} has a feature at {site} to interchange it with")
+    by_value = {h.value: h for h in siblings}
+    others = torch.tensor(sorted(by_value))
+    means = {}
+    for v in others.tolist():
+        if not (at == v).any():
+            raise ValueError(f"{model_name}: no prompt among {len(at)} has {var} = {v}; draw more")
+        means[v] = acts[at == v].mean(0)
+    rows = (at == f.value).nonzero().flatten().cpu()
+    targets = others[torch.randint(len(others), (len(rows),), generator=prompts.generator)]  # [rows]
+    expected, changed = prompts.expect(f, rows, targets)
+    rows, targets, expected = (x[changed][:prompts.cap] for x in (rows, targets, expected))
+    if len(rows) < 2:
+        raise ValueError(f"{model_name}: interchanging feature {f.name!r} changes the algorithm's answer on "
+                         f"{len(rows)} prompts; too few to certify it")
+    goal = torch.stack([means[v] for v in targets.tolist()])  # [rows, d]
+    own = torch.tensor(f.vector, dtype=acts.dtype, device=acts.device)
+    planes = {v: torch.linalg.qr(torch.stack([own, torch.tensor(h.vector).to(acts)], -1))[0]
+              for v, h in by_value.items()}  # [d, 2] each
+    declared = torch.stack([planes[v] for v in targets.tolist()])  # [rows, d, 2]
+    tokens = prompts.tokens[rows.to(prompts.tokens.device)]
+
+    def run(plane: Tensor | None) -> Tensor:
+        return _replace_component(prompts.model, tokens, f.hook, f.pos, declared if plane is None else plane, goal)
+
+    def random() -> Tensor:
+        return torch.linalg.qr(torch.randn(acts.shape[-1], 2, generator=prompts.generator))[0].to(acts)
+
+    return prompts.measure(rows, expected, run, random,
+                           f"interchanging feature {f.name} at {site} with another value's gives {var} := that value",
+                           f"interchanging a random plane at {site} instead of {f.name} moves the answer "
+                           f"(mean of {RANDOM_DIRECTIONS} planes)")
+
+
+def _variable_name(prompts: _FeaturePrompts, f) -> str:
+    """How checks name the variable a feature carries: "negative[5]" for a per-position one."""
+    return f"{f.variable}[{f.pos}]" if prompts.variables[f.variable].ndim == 2 else f.variable
 
 
 def variable_accuracy(model: Transformer, algorithm: Algorithm, variable: CausalVariable,

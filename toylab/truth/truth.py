@@ -72,22 +72,78 @@ class CausalVariable:
 class FeatureDirection:
     """A direction in an activation space that encodes a known feature.
 
-    With ``variable`` set, the feature is a causal one: it is active on the prompts where the
-    task's variable ``variable`` equals ``value``, and ablating the direction there (its
-    coordinate set to its mean over the prompts where the feature is off) must make the
-    output what the algorithm gives with ``variable := off``; ``certify`` checks that, and that
-    a random direction at the same site does not do it. Without, the direction is an input
-    feature (e.g. a token's embedding, ``hook_embed``).
+    Without ``variable`` the direction is an input feature (e.g. a token's embedding at
+    ``hook_embed``, named by the token). With ``variable`` set it is a causal feature, read at
+    ``hook`` at position ``pos`` (required), and on where the task's variable equals ``value``:
+    ``task.variables(tokens)[variable] == value`` for a variable with one value per prompt
+    ([batch]), ``task.variables(tokens)[variable][:, pos] == value`` for one with a value per
+    position ([batch, pos], e.g. brackets' ``negative``). ``certify`` checks each causal
+    feature by intervention along its (unit) direction on held-out prompts, against random
+    directions at the same site treated the same way (``toylab.truth.certify``):
+
+    binary (``off`` set)   removal: on the prompts where the feature is on and
+                           ``variable := off`` (at ``pos`` alone, for a per-position variable)
+                           changes the algorithm's answer, its coordinate is set to its mean
+                           over the prompts where the feature is off, and the output must be
+                           the algorithm's answer with ``variable := off``. Where fewer than
+                           two sampled prompts are such (a flag redundant wherever it is on: the
+                           balance is below zero at an even position only if it was one
+                           position earlier), writing instead: on the prompts where it is off
+                           and ``variable := value`` changes the answer, the coordinate is set
+                           to its mean where the feature is on, and the output must be the
+                           algorithm's with ``variable := value``.
+    multi-valued           interchange (``off`` None: "off" has no answer when the variable
+    (``off`` None)         takes many values; every value has its own feature at the same
+                           site): on the prompts where the variable is ``value``, with another
+                           declared value v' drawn per prompt, the activation's component in
+                           the span of the two features' directions is replaced by that
+                           component of the mean activation over the prompts where the
+                           variable is v', and the output must be the algorithm's with
+                           ``variable := v'``.
+
+    Either way the declared direction must give the algorithm's answer on >= 0.9 of those
+    prompts (at most ``certify.FEATURE_ROWS`` of them; prompts where the algorithm's answer
+    would not change are left out, as any direction would pass there), and 16 random
+    directions (random planes, for an interchange), treated the same way, move the answer on
+    <= 0.25 of them on average.
     """
 
     name: str
     hook: str  # e.g. "blocks.0.hook_mlp_out"
     vector: tuple[float, ...]
     description: str = ""
-    pos: int | None = None  # the position it is read at; None: every position
+    pos: int | None = None  # the position it is read at; None: every position (input features only)
     variable: str | None = None  # the task variable whose value it carries (``task.variables``)
-    value: int | None = None  # it is active where variable == value
-    off: int | None = None  # the variable's value once the feature is ablated
+    value: int | None = None  # it is active where variable == value (at pos, for a per-position variable)
+    off: int | None = None  # binary: the variable's value once the feature is ablated; None: multi-valued
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "vector", tuple(self.vector))
+        if self.variable is None:
+            if self.value is not None or self.off is not None:
+                raise ValueError(f"feature {self.name!r}: value and off describe a causal feature; "
+                                 "set its variable too (or neither, for an input feature)")
+        elif self.pos is None or self.value is None:
+            raise ValueError(f"feature {self.name!r} carries {self.variable!r}: a causal feature needs the "
+                             "position it is read at (pos) and the value it stands for (value)")
+        elif self.off == self.value:
+            raise ValueError(f"feature {self.name!r}: off ({self.off}) must differ from value ({self.value})")
+
+
+def _dumps(data: Any, indent: int = 0) -> str:
+    """JSON as ``json.dumps(data, indent=2)`` writes it, except that a list of plain values (a
+    feature's vector, an interval, an edge) stays on one line: feature vectors one number a
+    line made most of a truth's bytes, and the shipped zoo's size is bounded."""
+    pad = " " * (indent + 2)
+    if isinstance(data, dict) and data:
+        items = ",\n".join(f"{pad}{json.dumps(str(k))}: {_dumps(v, indent + 2)}" for k, v in data.items())
+        return "{\n" + items + "\n" + " " * indent + "}"
+    if isinstance(data, (list, tuple)) and data:
+        if not any(isinstance(x, (dict, list, tuple)) for x in data):
+            return json.dumps(list(data))
+        items = ",\n".join(pad + _dumps(v, indent + 2) for v in data)
+        return "[\n" + items + "\n" + " " * indent + "]"
+    return json.dumps(data)
 
 
 TRAP_KINDS = ("self-repair", "or-gate", "saturation", "cancellation", "decoys", "long-chain", "distributed-variable")
@@ -299,7 +355,7 @@ class Truth:
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / TRUTH_FILE
-        ckpt.atomic_write_json(path, self.to_dict())
+        ckpt.atomic_write_bytes(path, (_dumps(self.to_dict()) + "\n").encode())
         return path
 
     @classmethod

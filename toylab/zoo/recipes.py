@@ -19,10 +19,13 @@ import torch
 
 from toylab.models import Transformer, TransformerConfig
 from toylab.tasks import Induction, Logic, ModularAddition, Task
-from toylab.tasks.brackets import Brackets, BracketsAlgorithm
+from toylab.tasks.brackets import CLOSE as BRACKET_CLOSE
+from toylab.tasks.brackets import OPEN as BRACKET_OPEN
+from toylab.tasks.brackets import UNBALANCED, Brackets, BracketsAlgorithm
 from toylab.tasks.conjunctions import ANSWER_POS as CONJ_ANSWER_POS
 from toylab.tasks.conjunctions import NONE as CONJ_NONE
 from toylab.tasks.conjunctions import Conjunctions, ConjunctionsAlgorithm
+from toylab.tasks.factual_recall import SUBJ_POS as FACT_SUBJ_POS
 from toylab.tasks.factual_recall import FactualRecall, FactualRecallAlgorithm, FactualRecallSplitAlgorithm
 from toylab.tasks.induction import InductionAlgorithm
 from toylab.tasks.ioi import IOI, IOIAlgorithm
@@ -30,6 +33,8 @@ from toylab.tasks.logic import LogicAlgorithm
 from toylab.tasks.modular_addition import ModularAdditionAlgorithm
 from toylab.train import Objective, TrainConfig
 from toylab.truth import Algorithm, FeatureDirection, Truth
+from toylab.truth.certify import FEATURE_PROMPTS as CHECK_PROMPTS
+from toylab.truth.certify import _feature_checks
 from toylab.truth.construct import construct_induction
 from toylab.truth.identify import edges_among, identify_edges
 from toylab.truth.siit import SIIT
@@ -123,7 +128,10 @@ def conjunction_features(model, task: Conjunctions, hook: str = CONJUNCTION_HOOK
     Input features: each feature token's embedding (``hook_embed``). Conjunctions: for marked
     pair k, the mean of ``hook`` at "=" over prompts holding pair k minus its mean over prompts
     holding no marked pair, on ``FEATURE_PROMPTS`` prompts drawn with ``seed``. Edges: each of a
-    pair's two input features -> its conjunction -> the pair's output class. Returns
+    pair's two input features -> its conjunction -> the pair's output class, and each input
+    feature -> the class directly: attention moves the inputs to "=" where the unembedding
+    reads them linearly (37-56% of the pair's demeaned logit on seeds 0-2; a sum of the two
+    cannot compute the AND, which is the MLP's part). Returns
     ``(features, feature_edges)`` for a ``Truth`` (``toylab.truth.FeatureDirection``).
     """
     names = task.output_names
@@ -143,7 +151,105 @@ def conjunction_features(model, task: Conjunctions, hook: str = CONJUNCTION_HOOK
         features.append(FeatureDirection(names[k], hook, tuple(direction.tolist()),
                                          f"conjunction f{a} AND f{b}", pos=CONJ_ANSWER_POS, variable="conjunction",
                                          value=k, off=CONJ_NONE))
-        edges += [(f"f{a}", names[k]), (f"f{b}", names[k]), (names[k], f"logit:{names[k]}")]
+        edges += [(f"f{a}", names[k]), (f"f{b}", names[k]), (names[k], f"logit:{names[k]}"),
+                  (f"f{a}", f"logit:{names[k]}"), (f"f{b}", f"logit:{names[k]}")]
+    return tuple(features), tuple(edges)
+
+
+FEATURE_DECIMALS = 4  # declared vectors are stored rounded (the zoo's size is bounded; |cos| moves by < 1e-6)
+BRACKETS_HOOK = "blocks.0.hook_mlp_out"
+FACTS_HOOK = "blocks.0.hook_mlp_out"
+
+
+def _rounded(vector: torch.Tensor) -> tuple[float, ...]:
+    return tuple(round(float(x), FEATURE_DECIMALS) for x in vector.tolist())
+
+
+def _activations(model, tokens: torch.Tensor, hook: str) -> torch.Tensor:
+    with torch.no_grad():
+        return model.run_with_cache(tokens.to(model.device), names=[hook])[1][hook].cpu()  # [batch, pos, d]
+
+
+def bracket_features(model, task: Brackets, hook: str = BRACKETS_HOOK, seed: int = FEATURE_SEED):
+    """The features of a brackets-siit model, from its weights and activations.
+
+    Input features: the embeddings of "(" and ")" (``hook_embed``). Flags: for each position p,
+    ``negative@p``, MLP0's output at p averaged where the balance at p is below zero minus
+    where it is not (``task.variables``' per-position ``negative``), on ``FEATURE_PROMPTS``
+    prompts drawn with ``seed``; on seeds 0-2 the 24 directions are one direction (pairwise
+    |cos| >= 0.98), written at every position. A candidate is declared where the certificate's
+    own feature check (``toylab.truth.certify``: removed where the flag is on and decides the
+    answer, written where it is off and would; ``FeatureDirection``) passes on those prompts,
+    not the certificate's: seed 1 also reads a first ")" from its embedding, so removing
+    ``negative@1`` from MLP0's output leaves the answer unbalanced there, and it is not declared.
+    Edges: "(" and ")" -> each flag (L0H1 counts them; attention is frozen in a graph) -> the
+    "unbalanced" logit (through L1H1, directly and through MLP1). MLP1 has no declared feature:
+    its output at the last position is one graded direction that sums the final count's and the
+    flags' evidence, and ablating it to its mean on balanced strings leaves dipping strings
+    unbalanced through L1H1's direct path (the balanced answer on 23-44% of unbalanced strings).
+    The balance itself is an attention output (L0H1), not an MLP feature. Returns
+    ``(features, feature_edges)`` for a ``Truth``.
+    """
+    names = task.token_names
+    W_E = model.embed.W_E.detach().cpu()
+    inputs = [FeatureDirection(names[t], "hook_embed", _rounded(W_E[t]), f"input feature {names[t]!r}: its embedding")
+              for t in (BRACKET_OPEN, BRACKET_CLOSE)]
+    batch = task.sample(FEATURE_PROMPTS, seed)
+    acts = _activations(model, batch.tokens, hook)
+    negative = task.variables(batch.tokens)["negative"]  # [batch, pos]
+    candidates = []
+    for p in range(1, task.n_ctx):
+        on = negative[:, p]
+        if on.sum() < 2 or on.all():
+            continue
+        direction = acts[on, p].mean(0) - acts[~on, p].mean(0)
+        candidates.append(FeatureDirection(f"negative@{p}", hook, _rounded(direction),
+                                           f"the balance is below zero at position {p}", pos=p, variable="negative",
+                                           value=1, off=0))
+    probe = dataclasses.replace(truths.BRACKETS_SIIT, features=tuple(candidates), feature_edges=())
+    checks = _feature_checks(model, task, BracketsAlgorithm(task), probe, FEATURE_PROMPTS // CHECK_PROMPTS, seed)
+    flags = [f for f in candidates if all(c.passed for c in checks if f" {f.name} " in c.name + " ")]
+    unbalanced = f"logit:{task.output_names[UNBALANCED]}"
+    edges = [(i.name, f.name) for f in flags for i in inputs] + [(f.name, unbalanced) for f in flags]
+    return (*inputs, *flags), tuple(edges)
+
+
+def fact_features(model, task: FactualRecall, hook: str = FACTS_HOOK, seed: int = FEATURE_SEED):
+    """The features of a factual-recall model, from its weights and activations.
+
+    Input features: the embedding of each relation and each subject token (``hook_embed``).
+    Attributes: for each value a, ``attribute=a``, MLP0's output at the subject position
+    averaged over prompts whose fact's attribute is a minus over the others, on
+    ``FEATURE_PROMPTS`` prompts drawn with ``seed``: multi-valued features (``off`` None),
+    certified by interchange with one another (``FeatureDirection``). Edges: each subject ->
+    the attributes of its facts, each relation -> the attributes it takes (L0H1 moves it to
+    the subject; attention is frozen in a graph), each attribute -> its output class (L1H1
+    moves it to "="). Returns ``(features, feature_edges)`` for a ``Truth``.
+    """
+    names, outputs = task.token_names, task.output_names
+    W_E = model.embed.W_E.detach().cpu()
+    relations = [int(task.relation_token(r)) for r in range(task.n_relations)]
+    subjects = [int(task.subject_token(s)) for s in range(task.n_subjects)]
+    features = [FeatureDirection(names[t], "hook_embed", _rounded(W_E[t]),
+                                 f"input feature {names[t]}: its token's embedding") for t in relations + subjects]
+    batch = task.sample(FEATURE_PROMPTS, seed)
+    acts = _activations(model, batch.tokens, hook)[:, FACT_SUBJ_POS]  # [batch, d]
+    attribute = task.variables(batch.tokens)["attribute"]
+    edges = []
+    for a in range(task.n_attributes):
+        on = attribute == a
+        if on.sum() < 2 or on.all():
+            raise ValueError(f"attribute {outputs[a]} holds on {int(on.sum())} of {FEATURE_PROMPTS} prompts; draw more")
+        name = f"attribute={outputs[a]}"
+        features.append(FeatureDirection(name, hook, _rounded(acts[on].mean(0) - acts[~on].mean(0)),
+                                         f"the fact's attribute is {outputs[a]}, written at the subject by MLP0",
+                                         pos=FACT_SUBJ_POS, variable="attribute", value=a, off=None))
+        edges.append((name, f"logit:{outputs[a]}"))
+    table = task.table  # [subject, relation]
+    edges += [(names[subjects[s]], f"attribute={outputs[a]}") for s in range(task.n_subjects)
+              for a in sorted(set(table[s].tolist()))]
+    edges += [(names[relations[r]], f"attribute={outputs[a]}") for r in range(task.n_relations)
+              for a in sorted(set(table[:, r].tolist()))]
     return tuple(features), tuple(edges)
 
 
@@ -274,6 +380,7 @@ def _recipes() -> dict[str, Recipe]:
             algorithm=BracketsAlgorithm,
             seeds=(0, 1, 2),
             edges_per_seed=True,
+            features=bracket_features,
         ),
         Recipe(
             name="factual-recall",
@@ -294,6 +401,7 @@ def _recipes() -> dict[str, Recipe]:
             truth=truths.FACTUAL_RECALL,
             algorithm=FactualRecallAlgorithm,
             edges_per_seed=True,
+            features=fact_features,
         ),
         Recipe(
             name="factual-recall-split",

@@ -154,7 +154,9 @@ BRACKETS_SIIT = Truth(
     description="Balanced brackets in two steps. L0H1 computes the running balance (open minus close so far) "
     "at every position; MLP0 flags the positions where it is negative; L1H1 gathers those flags at the last "
     "position (any_negative); MLP1 combines them with whether the final balance is zero. The nodes and "
-    "variables were chosen before training; the edges between them are identified on each seed's weights.",
+    "variables were chosen before training; the edges between them are identified on each seed's weights, and so "
+    "are its features: the embeddings of '(' and ')', and MLP0's flag at each position where the balance is below "
+    "zero (one direction, written at every position), with edges brackets -> flags -> the 'unbalanced' logit.",
     nodes={"embed": "bracket", "L0H1": "balance", "MLP0": "negative", "L1H1": "any-negative",
            "MLP1": "answer", "logits": "output"},
     # The spine every seed must have; toylab.zoo identifies the full wiring per seed.
@@ -173,7 +175,9 @@ FACTUAL_RECALL = Truth(
     "MLP0 there is a key-value memory keyed on (subject, relation) that writes the stored attribute (the facts "
     "live in its weights); at the answer position (3), L1H1 attends to the subject and moves the attribute to "
     "the logits. L0H0, L1H0 and MLP1 are trained to be inert. The nodes and variables were chosen before "
-    "training; the edges between them are identified on each seed's weights.",
+    "training; the edges between them are identified on each seed's weights, and so are its features: the relation "
+    "and subject embeddings and one direction per attribute value in MLP0's output at the subject position, with "
+    "edges subject and relation -> the fact's attribute -> its output class.",
     nodes={"embed": "subject and relation", "L0H1": "relation-mover", "MLP0": "fact-store",
            "L1H1": "attribute-mover", "logits": "output"},
     # The spine every seed must have; toylab.zoo identifies the full wiring per seed.
