@@ -178,3 +178,27 @@ def test_transformer_lens_state_dict_loads_unchanged_and_matches_reference_forwa
     assert torch.allclose(model(toks), expected, atol=1e-5)
     # and our own state dict has exactly TransformerLens's parameter names (no buffers)
     assert set(model.state_dict()) == {k for k in sd if not k.endswith(("mask", "IGNORE"))}
+
+
+def test_a_leaf_hooked_into_a_heads_input_gets_each_heads_own_gradient():
+    """A hook that returns x.detach().requires_grad_() keeps the block's stride-0 view; every head's slice of that
+    leaf must get the gradient a contiguous copy gets (the shared-stream shortcut once gave all of it to head 0)."""
+    from toylab import zoo
+
+    model = zoo.load("induction-siit").model
+    tokens = torch.randint(1, 20, (2, 10))
+
+    def gradient(contiguous: bool) -> torch.Tensor:
+        leaves = {}
+
+        def grab(x, hook):
+            leaves["x"] = (x.detach().clone() if contiguous else x.detach()).requires_grad_(True)
+            return leaves["x"]
+
+        with torch.enable_grad(), model.hooks([("blocks.1.hook_k_input", grab)]):
+            model(tokens)[:, -1].sum().backward()
+        return leaves["x"].grad  # [batch, pos, head, d_model]
+
+    shared = gradient(contiguous=False)
+    assert shared[:, :, 1:].abs().sum() > 0, "heads other than 0 got no gradient"
+    assert torch.allclose(shared, gradient(contiguous=True), atol=1e-6)

@@ -80,6 +80,9 @@ class Attention(nn.Module):
 
 def _project(x: Tensor, W: Tensor) -> Tensor:
     """Per-head input [batch, pos, head, d_model] @ W [head, d_model, d_head]."""
-    if x.stride(2) == 0:  # the same stream for every head: project it once
+    # The same stream for every head (the block's expanded view): project it once. Not for a
+    # leaf that asks for its own gradient (a hook's x.detach().requires_grad_()): there each
+    # head's slice must get its own gradient, and the shortcut would give all of it to head 0.
+    if x.stride(2) == 0 and not (x.is_leaf and x.requires_grad):
         return einsum(x[:, :, 0], W, "b p m, h m d -> b p h d")
     return einsum(x, W, "b p h m, h m d -> b p h d")
