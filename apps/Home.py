@@ -32,7 +32,12 @@ LESSONS = [
     ("pages/steering.py", "11 Steering"),
     ("pages/editing.py", "12 Editing facts"),
     ("pages/attribution_graphs.py", "13 Attribution graphs"),
+    ("pages/lens.py", "14 Logit lens and DLA"),
+    ("pages/brackets.py", "15 Balanced brackets"),
+    ("pages/attribution_patching.py", "16 Attribution patching"),
+    ("pages/build.py", "17 Build the transformer"),
     ("pages/challenge.py", "Blind challenges"),
+    ("pages/dashboards.py", "Feature dashboards"),
 ]
 
 
