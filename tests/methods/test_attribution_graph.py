@@ -106,3 +106,16 @@ def test_bad_input(setup):
     wide = Transcoder(TranscoderConfig(n_layers=3, d_in=32, d_out=32, d_latent=8, architecture="relu"))
     with pytest.raises(ValueError, match="does not fit the model"):
         attribution_graph(z.model, wide, z.task.sample(1, 5).tokens[0])
+
+
+def test_influence_is_the_closed_form_series_and_refuses_a_cycle():
+    from toylab.methods.attribution_graph import influence, normalise_rows
+
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(60, 60, generator=g).tril(-1) * (torch.rand(60, 60, generator=g) < 0.3)  # a DAG
+    w = torch.rand(60, generator=g)
+    n = normalise_rows(A).double()
+    closed = torch.linalg.solve((torch.eye(60, dtype=torch.float64) - n).T, n.T @ w.double())
+    assert torch.allclose(influence(A, w).double(), closed, atol=1e-6)
+    with pytest.raises(ValueError, match="cycle"):
+        influence(torch.ones(3, 3), torch.ones(3))

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -89,12 +90,18 @@ class AttributionGraph:
 
     def influence(self, adjacency: Tensor | None = None) -> Tensor:
         """Each node's total (direct and indirect) influence on the logits: [node]."""
-        return influence(adjacency if adjacency is not None else self.adjacency, self.logit_weights)
+        if adjacency is None:
+            return self._influence
+        return influence(adjacency, self.logit_weights)
+
+    @cached_property
+    def _influence(self) -> Tensor:  # the whole graph's, used by scores, prune and scoring alike
+        return influence(self.adjacency, self.logit_weights)
 
     def scores(self) -> tuple[float, float]:
         """(replacement score, completeness score) as circuit-tracer defines them."""
         normalised = normalise_rows(self.adjacency)
-        node_influence = influence(self.adjacency, self.logit_weights)
+        node_influence = self._influence
         errors, tokens = self.indices("error"), self.indices("token")
         token_influence, error_influence = node_influence[tokens].sum(), node_influence[errors].sum()
         replacement = float(token_influence / (token_influence + error_influence).clamp(min=1e-12))
@@ -109,7 +116,7 @@ class AttributionGraph:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
         w = self.logit_weights
-        node_influence = influence(self.adjacency, w)
+        node_influence = self._influence
         node_mask = node_influence >= _threshold(node_influence, node_threshold)
         always = torch.cat([self.indices("token"), self.indices("logit")])
         node_mask[always] = True
@@ -164,11 +171,19 @@ def normalise_rows(adjacency: Tensor) -> Tensor:
 def influence(adjacency: Tensor, logit_weights: Tensor) -> Tensor:
     """logit_weights @ (N + N^2 + ...) for N the row-normalised |A|: [node].
 
-    The graph is acyclic, so the series ends; solving (I - N)^T x = N^T w gives it at once.
+    The graph is acyclic (a node reads only earlier layers), so N is nilpotent and the series
+    ends after as many terms as the longest path (n_layers + 1 edges): summed term by term, a
+    matrix-vector product each, instead of solving (I - N)^T x = N^T w in O(node^3).
     """
     n = normalise_rows(adjacency).double()
-    eye = torch.eye(len(n), dtype=n.dtype)
-    return torch.linalg.solve((eye - n).T, n.T @ logit_weights.double()).to(adjacency.dtype)
+    term = logit_weights.double().to(n.device)
+    total = torch.zeros_like(term)
+    for _ in range(len(n)):
+        term = term @ n
+        if not term.any():
+            return total.to(adjacency.dtype)
+        total += term
+    raise ValueError("the graph has a cycle: influence is defined for acyclic graphs only")
 
 
 def _threshold(scores: Tensor, fraction: float) -> Tensor:

@@ -36,12 +36,13 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from toylab.methods.attribution_graph import AttributionGraph
 from toylab.truth import Truth
-from toylab.validate.metrics import auroc
+from toylab.validate.metrics import auroc_of
 
 MATCH = 0.8  # |cosine| of a feature's write with a declared direction for the two to be one feature
 GRAPH_PROMPTS = 32  # prompts the harness scores a feature graph on
@@ -141,24 +142,35 @@ def score_graph(graph: AttributionGraph, truth: Truth, task, answer: int, node_t
     true_nodes, true_edges = true_feature_circuit(truth, task, graph.tokens, answer)
     mapped, best = map_nodes(graph, truth, task, true_nodes, match)
     recovery = list(best.values())
-    influence = graph.influence()
-    inner = [i for i, n in enumerate(graph.nodes) if n.kind in ("feature", "error")]
-    node_auroc = auroc({i: float(influence[i]) for i in inner}, {i for i in inner if mapped[i] in true_nodes}, inner)
+    influence = graph.influence().numpy()
+    kinds = [n.kind for n in graph.nodes]
+    inner = np.array([k in ("feature", "error") for k in kinds])
+    in_truth = np.array([m in true_nodes for m in mapped])
+    node_auroc = auroc_of(influence[inner], in_truth[inner])
     # Edges between tokens and logits are the same whatever replaces the MLPs (attention is
     # frozen): only edges with a feature or error end tell dictionaries apart.
-    through = {i for i, n in enumerate(graph.nodes) if n.kind in ("feature", "error")}
-    targets, sources = graph.adjacency.nonzero(as_tuple=True)
-    pairs = [p for p in zip(sources.tolist(), targets.tolist()) if p[0] in through or p[1] in through]
-    edge_scores = {p: float(graph.adjacency[p[1], p[0]].abs()) for p in pairs}
     causal = {f.name for f in truth.features if f.variable is not None}
     true_edges = {e for e in true_edges if e[0] in causal or e[1] in causal}
-    edge_auroc = auroc(edge_scores, {p for p in pairs if (mapped[p[0]], mapped[p[1]]) in true_edges}, pairs)
+    ids = {name: i for i, name in enumerate(sorted({m for m in mapped if m is not None}))}
+    code = np.array([ids.get(m, -1) for m in mapped])  # [node]: the true name's id, -1 for none
+    wanted = np.array(sorted(ids[a] * len(ids) + ids[b] for a, b in true_edges if a in ids and b in ids), dtype=int)
+
+    def hits(targets: np.ndarray, sources: np.ndarray) -> np.ndarray:
+        both = (code[sources] >= 0) & (code[targets] >= 0)
+        return both & np.isin(code[sources] * len(ids) + code[targets], wanted)
+
+    targets, sources = (t.numpy() for t in graph.adjacency.nonzero(as_tuple=True))
+    through = inner[sources] | inner[targets]
+    targets, sources = targets[through], sources[through]
+    edge_auroc = auroc_of(graph.adjacency.abs().numpy()[targets, sources], hits(targets, sources))
     pruned = graph.prune(node_threshold, edge_threshold)
-    kept = {(mapped[int(s)], mapped[int(t)]) for t, s in zip(*pruned.edge_mask.nonzero(as_tuple=True))}
+    kept_t, kept_s = (t.numpy() for t in pruned.edge_mask.nonzero(as_tuple=True))
+    kept = hits(kept_t, kept_s)
+    found = {(mapped[s_], mapped[t_]) for t_, s_ in zip(kept_t[kept], kept_s[kept])}
     replacement, completeness = graph.scores()
     return {"feature_recovery": _nanmean(recovery) if recovery else math.nan, "graph_node_auroc": node_auroc,
             "graph_edge_auroc": edge_auroc,
-            "circuit_kept": len(true_edges & kept) / len(true_edges) if true_edges else math.nan,
+            "circuit_kept": len(found) / len(true_edges) if true_edges else math.nan,
             "replacement_score": replacement, "completeness_score": completeness}
 
 
