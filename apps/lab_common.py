@@ -90,10 +90,17 @@ def _png(_plot: Callable[..., Figure], plot_name: str, args: tuple, kwargs: dict
 
 
 def show(plot: Callable[..., Figure], *args: Any, **kwargs: Any) -> None:
-    """Display ``plot(*args, **kwargs)``, a toylab.viz figure, rendered once per distinct input.
-
-    Rendering a figure costs a few tenths of a second, most of a page's run; caching the PNG
-    makes a rerun that changes one widget redraw only the figures whose inputs changed.
+    """Display ``plot(*args, **kwargs)``, a toylab.viz figure: as its interactive twin where it
+    has one (``viz.INTERACTIVE``: heatmaps, attention patterns, bars and curves become Altair
+    charts with tooltips, zoom and the truth outlined), else as a PNG rendered once per
+    distinct input (a figure costs a few tenths of a second, most of a page's run, so a rerun
+    that changes one widget redraws only the figures whose inputs changed).
     """
+    from toylab import viz
+
+    twin = viz.INTERACTIVE.get(plot)
+    if twin is not None:
+        st.altair_chart(twin(*args, **kwargs), width="content")
+        return
     frozen = {k: tuple(sorted(v)) if isinstance(v, (set, frozenset)) else v for k, v in kwargs.items()}
     st.image(_png(plot, f"{plot.__module__}.{plot.__qualname__}", args, frozen), width="stretch")

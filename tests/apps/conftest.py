@@ -1,11 +1,14 @@
 """The lab's lesson pages, read from the LESSONS list of apps/Home.py without running it."""
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
 
 APPS = Path(__file__).resolve().parents[2] / "apps"
+# The page tests share page_plots.py (their plots, images and charts alike) as a plain module.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 HOME = APPS / "Home.py"
 
 

@@ -3,17 +3,13 @@
 import time
 from pathlib import Path
 
+from page_plots import chart_truth, image_urls
 from streamlit.testing.v1 import AppTest
 
 from toylab import zoo
 
 APPS = Path(__file__).resolve().parents[2] / "apps"
 HOME = APPS / "Home.py"
-
-
-def image_urls(at: AppTest) -> list[str]:
-    """Media URLs of the images on the page; a URL is a hash of the PNG, so it changes with the plot."""
-    return [image.proto.imgs[0].url for image in at.get("image")]
 
 
 def texts(elements) -> list[str]:
@@ -139,8 +135,10 @@ def test_ground_truth_toggle_changes_the_outlined_plots():
     at.selectbox(key="ind_layer").set_value(0).run()
     at.selectbox(key="ind_head").set_value(2).run()  # L0H2, the previous-token head of induction-siit
     shown = image_urls(at)
+    assert chart_truth(at, 0) > 0 and chart_truth(at, 1) == 1  # the pattern's cells; L0H2 among the heads
     at.toggle(key="ind_truth").set_value(False).run()
     hidden = image_urls(at)
+    assert chart_truth(at, 0) == 0 and chart_truth(at, 1) == 0
     assert hidden[0] != shown[0]  # the pattern loses its outlined cells
     assert hidden[1] != shown[1] and hidden[3] != shown[3]  # previous-token and induction heatmaps
     assert hidden[2] == shown[2]  # no head has the duplicate-token role, so nothing to outline
@@ -364,7 +362,7 @@ def test_sae_page_draws_the_pentagon_and_every_architecture_runs():
 def test_grokking_slider_scrubs_the_shipped_run_and_the_truth_outlines_key_frequencies():
     at = open_page("pages/grokking.py")
     phases = frame_with(at, "phase")
-    assert list(phases["phase"])[0] == "memorisation"
+    assert next(iter(phases["phase"])) == "memorisation"
     last = {m.label: m.value for m in at.metric}
     urls = image_urls(at)
     steps = list(at.select_slider(key="grok_step").options)

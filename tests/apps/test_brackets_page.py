@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from page_plots import image_urls, plots
 from streamlit.testing.v1 import AppTest
 
 from toylab import zoo
@@ -54,8 +55,6 @@ def texts(elements) -> str:
     return " ".join(str(e.value) for e in elements)
 
 
-def image_urls(at: AppTest) -> list[str]:
-    return [image.proto.imgs[0].url for image in at.get("image")]
 
 
 def failure_rows(at: AppTest) -> list[dict]:
@@ -95,7 +94,7 @@ def test_the_page_starts_on_a_sampled_string_with_the_truths_heads_and_the_failu
     sites = FIXTURES.truth_sites(ZM.truth)
     assert [f"L{layer}H{at.selectbox(key=key).value}" for layer, key in
             ((0, "brackets_count_head"), (1, "brackets_gather_head"))] == [sites["balance"], sites["any_negative"]]
-    assert len(at.get("image")) == 3  # the trace, the counting head's pattern, the ablations
+    assert len(plots(at)) == 3  # the trace, the counting head's pattern, the ablations
     pairs = FIXTURES.failure_pairs(ZM.task, FIXTURES.N_PAIRS, seed=0)
     truth = FIXTURES.truth_failures(ZM.truth, ZM.task, pairs)
     rows = failure_rows(at)
@@ -142,4 +141,4 @@ def test_a_typed_string_is_classified_hiding_the_truth_removes_its_outlines_and_
         at.text_input(key="brackets_text").set_value(bad)
         run(at)
         assert says in texts(at.warning)
-        assert not at.metric and not at.get("image")
+        assert not at.metric and not plots(at)

@@ -26,7 +26,7 @@ def test_make_submit_and_reveal():
     at.multiselect(key="ch_nodes").set_value(["embed", *heads]).run()
     at.button(key="ch_submit").click().run()
     assert not at.exception, at.exception
-    label, figures, looked = at.session_state["ch_last"]
+    _, figures, looked = at.session_state["ch_last"]
     assert figures["tpr"] == 1.0 and figures["fpr"] == 0.0 and not looked
     at.radio(key="ch_kind").set_value("a built-in method").run()
     at.button(key="ch_submit").click().run()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from page_plots import image_urls, plots
 from streamlit.testing.v1 import AppTest
 
 from toylab import methods, zoo
@@ -90,7 +91,7 @@ def test_the_page_starts_on_the_split_model_with_the_lessons_edit_scored_exactly
         [FIRST.subject, FIRST.relation, FIRST.attribute]
     check_edit(at, SPLIT, FIRST, "rome", 0)
     assert f"the truth stores it in MLP{FIXTURES.stored_layer(SPLIT, FIRST.subject)}" in texts(at.markdown)
-    assert len(at.get("image")) == 1  # tracing against editing
+    assert len(plots(at)) == 1  # tracing against editing
 
 
 def test_the_edit_widgets_follow_the_method_and_the_layer():
@@ -119,7 +120,7 @@ def test_an_edit_that_changes_nothing_is_refused_in_words():
     at.selectbox(key="edit_attribute").set_value(int(SPLIT.task.table[FIRST.subject, FIRST.relation])).run()
     assert not at.exception, at.exception
     assert "already answers" in texts(at.warning)
-    assert not at.metric and not at.get("image")
+    assert not at.metric and not plots(at)
 
 
 def test_tracing_against_editing_matches_the_method_and_outlines_the_truths_store():
@@ -143,10 +144,10 @@ def test_tracing_against_editing_matches_the_method_and_outlines_the_truths_stor
     assert [row["tracing peak"] for row in rows] == [f"MLP{layer}" for layer in result.trace_peak.tolist()]
     for row, scores in zip(rows, result.edit_scores):
         assert [row[f"S at MLP{layer}"] for layer in layers] == pytest.approx(scores.tolist(), abs=1e-3)
-    outlined = at.get("image")[0].proto.imgs[0].url
+    outlined = image_urls(at)[0]
 
     at.toggle(key="edit_truth").set_value(False).run()
     assert not at.exception, at.exception
     assert "stored in" not in frame(at, "fact", "tracing peak")[0]
-    assert at.get("image")[0].proto.imgs[0].url != outlined  # the outlines go
+    assert image_urls(at)[0] != outlined  # the outlines go
     assert "Ground truth hidden" in texts(at.caption) and "truth stores" not in texts(at.markdown)

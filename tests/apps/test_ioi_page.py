@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from page_plots import image_urls, plots
 from streamlit.testing.v1 import AppTest
 
 from toylab import methods, zoo
@@ -100,7 +101,7 @@ def test_the_page_starts_on_the_lessons_model_with_the_truths_circuit():
     check_prompt(at, prompt)
     roles = [{row["head"]: row["role"] for row in table} for table in frames(at, "head", "role")]
     assert FIXTURES.head_roles(TRUTH) in roles  # the roles table: every head the truth names, with its part
-    assert len(at.get("image")) == 3  # the truth's circuit, the direct effects, path patching
+    assert len(plots(at)) == 3  # the truth's circuit, the direct effects, path patching
 
 
 def test_the_prompt_widgets_rebuild_the_prompt_and_every_number_follows():
@@ -115,7 +116,7 @@ def test_the_same_name_for_io_and_s_is_refused_in_words():
     at.selectbox(key="ioi_s").set_value(0).run()  # IO is N0 by default
     assert not at.exception, at.exception
     assert "pick two different names" in texts(at.warning)
-    assert not at.metric and not at.get("image")
+    assert not at.metric and not plots(at)
 
 
 def test_path_patching_starts_at_the_name_movers_and_follows_the_receivers():
@@ -139,10 +140,10 @@ def test_path_patching_starts_at_the_name_movers_and_follows_the_receivers():
 
 def test_the_truth_toggle_hides_the_outlines_and_the_truth_columns():
     at = open_page()
-    shown = [image.proto.imgs[0].url for image in at.get("image")]
+    shown = image_urls(at)
     at.toggle(key="ioi_truth").set_value(False).run()
     assert not at.exception, at.exception
-    hidden = [image.proto.imgs[0].url for image in at.get("image")]
+    hidden = image_urls(at)
     assert shown[0] == hidden[0] and shown[1:] != hidden[1:]  # the truth's circuit stays; the outlines go
     assert "ground truth" not in frame(at, "sender", "input", "score")[0]
     assert "Ground truth hidden" in texts(at.caption)
@@ -176,4 +177,4 @@ def test_knocking_the_name_movers_out_shows_the_backup_taking_over():
             assert repair.knocked_out[backup] > repair.clean[backup]
             compensation = self_repair(ZM.model, pair, MOVERS, [backup], knockout="mean").compensation
             assert f"{compensation:.0%} of what the name movers wrote" in texts(at.caption)
-        assert len(at.get("image")) == 4  # plus the change in direct effects
+        assert len(plots(at)) == 4  # plus the change in direct effects

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from page_plots import image_urls
 from streamlit.testing.v1 import AppTest
 
 from toylab import methods, viz, zoo
@@ -37,8 +38,6 @@ def texts(elements) -> str:
     return " ".join(str(e.value) for e in elements)
 
 
-def image_urls(at: AppTest) -> list[str]:
-    return [image.proto.imgs[0].url for image in at.get("image")]
 
 
 def fmt(value) -> str:

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from page_plots import image_urls, plots
 from streamlit.testing.v1 import AppTest
 
 from toylab import zoo
@@ -41,12 +42,12 @@ def test_the_page_starts_on_self_repair_with_the_lessons_methods_and_says_who_fe
     assert {m for m, row in rows.items() if row["fell in"]} == {"resample-ablation", "denoising"}
     assert all(rows[m]["expected"] == "falls in" for m in ("resample-ablation", "denoising"))
     assert all(rows[m]["expected"] == "remedy" for m in ("eap", "eap-ig", "acdc"))
-    assert len(at.get("image")) == 6  # the truth, then one circuit per method
+    assert len(plots(at)) == 6  # the truth, then one circuit per method
 
-    shown = [image.proto.imgs[0].url for image in at.get("image")]
+    shown = image_urls(at)
     at.toggle(key="traps_truth").set_value(False).run()
     assert not at.exception, at.exception
-    hidden = [image.proto.imgs[0].url for image in at.get("image")]
+    hidden = image_urls(at)
     assert len(hidden) == 5 and not set(hidden) & set(shown)  # no truth panel, no outlines
     assert "Ground truth hidden" in texts(at.caption)
 
@@ -69,7 +70,7 @@ def test_too_few_methods_are_explained_not_scored():
     assert table(at)["eap"]["shortfall"] == 0.0  # against itself
     at.multiselect(key="traps_methods").set_value([]).run()
     assert not at.exception and "Pick at least one method" in texts(at.info)
-    assert not at.dataframe and not at.get("image")
+    assert not at.dataframe and not plots(at)
 
 
 def test_the_distributed_trap_shows_where_its_variables_live():
