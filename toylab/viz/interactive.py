@@ -33,7 +33,7 @@ from toylab.viz.plots import TRUTH_COLOR, TRUTH_LABEL, _array, _check_labels
 if TYPE_CHECKING:
     from toylab.methods.progress import ProgressMeasures
 
-_CELL = 28  # pixels per heatmap cell, within bounds
+_CELL = 22  # pixels per heatmap cell, within bounds
 
 
 def _alt():
@@ -73,8 +73,10 @@ def _grid_chart(values: np.ndarray, rows: list[str], cols: list[str], title: str
         base = base.add_params(picked).encode(opacity=alt.condition(picked, alt.value(1.0), alt.value(0.55)))
     outline = alt.Chart(data).transform_filter("datum.truth").mark_rect(
         fill=None, stroke=TRUTH_COLOR, strokeWidth=2.5).encode(x=x, y=y, tooltip=tooltip)
-    width = int(np.clip(_CELL * len(cols), 160, 720))
-    height = int(np.clip(_CELL * len(rows), 80, 560))
+    # Streamlit sizes a chart to fit its width and height with the axes and legend inside:
+    # room for those comes on top of the cells.
+    width = int(np.clip(_CELL * len(cols) + 170, 340, 800))
+    height = int(np.clip(_CELL * len(rows) + 70, 150, 620))
     return alt.layer(base, outline).properties(width=width, height=height, title=title or "")
 
 
