@@ -140,9 +140,13 @@ def test_lab_refuses_a_port_outside_1_to_65535(port, capsys):
 
 
 @pytest.mark.slow
-def test_ctrl_c_then_rerun_resumes_to_the_same_weights(tmp_path):
+def test_ctrl_c_then_rerun_resumes_to_the_same_weights(tmp_path, induction_tiny_retrained):
     """The real thing: a SIGINT to the process, then the same command again."""
-    env = {**os.environ, "TOYLAB_HOME": str(tmp_path / "home")}
+    from toylab import zoo
+
+    # On the threads of the straight run it is compared with (induction_tiny_retrained: tests/conftest.py).
+    threads = zoo.load("induction-tiny").card["versions"]["threads"]
+    env = {**os.environ, "TOYLAB_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": str(threads)}
     interrupted = tmp_path / "interrupted"
     proc = subprocess.Popen(TOYLAB + ["train", "induction-tiny", "--out", str(interrupted), "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -159,10 +163,9 @@ def test_ctrl_c_then_rerun_resumes_to_the_same_weights(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     assert "resuming induction-tiny" in rerun.stdout
 
-    straight = tmp_path / "straight"
-    assert main(["train", "induction-tiny", "--out", str(straight), "--quiet"]) == 0
+    # The same command straight through (`toylab train` is zoo.train_recipe), trained once for this and test_zoo.py.
     a, _ = ckpt.load_model(interrupted)
-    b, _ = ckpt.load_model(straight)
+    b, _ = ckpt.load_model(induction_tiny_retrained)
     for x, y in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(x, y)
 

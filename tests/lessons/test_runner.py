@@ -1,6 +1,7 @@
 """Every lesson runs top to bottom with the reference solutions, and without them too."""
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import sys
 import pytest
 
 from toylab.lessons import EXERCISES, cells, exercises, find, get, lessons, run_lesson, solved_source
-from toylab.lessons.runner import LESSONS_DIR, PACKAGE
+from toylab.lessons.runner import LESSONS_DIR, PACKAGE, Lesson, LessonRun, prepared_run
 
 LESSONS = lessons()
 ALLOWED_IMPORTS = {"toylab", "torch", "numpy", "matplotlib", "math", "itertools", "collections", "time",
@@ -30,10 +31,100 @@ def test_lesson_runs_with_reference_solutions_and_passes_every_check(lesson):
     assert all(f.passed for f in run.checks), run.output[-3000:]
 
 
+# The shipped lessons run as scripts too, but each in a child forked from one interpreter that
+# imported torch, matplotlib and toylab once (the seconds every fresh interpreter pays for them):
+# a process of its own per run, running the script as `python lesson.py` would, less the import.
+# (The runs with the reference solutions above go through run_lesson: a fresh interpreter each.)
+_FORK_SERVER = r"""
+import atexit, json, os, runpy, signal, sys, traceback
+os.environ["MPLBACKEND"] = "Agg"
+import torch, numpy, matplotlib.pyplot, toylab, toylab.lessons  # what every lesson imports first
+base_path = sys.path[1:]  # less -c's ""
+for line in sys.stdin:
+    job = json.loads(line)
+    pid = os.fork()
+    if pid == 0:  # as `python script` in the job's folder and environment
+        code = 1
+        try:
+            signal.alarm(job["timeout"])
+            null, out = os.open(os.devnull, os.O_RDONLY), os.open(job["output"], os.O_WRONLY | os.O_CREAT)
+            os.dup2(null, 0), os.dup2(out, 1), os.dup2(out, 2)
+            os.chdir(job["cwd"])
+            os.environ.clear()
+            os.environ.update(job["env"])
+            path = [p for p in job["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
+            sys.path[:] = [os.path.dirname(job["script"]), *path, *[p for p in base_path if p not in path]]
+            sys.argv = [job["script"]]
+            try:
+                runpy.run_path(job["script"], run_name="__main__")
+                code = 0
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
+                if not isinstance(stop.code, (int, type(None))):
+                    print(stop.code, file=sys.stderr)
+            except BaseException:
+                traceback.print_exc()
+            atexit._run_exitfuncs()
+        finally:
+            try:
+                sys.stdout.flush(), sys.stderr.flush()
+            finally:
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def lesson_forks(tmp_path_factory):
+    """``run(lesson, solutions)``: the lesson run as run_lesson runs it (same script, folder and
+    environment), in a child of the fork server; its stdout and stderr together, in order."""
+    server = subprocess.Popen([sys.executable, "-c", _FORK_SERVER], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    outputs = tmp_path_factory.mktemp("lesson-output")
+
+    def run(lesson, solutions: bool, fast: bool = True, timeout: int = 600) -> LessonRun:
+        with prepared_run(lesson, solutions=solutions, fast=fast) as job:
+            output = outputs / f"{job.lesson.name}-{'solved' if solutions else 'shipped'}.txt"
+            server.stdin.write(json.dumps({"script": str(job.script), "cwd": str(job.cwd), "env": job.env,
+                                           "output": str(output), "timeout": timeout}) + "\n")
+            server.stdin.flush()
+            reply = server.stdout.readline()
+            assert reply, f"the fork server stopped with {server.wait()}"
+            return job.result(json.loads(reply)["returncode"], output.read_text(errors="replace"))
+
+    yield run
+    server.stdin.close()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def test_a_forked_run_is_a_script_run(tmp_path, lesson_forks):
+    """What the shipped runs below rely on: a forked run reports what run_lesson's fresh
+    interpreter does (exit status, output, crashes) and runs the script as __main__, from its
+    folder, with the lesson's own folder on the path and run_lesson's environment."""
+    folder = tmp_path / "99_probe"
+    folder.mkdir()
+    (folder / "fixtures.py").write_text("VALUE = 7\n")
+    probes = {
+        "import os, sys\nfrom fixtures import VALUE\n"
+        "print(__name__, VALUE, sys.argv[0] == os.path.join(os.getcwd(), 'lesson.py'), os.environ['TOYLAB_FAST'])\n"
+        "raise SystemExit(3)\n": (3, "__main__ 7 True 1"),
+        "print('before')\nraise ValueError('boom')\n": (1, "ValueError: boom"),
+    }
+    for source, (returncode, says) in probes.items():
+        (folder / "lesson.py").write_text(source)
+        for run in (lesson_forks(Lesson(folder), solutions=False), run_lesson(Lesson(folder), solutions=False)):
+            assert run.returncode == returncode and says in run.output, run.output
+
+
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda le: le.name)
-def test_lesson_as_shipped_runs_to_the_end_and_marks_nothing_correct(lesson):
+def test_lesson_as_shipped_runs_to_the_end_and_marks_nothing_correct(lesson, lesson_forks):
     """A learner who runs the lesson before solving anything gets 'not yet', never a crash."""
-    run = run_lesson(lesson, solutions=False, fast=True)
+    run = lesson_forks(lesson, solutions=False)
     assert run.returncode == 0, run.output[-3000:]
     assert len(run.checks) == len(lesson.exercises)
     assert not any(f.passed for f in run.checks), [str(f) for f in run.checks if f.passed]

@@ -9,7 +9,8 @@ from toylab.interventions import Faithfulness, edges_without
 from toylab.truth import Truth
 from toylab.truth.traps import TRAPS, build_trap, trap_heads, trap_truth
 from toylab.validate.baselines import BASELINES
-from toylab.validate.leaderboard import TRAP_MARGIN, leaderboard
+from toylab.validate.harness import Report
+from toylab.validate.leaderboard import TRAP_MARGIN, Leaderboard, leaderboard
 
 MODELS = [f"trap-{trap}" for trap in TRAPS]  # the hand-built traps on Logic gates
 CIRCUIT_TRAPS = [m for m in MODELS if m != "trap-distributed"]  # trap-distributed traps featurisers, not circuits
@@ -88,26 +89,48 @@ def test_cancellation_the_gradient_sees_nothing_of_a_head_that_carries_the_answe
     assert methods.eap_ig(zm.model, pair)[("embed", head, "v")] > 0.5
 
 
-@pytest.fixture(scope="module")
-def board():
+def _board(model: str) -> Leaderboard:
     scored = {name: BASELINES[name] for name in BASELINES if name not in ("random", "truth")}
-    return leaderboard(scored, names=MODELS + DECOYS, seeds=[0])
+    return leaderboard(scored, names=[model], seeds=[0])
 
 
-def test_every_trap_catches_the_methods_it_predicts_and_lets_its_remedies_through(board):
-    shortfalls = board.shortfalls()
-    for model, trap in board.traps.items():
-        for method in trap.falls_in:
-            assert shortfalls[model][method][0] >= TRAP_MARGIN, (model, method, shortfalls[model][method])
-        for method in trap.remedies:
-            assert shortfalls[model][method][0] <= 0.05, (model, method, shortfalls[model][method])
+@pytest.fixture(scope="module")
+def boards(computed_once):
+    """``boards(model)``: the leaderboard of every baseline but the floor and the ceiling on one
+    model, seed 0. A model's entries and shortfalls depend on that model alone, so each model's
+    board is computed once per test run, by the first xdist worker to ask (parts of one board
+    run in parallel), and the board of all of them is their union (``_union``)."""
+    return lambda model: computed_once(f"trap-board-{model}", lambda: _board(model))
 
 
-def test_the_traps_tell_the_causal_baselines_apart(board):
+def _union(parts: list[Leaderboard]) -> Leaderboard:
+    """One leaderboard of several models from each one's: as ``leaderboard(names=models)`` makes it."""
+    def merged(reports: list[dict[str, Report]]) -> dict[str, Report]:
+        return {label: Report(label, [e for r in reports for e in r[label].entries], r0.n_pairs)
+                for label, r0 in reports[0].items()}
+
+    return Leaderboard(merged([p.reports for p in parts]), {m: t for p in parts for m, t in p.traps.items()},
+                       [f for p in parts for f in p.features],
+                       merged([p.graphs for p in parts]) if parts[0].graphs else {})
+
+
+@pytest.mark.parametrize("model", MODELS + DECOYS)
+def test_every_trap_catches_the_methods_it_predicts_and_lets_its_remedies_through(boards, model):
+    board = boards(model)
+    assert set(board.traps) == {model}
+    shortfalls, trap = board.shortfalls(), board.traps[model]
+    for method in trap.falls_in:
+        assert shortfalls[model][method][0] >= TRAP_MARGIN, (model, method, shortfalls[model][method])
+    for method in trap.remedies:
+        assert shortfalls[model][method][0] <= 0.05, (model, method, shortfalls[model][method])
+
+
+def test_the_traps_tell_the_causal_baselines_apart(boards):
     """The round's bar: on every circuit trap built on a Logic gate one of activation patching,
     EAP, EAP-IG and ACDC falls >= 0.2 below the best, and none of them is within 0.05 of the
     best on every trap. (The decoy traps and the distributed variable hold methods to their
     own predictions, in the test above: the latter traps featurisers, not circuit methods.)"""
+    board = _union([boards(model) for model in MODELS + DECOYS])
     shortfalls = board.shortfalls()
     causal = ("resample-ablation", "eap", "eap-ig", "acdc")
     assert set(shortfalls) == set(MODELS + DECOYS)
@@ -138,10 +161,15 @@ def test_distributed_variable_the_whole_node_and_every_channel_mix_a_and_b():
     assert whole < 0.6 and along == 1.0
 
 
-def test_featurisers_das_finds_the_direction_a_neuron_mask_cannot():
-    from toylab.validate.featurisers import featuriser_suite, score_featurisers
+def test_featurisers_das_finds_the_direction_a_neuron_mask_cannot(boards):
+    from toylab.validate.featurisers import FEATURISERS, PEEK, featuriser_suite
 
-    entries = score_featurisers(suite=featuriser_suite(["trap-distributed"], [0]))
+    # score_featurisers(suite=featuriser_suite(["trap-distributed"], [0])) is the featuriser track
+    # of trap-distributed's board: every featuriser and the truth on that suite. Read it there.
+    assert [(s.name, s.seed) for s in featuriser_suite(["trap-distributed"], [0])] == [("trap-distributed", 0)]
+    entries = boards("trap-distributed").features
+    assert {(e.model, e.seed) for e in entries} == {("trap-distributed", 0)}
+    assert {e.featuriser for e in entries} == {*FEATURISERS, PEEK}
     iia = {(e.featuriser, e.variable): e.iia for e in entries}
     for variable in ("a", "b"):
         assert iia["das", variable] >= 0.95 and iia["truth", variable] == 1.0

@@ -114,25 +114,20 @@ FREE_WEIGHTS = ("attn.b_K",)
 
 
 @pytest.mark.slow
-def test_retraining_a_tiny_recipe_from_its_seed_reproduces_the_shipped_model(tmp_path):
+def test_retraining_a_tiny_recipe_from_its_seed_reproduces_the_shipped_model(induction_tiny_retrained):
     """Bitwise where what decides the bits matches the card, within stated tolerances elsewhere."""
     from toylab.train import bitwise_environment
 
     shipped = zoo.load("induction-tiny")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(shipped.card["versions"]["threads"]))  # the thread count it was trained with
-    try:
-        result = zoo.train_recipe("induction-tiny", out=tmp_path / "run", progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    retrained = zoo.load(tmp_path / "run")
+    # zoo.train_recipe("induction-tiny") on the thread count it was trained with (tests/conftest.py)
+    retrained = zoo.load(induction_tiny_retrained)
     # On every machine: the recipe's claims hold and the certificate passes.
     assert retrained.truth is not None and retrained.truth.certificate["passed"]
     assert all(holds for _, holds in retrained.check().values())
     # The stop rule (test/loss <= 0.05, checked every 50 steps) fired at 1100 with test/loss
     # 0.029 after 0.059 at step 1000: far from the threshold at either, so rounding cannot move it.
-    assert result.steps == shipped.card["steps"]
-    ours = result.model.state_dict()
+    assert retrained.card["steps"] == shipped.card["steps"]  # the run's steps (TrainResult.steps)
+    ours = retrained.model.state_dict()
     if bitwise_environment(shipped.card["versions"]) == bitwise_environment(retrained.card["versions"]):
         for name, weight in shipped.model.state_dict().items():
             assert torch.equal(weight, ours[name]), f"{name}: not bitwise identical on the environment that trained it"
@@ -145,7 +140,7 @@ def test_retraining_a_tiny_recipe_from_its_seed_reproduces_the_shipped_model(tmp
             assert diff <= WEIGHT_TOL, f"{name}: {diff:.3g} from the shipped weights, more than {WEIGHT_TOL}"
     test = shipped.task.eval_batches()["test"]
     with torch.no_grad():
-        logit_diff = (shipped.model(test.tokens) - result.model(test.tokens)).abs().max().item()
+        logit_diff = (shipped.model(test.tokens) - retrained.model(test.tokens)).abs().max().item()
     assert logit_diff <= LOGIT_TOL
     for metric, value in shipped.card["metrics"].items():
         tol = ACCURACY_TOL if metric.endswith("accuracy") else LOSS_TOL

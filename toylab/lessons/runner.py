@@ -17,7 +17,8 @@ A lesson is a folder ``lessons/NN_name/`` holding
 Nothing here imports a lesson's files when ``toylab`` or ``toylab.lessons`` is imported:
 ``load`` reads them by path, on first use (``check("tour.x", ...)`` loads the tour's checks).
 ``solved_source`` splices the solutions in, and ``run_lesson`` runs a lesson in a fresh
-interpreter and reports every check it made.
+interpreter and reports every check it made (``prepared_run`` writes out what it runs, for
+whoever runs the script some other way).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -253,6 +256,35 @@ def run_lesson(lesson: str | Path | Lesson, solutions: bool = True, fast: bool =
     ``solutions`` splices in the reference solutions; ``strict`` (default: with solutions)
     makes a failed check stop the lesson.
     """
+    with prepared_run(lesson, solutions, fast, strict) as job:
+        proc = subprocess.run([sys.executable, str(job.script)], cwd=job.cwd, env=job.env, capture_output=True,
+                              text=True, timeout=timeout)
+        return job.result(proc.returncode, proc.stdout + proc.stderr)
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """What ``run_lesson`` runs, written out: the script in a temporary folder, its environment
+    and the log its checks append to (``prepared_run``)."""
+
+    lesson: Lesson
+    script: Path  # the lesson's source, solutions spliced in or not, as a file to run
+    cwd: Path  # the temporary folder the script runs from
+    env: dict[str, str]  # the environment to run it in (the log, fast and strict modes, the lesson's folder on the path)
+    log: Path  # where its checks are reported, one JSON line each
+
+    def result(self, returncode: int, output: str) -> LessonRun:
+        """The run's report, from its exit status, its output and the checks it logged."""
+        checks = ([Feedback(**json.loads(line)) for line in self.log.read_text().splitlines()]
+                  if self.log.exists() else [])
+        return LessonRun(self.lesson, returncode, output, checks)
+
+
+@contextmanager
+def prepared_run(lesson: str | Path | Lesson, solutions: bool = True, fast: bool = True,
+                 strict: bool | None = None) -> Iterator[PreparedRun]:
+    """The script, folder and environment ``run_lesson`` runs a lesson with (its arguments), for
+    whoever runs the script some other way; the folder is removed when the block ends."""
     lesson = find(lesson)
     source = solved_source(lesson) if solutions else lesson.read_text()
     strict = solutions if strict is None else strict
@@ -264,7 +296,4 @@ def run_lesson(lesson: str | Path | Lesson, solutions: bool = True, fast: bool =
         path = os.pathsep.join(p for p in (str(lesson.folder), os.environ.get("PYTHONPATH")) if p)
         env = dict(os.environ, TOYLAB_LESSONS_LOG=str(log), MPLBACKEND="Agg", PYTHONPATH=path,
                    TOYLAB_FAST="1" if fast else "0", TOYLAB_LESSONS_STRICT="1" if strict else "0")
-        proc = subprocess.run([sys.executable, str(script)], cwd=tmp, env=env, capture_output=True,
-                              text=True, timeout=timeout)
-        checks = [Feedback(**json.loads(line)) for line in log.read_text().splitlines()] if log.exists() else []
-    return LessonRun(lesson, proc.returncode, proc.stdout + proc.stderr, checks)
+        yield PreparedRun(lesson, script, Path(tmp), env, log)
