@@ -298,11 +298,6 @@ def _edge_neighbours(name: str, edge: Edge) -> dict[str, float]:
     if stream != r_hook:
         out["that is the gradient at the residual stream, which every reader of it shares: take it at the receiver's "
             "own input, receiver_site(cfg, edge)"] = float((delta * stream_grads[stream]).sum()) / scale
-    if r_head is not None:
-        _, shared = _gradients(model, pair.clean.tokens, pair, [r_hook], detach=True)
-        out["x.detach() keeps the per-head input a view of the shared stream (stride 0 along head), and toylab then "
-            "projects head 0's slice for every head, so the gradient lands on head 0: return x.clone() from the "
-            "hook"] = float((delta * head(shared[r_hook], r_head)).sum()) / scale
     if s_head is not None:
         whole = f"blocks.{comp.parse(edge.sender)[1]}.hook_attn_out"
         change = _cached(model, pair.corrupted.tokens, [whole])[whole] - _cached(model, pair.clean.tokens, [whole])[whole]

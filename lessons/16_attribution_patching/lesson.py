@@ -187,9 +187,9 @@ for name in MODELS:
 # the sender's change times the gradient at the receiver's *own* input. toylab gives each head
 # its own copy of the stream for its query, key and value (`blocks.{l}.hook_{q,k,v}_input`,
 # [batch, pos, head, d_model]), so the gradient there belongs to that head and input alone.
-# Until a hook replaces them, those copies are views of one stream (stride 0 along `head`), and
-# toylab then projects the stream once for every head; `x.clone()` makes a real copy per head,
-# `x.detach()` would keep the view and send every head's gradient to head 0. All
+# (Until a hook replaces them they are views of one stream, which toylab projects once for every
+# head; a leaf you return from the hook, `x.detach().requires_grad_()` or `x.clone()`, gets each
+# head's own gradient either way.) All
 # of a model's edges then come from one einsum of [sender] differences with [receiver]
 # gradients. `fixtures.sender_site(edge)` and `receiver_site(cfg, edge)` say where each end
 # lives: (hook name, head index or None).

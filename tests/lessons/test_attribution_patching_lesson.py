@@ -199,10 +199,6 @@ def edge_right(model, pair, edge):
     return _edge(model, pair, edge)
 
 
-def edge_detached_receiver(model, pair, edge):  # x.detach() keeps the per-head input a stride-0 view
-    return _edge(model, pair, edge, detach=True)
-
-
 def edge_stream_gradient(model, pair, edge):
     return _edge(model, pair, edge, stream=True)
 
@@ -255,7 +251,7 @@ WRONG = {
                      head_real_patch, "not a function"],
     "atp.every_head": [heads_detached, heads_unnormalised, heads_sign, heads_corrupted_gradient, heads_real,
                        heads_one_at_a_time, "not a function"],
-    "atp.edge": [edge_detached_receiver, edge_stream_gradient, edge_sign, edge_unnormalised, edge_corrupted_gradient,
+    "atp.edge": [edge_stream_gradient, edge_sign, edge_unnormalised, edge_corrupted_gradient,
                  edge_whole_layer_sender, "not a function"],
     "atp.understated": [
         _understated(induction_siit=set()),  # only the trap's
@@ -296,7 +292,6 @@ def test_every_exercise_of_the_lesson_has_wrong_answers_under_test():
     ("atp.every_head", heads_corrupted_gradient, "corrupted run"),
     ("atp.every_head", heads_real, "real patches"),
     ("atp.every_head", heads_one_at_a_time, "forward passes"),
-    ("atp.edge", edge_detached_receiver, "stride 0"),
     ("atp.edge", edge_stream_gradient, "receiver's own input"),
     ("atp.edge", edge_sign, "sign"),
     ("atp.edge", edge_unnormalised, "change of m"),
