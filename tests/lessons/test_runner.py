@@ -22,13 +22,22 @@ def test_there_are_lessons_and_each_has_exercises():
         assert lesson.exercises, f"{lesson.name} has no exercise"
 
 
-@pytest.mark.parametrize("lesson", LESSONS, ids=lambda le: le.name)
-def test_lesson_runs_with_reference_solutions_and_passes_every_check(lesson):
-    run = run_lesson(lesson, solutions=True, fast=True)
+def _passes_every_check(lesson, run) -> None:
     assert run.returncode == 0, run.output[-3000:]
     checked = [f.exercise for f in run.checks]
     assert sorted(checked) == sorted(lesson.exercises), "every exercise is checked exactly once"
     assert all(f.passed for f in run.checks), run.output[-3000:]
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda le: le.name)
+def test_lesson_runs_with_reference_solutions_and_passes_every_check(lesson, lesson_forks):
+    """In a forked child (test_a_forked_run_is_a_script_run: the same as a fresh interpreter's run)."""
+    _passes_every_check(lesson, lesson_forks(lesson, solutions=True))
+
+
+def test_the_tour_with_its_solutions_passes_in_a_fresh_interpreter_too():
+    """run_lesson itself, as `toylab lessons 01 --run --solutions` runs it: python, the script, nothing preloaded."""
+    _passes_every_check(LESSONS[0], run_lesson(LESSONS[0], solutions=True, fast=True))
 
 
 # The shipped lessons run as scripts too, but each in a child forked from one interpreter that
