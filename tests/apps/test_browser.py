@@ -121,7 +121,10 @@ def _wait_until_done(page, title: str) -> None:
         timeout=PAGE_TIMEOUT_MS)
 
 
-def test_every_page_renders_in_a_browser(playwright_api, server, screenshot_dir, lessons):
+@pytest.mark.parametrize("share", [0, 1], ids=["even pages", "odd pages"])
+def test_every_page_renders_in_a_browser(playwright_api, server, screenshot_dir, lessons, share):
+    """Every page, half of them per test (alternately, so the slow ones split): the two halves
+    run on two workers, each with its own server."""
     url, log_path = server
     expected = ["Home", *(title for _, title in lessons)]
     problems: list[str] = []
@@ -140,6 +143,8 @@ def test_every_page_renders_in_a_browser(playwright_api, server, screenshot_dir,
             assert titles == expected, titles
 
             for index, title in enumerate(expected):
+                if index % 2 != share:
+                    continue
                 start = time.perf_counter()
                 links.nth(index).click()
                 _wait_until_done(page, "toylab: the lab" if title == "Home" else title)
