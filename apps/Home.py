@@ -14,30 +14,32 @@ APPS = Path(__file__).resolve().parent
 if str(APPS) not in sys.path:
     sys.path.insert(0, str(APPS))
 
+# The pages live in lab_pages/, not pages/: Streamlit lists a folder named pages/ in the sidebar,
+# by file name, while a page loads, until st.navigation's titled list replaces it.
 # One line per lesson page (path relative to this folder, title): the navigation, the
 # landing page's list and the tests all read this list. No page icons: the current page's
 # icon becomes the favicon, which Streamlit fetches from Google's CDN for a ":material/...:"
 # icon (the lab stays offline), and an emoji needs a font that many Linux machines lack.
 LESSONS = [
-    ("pages/tour.py", "1 Tour of the lab"),
-    ("pages/induction.py", "2 Induction heads"),
-    ("pages/patching.py", "3 Activation and path patching"),
-    ("pages/superposition.py", "4 Superposition"),
-    ("pages/sae.py", "5 Sparse autoencoders"),
-    ("pages/grokking.py", "6 Grokking modular addition"),
-    ("pages/validate.py", "7 Validate your method"),
-    ("pages/probes.py", "8 Probes and factual recall"),
-    ("pages/traps.py", "9 Why methods fail"),
-    ("pages/ioi.py", "10 Indirect object identification"),
-    ("pages/steering.py", "11 Steering"),
-    ("pages/editing.py", "12 Editing facts"),
-    ("pages/attribution_graphs.py", "13 Attribution graphs"),
-    ("pages/lens.py", "14 Logit lens and DLA"),
-    ("pages/brackets.py", "15 Balanced brackets"),
-    ("pages/attribution_patching.py", "16 Attribution patching"),
-    ("pages/build.py", "17 Build the transformer"),
-    ("pages/challenge.py", "Blind challenges"),
-    ("pages/dashboards.py", "Feature dashboards"),
+    ("lab_pages/tour.py", "1 Tour of the lab"),
+    ("lab_pages/induction.py", "2 Induction heads"),
+    ("lab_pages/patching.py", "3 Activation and path patching"),
+    ("lab_pages/superposition.py", "4 Superposition"),
+    ("lab_pages/sae.py", "5 Sparse autoencoders"),
+    ("lab_pages/grokking.py", "6 Grokking modular addition"),
+    ("lab_pages/validate.py", "7 Validate your method"),
+    ("lab_pages/probes.py", "8 Probes and factual recall"),
+    ("lab_pages/traps.py", "9 Why methods fail"),
+    ("lab_pages/ioi.py", "10 Indirect object identification"),
+    ("lab_pages/steering.py", "11 Steering"),
+    ("lab_pages/editing.py", "12 Editing facts"),
+    ("lab_pages/attribution_graphs.py", "13 Attribution graphs"),
+    ("lab_pages/lens.py", "14 Logit lens and DLA"),
+    ("lab_pages/brackets.py", "15 Balanced brackets"),
+    ("lab_pages/attribution_patching.py", "16 Attribution patching"),
+    ("lab_pages/build.py", "17 Build the transformer"),
+    ("lab_pages/challenge.py", "Blind challenges"),
+    ("lab_pages/dashboards.py", "Feature dashboards"),
 ]
 
 

@@ -5,7 +5,7 @@ Imported as ``import lab_common``: ``streamlit run apps/Home.py`` puts ``apps/``
 run through ``Home.py`` (``st.navigation``), so they can import this too.
 
 Only what several pages use lives here; a computation one page shows is defined in that page
-(``apps/pages/*.py``), and what a page shares with its lesson comes from the lesson's
+(``apps/lab_pages/*.py``), and what a page shares with its lesson comes from the lesson's
 ``fixtures.py`` (``toylab.lessons.lesson_fixtures``).
 
 Caches are keyed on plain values only (names, seeds, token tuples), never on a model, and

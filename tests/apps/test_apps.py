@@ -78,7 +78,7 @@ def test_every_lesson_page_renders(lesson):
 
 
 def test_tour_card_follows_the_model_and_the_prompt_follows_the_seed():
-    at = open_page("pages/tour.py")
+    at = open_page("lab_pages/tour.py")
     assert any("induction-siit, seed 0" in h for h in texts(at.header))
     assert "enforced" in " ".join(texts(at.markdown))
     hooks = frame_with(at, "hook")
@@ -101,7 +101,7 @@ def test_tour_card_follows_the_model_and_the_prompt_follows_the_seed():
 
 
 def test_tour_shows_a_constructed_model_without_training_curves():
-    at = open_page("pages/tour.py")
+    at = open_page("lab_pages/tour.py")
     at.selectbox(key="tour_model").set_value("induction-constructed").run()
     assert not at.exception, at.exception
     assert any("constructed model" in t for t in texts(at.info))
@@ -109,14 +109,14 @@ def test_tour_shows_a_constructed_model_without_training_curves():
 
 
 def test_induction_page_offers_only_induction_models():
-    at = open_page("pages/induction.py")
+    at = open_page("lab_pages/induction.py")
     options = at.selectbox(key="ind_model").options
     assert options == [n for n in zoo.names() if zoo.recipe(n).task.kind == "induction"]
     assert "modadd-113" not in options
 
 
 def test_induction_head_choice_changes_the_pattern_and_its_caption():
-    at = open_page("pages/induction.py")
+    at = open_page("lab_pages/induction.py")
     at.selectbox(key="ind_layer").set_value(1).run()
     at.selectbox(key="ind_head").set_value(1).run()
     urls = image_urls(at)
@@ -131,7 +131,7 @@ def test_induction_head_choice_changes_the_pattern_and_its_caption():
 
 
 def test_ground_truth_toggle_changes_the_outlined_plots():
-    at = open_page("pages/induction.py")
+    at = open_page("lab_pages/induction.py")
     at.selectbox(key="ind_layer").set_value(0).run()
     at.selectbox(key="ind_head").set_value(2).run()  # L0H2, the previous-token head of induction-siit
     shown = image_urls(at)
@@ -146,7 +146,7 @@ def test_ground_truth_toggle_changes_the_outlined_plots():
 
 
 def test_induction_prompt_can_be_sampled_or_typed():
-    at = open_page("pages/induction.py")
+    at = open_page("lab_pages/induction.py")
     sampled = image_urls(at)[0]
     at.number_input(key="ind_prompt_seed").set_value(3).run()
     assert image_urls(at)[0] != sampled
@@ -162,7 +162,7 @@ def test_induction_prompt_can_be_sampled_or_typed():
 
 
 def test_induction_page_works_for_every_induction_model_and_seed():
-    at = open_page("pages/induction.py")
+    at = open_page("lab_pages/induction.py")
     for name in at.selectbox(key="ind_model").options:
         at.selectbox(key="ind_model").set_value(name).run()
         for seed in at.selectbox(key="ind_seed").options:
@@ -172,7 +172,7 @@ def test_induction_page_works_for_every_induction_model_and_seed():
 
 
 def test_induction_circuits_follow_the_head_and_the_composition_kind():
-    at = open_page("pages/induction.py")
+    at = open_page("lab_pages/induction.py")
     at.selectbox(key="ind_layer").set_value(1).run()
     at.selectbox(key="ind_head").set_value(1).run()
     before = image_urls(at)
@@ -195,7 +195,7 @@ def test_induction_circuits_follow_the_head_and_the_composition_kind():
 def test_composition_outlines_the_truths_edges_of_the_kind():
     from toylab import viz
 
-    at = open_page("pages/induction.py")
+    at = open_page("lab_pages/induction.py")
     at.selectbox(key="ind_model").set_value("induction-constructed").run()
     figure = composition_figure(at, "k")
     assert len(viz.truth_outlines(figure)) == 1  # L0H1 -> L1H1
@@ -223,7 +223,7 @@ def composition_figure(at: AppTest, kind: str):
 
 # ---- page 3: activation and path patching ----------------------------------------------------
 
-PATCHING = "pages/patching.py"
+PATCHING = "lab_pages/patching.py"
 
 
 def test_patching_page_runs_for_every_induction_model_and_other_tasks():
@@ -305,7 +305,7 @@ def test_path_patching_follows_receivers_and_input():
 
 
 def test_superposition_density_picks_an_instance_and_features_retrain():
-    at = open_page("pages/superposition.py")
+    at = open_page("lab_pages/superposition.py")
     table = frame_with(at, "fed alone, passes")
     assert len(table) == 5 and set(table["density"]) == {0.005}
     sparse_kept = (table["fed alone, passes"] > 0.5).sum()
@@ -322,7 +322,7 @@ def test_superposition_density_picks_an_instance_and_features_retrain():
 
 
 def test_superposition_phase_diagram_trains_on_request():
-    at = open_page("pages/superposition.py")
+    at = open_page("lab_pages/superposition.py")
     before = len(image_urls(at))
     at.button(key="sup_train_pd").click().run()
     assert not at.exception, at.exception
@@ -334,7 +334,7 @@ def test_superposition_phase_diagram_trains_on_request():
 
 
 def test_sae_page_scores_against_the_true_features_and_toggles_the_truth():
-    at = open_page("pages/sae.py")
+    at = open_page("lab_pages/sae.py")
     metrics = {m.label: float(m.value) for m in at.metric}
     assert metrics["MMCS"] > 0.9  # topk on the synthetic dictionary, 1000 steps
     table = frame_with(at, "latent")
@@ -345,7 +345,7 @@ def test_sae_page_scores_against_the_true_features_and_toggles_the_truth():
 
 
 def test_sae_page_draws_the_pentagon_and_every_architecture_runs():
-    at = open_page("pages/sae.py")
+    at = open_page("lab_pages/sae.py")
     at.selectbox(key="sae_data").set_value("toy model: 5 features in 2 dims (a pentagon)").run()
     assert not at.exception, at.exception
     assert any("true directions" in h for h in texts(at.subheader))
@@ -360,7 +360,7 @@ def test_sae_page_draws_the_pentagon_and_every_architecture_runs():
 
 
 def test_grokking_slider_scrubs_the_shipped_run_and_the_truth_outlines_key_frequencies():
-    at = open_page("pages/grokking.py")
+    at = open_page("lab_pages/grokking.py")
     phases = frame_with(at, "phase")
     assert next(iter(phases["phase"])) == "memorisation"
     last = {m.label: m.value for m in at.metric}
@@ -376,7 +376,7 @@ def test_grokking_slider_scrubs_the_shipped_run_and_the_truth_outlines_key_frequ
 
 
 def test_grokking_trains_a_small_prime_live():
-    at = open_page("pages/grokking.py")
+    at = open_page("lab_pages/grokking.py")
     at.button(key="grok_train").click().run(timeout=300)
     assert not at.exception, at.exception
     report = " ".join(texts(at.markdown))
@@ -384,7 +384,7 @@ def test_grokking_trains_a_small_prime_live():
 
 
 def test_probes_page_traces_to_the_fact_store_and_scores_truth_above_decoys():
-    at = open_page("pages/probes.py")
+    at = open_page("lab_pages/probes.py")
     # factual-recall-split keeps its facts in two stores: lesson 12's page shows it, not this one
     assert at.selectbox(key="probe_model").options == ["factual-recall"]
     metrics = {m.label: m.value for m in at.metric}
@@ -413,7 +413,7 @@ def test_probes_page_traces_to_the_fact_store_and_scores_truth_above_decoys():
 
 # ---- lesson 7: validate your method ---------------------------------------------------------
 
-VALIDATE = "pages/validate.py"
+VALIDATE = "lab_pages/validate.py"
 
 
 def test_validate_page_runs_the_defaults_and_draws_curves_and_circuits():
@@ -455,3 +455,10 @@ def test_validate_page_keeps_the_last_run_until_run_is_pressed_again():
     assert list(frame_with(at, "node_auroc")["method"]) == ["random"]
     at.multiselect(key="val_methods").set_value([]).run()
     assert not at.exception and any("at least one method" in i.value for i in at.info)
+
+
+def test_no_pages_folder_beside_home_so_the_sidebar_never_lists_file_names(lessons):
+    """Streamlit lists a pages/ folder next to the main script by file name while a page loads,
+    before st.navigation's titled list replaces it: the lab's pages live in lab_pages/."""
+    assert not (APPS / "pages").exists()
+    assert all(path.startswith("lab_pages/") and (APPS / path).is_file() for path, _ in lessons)

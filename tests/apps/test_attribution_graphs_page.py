@@ -17,7 +17,7 @@ from toylab.validate.feature_graphs import map_nodes, true_feature_circuit
 from toylab.viz.attribution_graph import FOUND, MISSED
 
 HOME = Path(__file__).resolve().parents[2] / "apps" / "Home.py"
-PAGE = "pages/attribution_graphs.py"
+PAGE = "lab_pages/attribution_graphs.py"
 FIXTURES = lesson_fixtures("graphs")
 CONJ = zoo.load(FIXTURES.MODEL)
 

@@ -14,7 +14,7 @@ from toylab import methods, zoo
 from toylab.lessons import lesson_fixtures
 
 HOME = Path(__file__).resolve().parents[2] / "apps" / "Home.py"
-PAGE = "pages/attribution_patching.py"
+PAGE = "lab_pages/attribution_patching.py"
 FIXTURES = lesson_fixtures("atp")
 
 

@@ -15,7 +15,7 @@ from toylab import zoo
 from toylab.lessons import lesson_fixtures
 
 HOME = Path(__file__).resolve().parents[2] / "apps" / "Home.py"
-PAGE = "pages/brackets.py"
+PAGE = "lab_pages/brackets.py"
 FIXTURES = lesson_fixtures("brackets")
 ZM = zoo.load(FIXTURES.MODEL)
 DIPS = "(())" + ")(" + "()" * 9  # ends at zero, below it at position 5

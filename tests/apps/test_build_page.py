@@ -16,7 +16,7 @@ from toylab import zoo
 from toylab.lessons import lesson_fixtures
 
 HOME = Path(__file__).resolve().parents[2] / "apps" / "Home.py"
-PAGE = "pages/build.py"
+PAGE = "lab_pages/build.py"
 FIXTURES = lesson_fixtures("build")
 
 

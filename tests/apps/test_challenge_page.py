@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 from toylab import challenges
 
 HOME = Path(__file__).resolve().parents[2] / "apps" / "Home.py"
-PAGE = "pages/challenge.py"
+PAGE = "lab_pages/challenge.py"
 
 
 def test_make_submit_and_reveal():

@@ -13,7 +13,7 @@ from toylab import methods, zoo
 from toylab.methods import Neuron
 
 HOME = Path(__file__).resolve().parents[2] / "apps" / "Home.py"
-PAGE = "pages/dashboards.py"
+PAGE = "lab_pages/dashboards.py"
 ZM = zoo.load("conjunctions")  # the page's first model: its truth declares features where MLP0 writes
 
 

@@ -14,7 +14,7 @@ from toylab.lessons import lesson_fixtures, load
 from toylab.methods import FactEdit
 
 HOME = Path(__file__).resolve().parents[2] / "apps" / "Home.py"
-PAGE = "pages/editing.py"
+PAGE = "lab_pages/editing.py"
 FIXTURES = lesson_fixtures("editing")
 SPLIT = zoo.load(FIXTURES.SPLIT_MODEL)
 FIRST = FIXTURES.first_edit(SPLIT.task)  # the lesson's first edit, where the page starts

@@ -15,7 +15,7 @@ from toylab.methods.repair import self_repair
 from toylab.tasks import logit_diff
 
 HOME = Path(__file__).resolve().parents[2] / "apps" / "Home.py"
-PAGE = "pages/ioi.py"
+PAGE = "lab_pages/ioi.py"
 FIXTURES = lesson_fixtures("ioi")
 ZM = zoo.load(FIXTURES.MODEL, seed=FIXTURES.SEED)
 TRUTH = ZM.truth

@@ -16,7 +16,7 @@ from toylab.lessons import lesson_fixtures
 from toylab.tasks import logit_diff
 
 HOME = Path(__file__).resolve().parents[2] / "apps" / "Home.py"
-PAGE = "pages/lens.py"
+PAGE = "lab_pages/lens.py"
 FIXTURES = lesson_fixtures("lens")
 
 

@@ -12,7 +12,7 @@ from toylab import methods, viz, zoo
 from toylab.lessons import lesson_fixtures
 
 HOME = Path(__file__).resolve().parents[2] / "apps" / "Home.py"
-PAGE = "pages/steering.py"
+PAGE = "lab_pages/steering.py"
 FIXTURES = lesson_fixtures("steering")
 GRADED_SEED = 2  # the page fits on seed 0, tunes on 1 and grades on 2, as steer_and_score(seed=0)
 

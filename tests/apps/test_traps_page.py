@@ -9,7 +9,7 @@ from toylab import zoo
 from toylab.lessons import lesson_fixtures
 
 HOME = Path(__file__).resolve().parents[2] / "apps" / "Home.py"
-PAGE = "pages/traps.py"
+PAGE = "lab_pages/traps.py"
 
 
 def open_page() -> AppTest:

@@ -24,8 +24,8 @@ LESSONS = [path for node in ast.parse(HOME.read_text()).body  # Home.py's LESSON
            if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "LESSONS"
            for path, _ in ast.literal_eval(node.value)]
 # Most settings retrain (a model, an SAE or a transcoder).
-TRAINING = ["pages/superposition.py", "pages/sae.py", "pages/probes.py", "pages/attribution_graphs.py",
-            "pages/dashboards.py"]
+TRAINING = ["lab_pages/superposition.py", "lab_pages/sae.py", "lab_pages/probes.py", "lab_pages/attribution_graphs.py",
+            "lab_pages/dashboards.py"]
 MAX_RUNS = 12  # runs per page, on top of the default render
 KINDS = ("selectbox", "radio", "select_slider", "multiselect", "number_input", "slider",
          "checkbox", "toggle", "text_input")

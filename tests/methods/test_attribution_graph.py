@@ -1,5 +1,7 @@
 """Attribution graphs: exact direct effects through frozen attention, circuit-tracer's pruning and scores."""
 
+import math
+
 import pytest
 import torch
 
@@ -119,3 +121,13 @@ def test_influence_is_the_closed_form_series_and_refuses_a_cycle():
     assert torch.allclose(influence(A, w).double(), closed, atol=1e-6)
     with pytest.raises(ValueError, match="cycle"):
         influence(torch.ones(3, 3), torch.ones(3))
+
+
+def test_the_replacement_score_is_na_where_nothing_reaches_the_logits():
+    from toylab.methods.attribution_graph import AttributionGraph, Node
+
+    nodes = (Node("error", 0, 0, None, 0.0), Node("token", None, 0, None, 1.0), Node("logit", None, 0, 1, 1.0))
+    graph = AttributionGraph(torch.tensor([1]), nodes, torch.zeros(3, 3), torch.zeros(3), torch.zeros(3),
+                             torch.tensor([1.0]), 0)
+    replacement, completeness = graph.scores()
+    assert math.isnan(replacement) and completeness == 1.0

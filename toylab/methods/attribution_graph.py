@@ -33,6 +33,7 @@ the influence-weighted share of every node's input that does not come from error
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -99,12 +100,14 @@ class AttributionGraph:
         return influence(self.adjacency, self.logit_weights)
 
     def scores(self) -> tuple[float, float]:
-        """(replacement score, completeness score) as circuit-tracer defines them."""
+        """(replacement score, completeness score) as circuit-tracer defines them; the replacement
+        score is n/a (NaN) on a graph where neither tokens nor errors reach the logits."""
         normalised = normalise_rows(self.adjacency)
         node_influence = self._influence
         errors, tokens = self.indices("error"), self.indices("token")
         token_influence, error_influence = node_influence[tokens].sum(), node_influence[errors].sum()
-        replacement = float(token_influence / (token_influence + error_influence).clamp(min=1e-12))
+        reaching = token_influence + error_influence
+        replacement = float(token_influence / reaching) if reaching > 0 else math.nan
         non_error = 1 - normalised[:, errors].sum(-1)  # [node]
         weight = node_influence + self.logit_weights
         completeness = float((non_error * weight).sum() / weight.sum())
