@@ -28,6 +28,7 @@ from torch import Tensor
 from toylab.methods.attribution_graph import AttributionGraph, Node, attribution_graph, sae_attribution_graph
 from toylab.sae.sae import SAE, SAEConfig, train_sae
 from toylab.sae.transcoder import Transcoder, TranscoderConfig, mlp_activations, train_transcoder
+from toylab.validate.feature_graphs import true_feature_circuit
 from toylab.validate.protocol import FeatureGraph, Method, Problem
 
 EXPANSION = 4
@@ -96,7 +97,6 @@ def truth_graph(problem: Problem) -> FeatureGraph:
     truth, task = problem.answer_key(), problem.task
     if not truth.features:
         raise ValueError(f"{problem.name} declares no features")
-    from toylab.validate.feature_graphs import true_feature_circuit
 
     def build(tokens: Tensor) -> AttributionGraph:
         scored = len(tokens) - 1
