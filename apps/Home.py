@@ -1,6 +1,7 @@
 """The toylab lab, one page per lesson: ``toylab lab`` (or ``streamlit run apps/Home.py``)."""
 
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,32 @@ LESSONS = [
     ("lab_pages/challenge.py", "Blind challenges"),
     ("lab_pages/dashboards.py", "Feature dashboards"),
 ]
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> threading.Thread:
+    """Once per server process, in the background: import what pages need first and that costs
+    seconds of CPU to import, so the first page to use it does not wait for it."""
+
+    def imports() -> None:
+        # Altair (the pages' interactive charts) imports jsonschema, which builds a grammar for
+        # IRI formats at import when rfc3987_syntax is installed (with Jupyter): 1.5 s, for a
+        # format Vega-Lite's schema never uses. Hidden during that import only, so jsonschema
+        # skips those two formats' checkers; anything that imports rfc3987_syntax later gets it.
+        hide = "rfc3987_syntax" not in sys.modules and "jsonschema" not in sys.modules
+        if hide:
+            sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]  # import raises ImportError
+        try:
+            import altair  # noqa: F401
+        finally:
+            if hide and sys.modules.get("rfc3987_syntax", False) is None:
+                del sys.modules["rfc3987_syntax"]
+        # torch imports its compiler stack (1.5 s) when the first optimizer is made: every page that trains.
+        import torch._dynamo  # noqa: F401
+
+    thread = threading.Thread(target=imports, name="toylab-lab-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def zoo_table() -> list[dict[str, Any]]:
@@ -88,6 +115,7 @@ def home() -> None:
         st.page_link(page)
 
 
+warm_up()
 LESSON_PAGES = [st.Page(path, title=title) for path, title in LESSONS]
 st.set_page_config(page_title="toylab lab", layout="wide")
 st.navigation([st.Page(home, title="Home", default=True), *LESSON_PAGES]).run()

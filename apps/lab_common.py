@@ -61,6 +61,15 @@ def pick_model(prefix: str, kind: str | None = None, default: str | None = None,
     return name, int(seed)
 
 
+def on_request(label: str, key: str, help: str | None = None) -> bool:
+    """A button for a computation that takes seconds: False until it is pressed, then True for the
+    rest of the session (the button goes), so the computation then follows the page's widgets."""
+    pressed = f"{key}_pressed"
+    if not st.session_state.get(pressed) and st.button(label, key=key, help=help, type="primary"):
+        st.session_state[pressed] = True
+    return bool(st.session_state.get(pressed))
+
+
 # ---- prompts -------------------------------------------------------------------------------
 
 

@@ -50,7 +50,7 @@ def test_train_says_whether_bitwise_reproduction_was_promised_here(tmp_path):
                                              "environment (torch 2.13.0+cpu, machine x86_64, cpu_capability AVX512")
     other = verdict(shipped.model, cpu_capability="AVX2", cpu="AMD EPYC 7B13", platform="elsewhere")
     assert other.startswith("bitwise identical to the shipped checkpoint, although bitwise reproduction is promised "
-                            "only where torch, machine, cpu_capability, threads match: shipped cpu_capability "
+                            "only where torch, machine, cpu_capability, threads, device match: shipped cpu_capability "
                             "AVX512; here cpu_capability AVX2")  # the CPU's name and the platform do not count
     moved = copy.deepcopy(shipped.model)
     with torch.no_grad():
@@ -59,8 +59,10 @@ def test_train_says_whether_bitwise_reproduction_was_promised_here(tmp_path):
     assert verdict(moved, threads="2").startswith(
         "weights differ from the shipped checkpoint by up to 0.000977 (the key biases, which change no output, "
         "by 0.05), its metrics by up to 0 (steps 1100, shipped 1100); bitwise reproduction is promised only where "
-        "torch, machine, cpu_capability, threads match: shipped threads 1; here threads 2 (OMP_NUM_THREADS=1 sets")
+        "torch, machine, cpu_capability, threads, device match: shipped threads 1; here threads 2 (OMP_NUM_THREADS=1 sets")
     assert "please report it" in verdict(moved)
+    # A card from before devices were recorded trained on the CPU; a GPU run is promised nothing bitwise.
+    assert "shipped device cpu; here device cuda:0 (NVIDIA H200)" in verdict(moved, device="cuda:0 (NVIDIA H200)")
 
 
 def test_unknown_name_is_a_clear_error(capsys):
@@ -202,3 +204,27 @@ def test_validate_reports_bad_methods_clearly(tmp_path, capsys):
     assert main(["validate", f"{method}:wrong_shape", "--model", "induction-constructed",
                  "--out", str(tmp_path / "r")]) == 1
     assert "a circuit is a set of component ids" in capsys.readouterr().err
+
+
+def test_a_seed_sweep_trains_each_seed_once_and_keeps_those_done(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TOYLAB_HOME", str(tmp_path))
+    assert main(["train", "trap-or-gate", "--seeds", "5-6,9", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert "trap-or-gate seed 5: 0 steps" in out and "3 of 3 jobs done" in err
+    runs = tmp_path / "runs" / "trap-or-gate"
+    assert sorted(p.name for p in runs.iterdir()) == ["seed-5", "seed-6", "seed-9"]
+    assert main(["train", "trap-or-gate", "--seeds", "5-7", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert "already trained (kept; --fresh retrains): seeds 5-6" in err and "1 of 1 jobs done" in err
+
+
+def test_phase_diagram_on_two_seeds_writes_each_and_their_agreement(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "pd.safetensors"
+    assert main(["phase-diagram", "--seeds", "0-1", "--grid", "3", "--steps", "30", "--out", str(out), "--quiet"]) == 0
+    saved = load_file(out)
+    assert saved["status"].shape == (2, 3, 3, 2) and saved["W"].shape == (2, 3, 3, 1, 2)
+    assert saved["seeds"].tolist() == [0, 1] and saved["seed_agreement"].shape == (3, 3)
+    assert ((saved["seed_agreement"] >= 0.5) & (saved["seed_agreement"] <= 1)).all()
+    assert "seeds agree on the second feature's phase in" in capsys.readouterr().out

@@ -26,7 +26,7 @@ from toylab.cli import SEED_MAX, main
 REPO = Path(cli.__file__).resolve().parents[1]
 LESSON = REPO / "lessons" / "01_tour" / "lesson.py"
 REAL_ACCESS = os.access
-COMMANDS = ("list", "info", "train", "truth", "progress", "lab", "lessons", "validate", "leaderboard")
+COMMANDS = ("list", "info", "train", "truth", "progress", "lab", "lessons", "validate", "leaderboard", "phase-diagram")
 
 # A method file whose top level leaves a mark: it must not run when the input is refused.
 METHOD = '''from pathlib import Path
@@ -129,6 +129,11 @@ def bad_int(low: int, high: int | None) -> st.SearchStrategy[str]:
 
 
 BAD_SEED = bad_int(0, SEED_MAX)
+# --seeds: seeds and ranges; refused when a part is not a seed, a range runs backwards, or too many.
+BAD_SEEDS = st.one_of(BAD_SEED.filter(lambda t: "-" not in t and "," not in t),
+                      st.sampled_from(["5-1", ",", " , ", "1-2-3", "0-", "-", "a-3", "0-20000", f"0-{SEED_MAX + 1}"]))
+# Devices no machine has: unknown kinds, meta (no data), a CUDA index past any machine's.
+BAD_DEVICE = st.sampled_from(["gpu", "meta", "", "cuda:99", "cpu:x", "tpu"])
 BAD_PORT = bad_int(1, 65535)
 FUNCTION = st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True)
 
@@ -167,7 +172,12 @@ def bad_argv(command: str, ws, port: int) -> st.SearchStrategy[list[str]]:
             names.map(lambda n: ["train", n, *out]),
             BAD_SEED.map(lambda s: ["train", "modadd-tiny", "--seed", s, *out]),
             outs.map(lambda o: ["train", "modadd-tiny", "--out", o]),
-            st.booleans().map(lambda fresh: ["train", "modadd-tiny", "--out", str(ws.foreign)] + ["--fresh"] * fresh))
+            st.booleans().map(lambda fresh: ["train", "modadd-tiny", "--out", str(ws.foreign)] + ["--fresh"] * fresh),
+            BAD_SEEDS.map(lambda s: ["train", "modadd-tiny", "--seeds", s]),
+            BAD_DEVICE.map(lambda d: ["train", "modadd-tiny", "--device", d, *out]),
+            st.sampled_from([["train", "modadd-tiny", "--ray", *out],  # --ray is for a sweep of seeds
+                             ["train", "modadd-tiny", "--seeds", "0-1", "--seed", "3"],
+                             ["train", "modadd-tiny", "--seeds", "0-1", *out]]))
     if command == "truth":
         shipped = set(zoo.recipe("induction-siit").seeds)
         return st.one_of(
@@ -208,6 +218,9 @@ def bad_argv(command: str, ws, port: int) -> st.SearchStrategy[list[str]]:
             st.just(["validate", method, "--model", str(ws.foreign)]),  # a folder, but not a model's
             BAD_SEED.map(lambda s: ["validate", method, "--seed", s]),
             st.just(["validate", method, "--model", "induction-siit", "--seed", "99"]),  # selects no model
+            st.just(["validate", method, "--model", "trap-or-gate", "--seeds", "3-9"]),  # truth on shipped seeds only
+            BAD_SEEDS.map(lambda s: ["validate", method, "--seeds", s]),
+            BAD_DEVICE.map(lambda d: ["validate", method, "--device", d]),
             outs.map(lambda o: ["validate", method, "--out", o]))
     if command == "leaderboard":
         from toylab.validate.baselines import BASELINES
@@ -218,7 +231,18 @@ def bad_argv(command: str, ws, port: int) -> st.SearchStrategy[list[str]]:
             BAD_SEED.map(lambda s: ["leaderboard", "--seed", s]),
             st.sampled_from(["", str(ws.root), str(ws.a_file / "board.md"), str(ws.readonly / "board.md")]).map(
                 lambda o: ["leaderboard", "--out", o]),
-            st.just(["leaderboard", "--print", "--out", str(ws.root / "board.md")]))
+            st.just(["leaderboard", "--print", "--out", str(ws.root / "board.md")]),
+            BAD_SEEDS.map(lambda s: ["leaderboard", "--seeds", s]),
+            BAD_DEVICE.map(lambda d: ["leaderboard", "--device", d]),
+            st.just(["leaderboard", "--model", "induction-siit", "--seeds", "7-8"]))  # not trained here
+    if command == "phase-diagram":
+        return st.one_of(
+            BAD_SEEDS.map(lambda s: ["phase-diagram", "--seeds", s]),
+            st.one_of(bad_int(2, 200)).map(lambda g: ["phase-diagram", "--grid", g]),
+            bad_int(1, None).map(lambda n: ["phase-diagram", "--steps", n]),
+            BAD_DEVICE.map(lambda d: ["phase-diagram", "--device", d]),
+            st.sampled_from(["", str(ws.root), str(ws.a_file / "pd.safetensors"),
+                             str(ws.readonly / "pd.safetensors")]).map(lambda o: ["phase-diagram", "--out", o]))
     raise AssertionError(command)
 
 

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1] / "toylab"
 
 # Bottom to top, as in the README's layout section and toylab/__init__.py.
 LAYERS = [
-    {"hooks", "components", "models", "tasks", "interventions"},
+    {"hooks", "components", "models", "tasks", "interventions", "devices", "parallel"},
     {"checkpoint", "train", "snapshots"},
     {"methods", "sae"},
     {"truth"},

@@ -7,6 +7,7 @@
 The parts stand in layers, each importing only from those below it (README, "Layout"):
 
     hooks, components, models, tasks, interventions     the ground floor
+    devices, parallel                                     which torch device; jobs serially or on Ray
     checkpoint, train, snapshots                          training
     methods, sae                                          methods: (model, data, options) -> result
     truth                                                 ground truth: data, certify, SIIT, construct
@@ -28,7 +29,7 @@ __version__ = "0.1.0"
 from toylab.hooks import ActivationCache, HookPoint, UnknownNameError, act_name  # noqa: E402
 from toylab.models import Transformer, TransformerConfig  # noqa: E402
 
-_PARTS = ("components", "interventions", "tasks", "checkpoint", "train", "snapshots", "methods", "sae", "truth",
+_PARTS = ("components", "interventions", "tasks", "devices", "parallel", "checkpoint", "train", "snapshots", "methods", "sae", "truth",
           "zoo", "validate", "viz", "interop", "challenges", "lessons")
 
 

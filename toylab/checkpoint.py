@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
+from toylab.devices import DeviceLike, resolve_device
 from toylab.models import Transformer, TransformerConfig
 
 CONFIG_FILE = "config.json"
@@ -140,7 +141,7 @@ def save_model(folder: str | Path, model: Transformer, card: dict[str, Any] | No
     return card
 
 
-def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Transformer, dict[str, Any]]:
+def load_model(folder: str | Path, device: DeviceLike = "cpu") -> tuple[Transformer, dict[str, Any]]:
     """Read a folder written by ``save_model``; verifies the weights against the card's hash."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -159,4 +160,4 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> tuple[
         fresh = {k: v for k, v in model.state_dict().items() if k.split(".")[-2].startswith("ln")}
         state = {**fresh, **state}
     load_into(model, state, str(folder / WEIGHTS_FILE))
-    return model.to(device).eval(), card
+    return model.to(resolve_device(device)).eval(), card

@@ -3,6 +3,7 @@
     toylab list                       the zoo, with each shipped model's measured metrics
     toylab info NAME|DIR              a model's card, re-checking its claims on the weights
     toylab train NAME [--seed S]      reproduce a zoo model from its seed (resumes if interrupted)
+    toylab train NAME --seeds 0-49    a sweep of seeds, each into its own run folder
     toylab truth NAME [--seed S]      a model's ground-truth circuit, provenance and certificate
     toylab progress NAME [--seed S]   retrain a grokking run with snapshots; its progress measures and phases
     toylab lab [--port P]             open the lab: the Streamlit app with a page per lesson
@@ -11,6 +12,11 @@
     toylab leaderboard                score the built-in baselines; write docs/leaderboard.md
     toylab report                     steering and editing graded on the zoo; write docs/steering_and_editing.md
     toylab challenge new|submit|solve|reveal|levels   blind circuit challenges, scored exactly
+    toylab phase-diagram [--seeds S]  superposition's phase diagram, on several seeds
+
+Sweeps (train --seeds, validate, leaderboard, phase-diagram) run here one job after another,
+or with --ray [ADDRESS] as Ray tasks on a local or existing cluster; --device picks the torch
+device (cpu by default).
 """
 
 from __future__ import annotations
@@ -77,6 +83,52 @@ def _int_in(text: str, low: int, high: int | None, what: str) -> int:
 def _seed(text: str) -> int:
     """argparse type of --seed: an integer from 0 to 2**32 - 1."""
     return _int_in(text, 0, SEED_MAX, "a seed")
+
+
+MAX_SEEDS = 10_000  # a sweep larger than this is more likely a typo (0-1000000) than a plan
+
+
+def _seeds(text: str) -> list[int]:
+    """argparse type of --seeds: seeds and ranges, e.g. ``0-49`` or ``0,3,7-9`` (a range includes both ends)."""
+    seeds: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        low, dash, high = part.partition("-")
+        first = _seed(low.strip())
+        last = _seed(high.strip()) if dash else first
+        if last < first:
+            raise argparse.ArgumentTypeError(f"seed range {part!r} runs backwards: write it low-high, e.g. {last}-{first}")
+        if len(seeds) + last - first + 1 > MAX_SEEDS:
+            raise argparse.ArgumentTypeError(f"{text!r} asks for more than {MAX_SEEDS:,} seeds")
+        seeds += range(first, last + 1)
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"no seed in {text!r}: write seeds and ranges, e.g. 0-49 or 0,3,7-9")
+    return seeds
+
+
+def _device(text: str) -> str:
+    """argparse type of --device: a torch device this machine has (cpu, cuda, cuda:1, mps)."""
+    from toylab.devices import resolve_device
+
+    try:
+        return str(resolve_device(text))
+    except (ValueError, TypeError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _add_scale_out(p: argparse.ArgumentParser, jobs: str) -> None:
+    """--ray and --device, alike on every command that runs independent jobs."""
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help=f"run {jobs} as Ray tasks: on a new local cluster without ADDRESS, or on the cluster at "
+                        "ADDRESS (auto: the one this node belongs to; or HEAD:6379); needs the ray extra. Same "
+                        "results as without")
+    p.add_argument("--device", type=_device, default="cpu", help="torch device: cpu (default), cuda, cuda:1, mps")
+
+
+def _seed_list(args: argparse.Namespace) -> list[int] | None:
+    """--seeds (repeatable, each a list or range) as one list without repeats, or None."""
+    if not args.seeds:
+        return None
+    return list(dict.fromkeys(seed for group in args.seeds for seed in group))
 
 
 def _every(text: str) -> int:
@@ -340,6 +392,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.seeds is not None:
+        return _train_seeds(args)
+    if args.ray is not None:
+        raise UsageError("--ray fans out a sweep of seeds: give them with --seeds (e.g. --seeds 0-9)")
     rec = zoo.recipe(args.name)
     seed = rec.train.seed if args.seed is None else args.seed
     out = Path(args.out) if args.out else zoo.runs_dir() / args.name / f"seed-{seed}"
@@ -349,7 +405,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     resuming = (out / "checkpoints" / "LATEST").exists()
     print(f"{'resuming' if resuming else 'training'} {args.name} (seed {seed}) into {out}")
     try:
-        result = zoo.train_recipe(args.name, seed=seed, out=out, progress=not args.quiet)
+        result = zoo.train_recipe(args.name, seed=seed, out=out, progress=not args.quiet, device=args.device)
     except TrainingInterrupted as stop:
         print(f"\n{stop}", file=sys.stderr)
         return 130
@@ -361,10 +417,44 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_seeds(args: argparse.Namespace) -> int:
+    """`toylab train NAME --seeds ...`: every seed into $TOYLAB_HOME/runs/NAME/seed-S, serially or on Ray."""
+    from toylab.zoo.seeds import seed_dir, train_seeds
+
+    if args.seed is not None or args.out is not None:
+        raise UsageError(f"--seeds trains each seed into its own folder ({seed_dir(args.name, 0).parent}/seed-S): "
+                         "drop --seed and --out, or train one seed with --seed S [--out DIR]")
+    seeds = _seed_list(args)
+    for seed in seeds:
+        _check_output_folder(seed_dir(args.name, seed), explicit=False, fresh=args.fresh)
+    where = "here" if args.ray is None else "on a local Ray cluster" if args.ray == "local" else f"on {args.ray}"
+    print(f"training {args.name}, {len(seeds)} seed{'s' * (len(seeds) > 1)}, {where}, into "
+          f"{seed_dir(args.name, seeds[0]).parent}", file=sys.stderr)
+    outcome, skipped = train_seeds(args.name, seeds, ray=args.ray, device=args.device, fresh=args.fresh,
+                                   progress=not args.quiet)
+    if skipped:
+        print(f"already trained (kept; --fresh retrains): seeds {_ranges(skipped)}", file=sys.stderr)
+    for job, result in outcome.results.items():
+        print(f"{job}: {result['steps']} steps; {_fmt_metrics(result['metrics'])}")
+    print(outcome.summary(), file=sys.stderr)
+    return 1 if outcome.failures else 0
+
+
+def _ranges(seeds: Sequence[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5"."""
+    runs: list[list[int]] = []
+    for seed in sorted(seeds):
+        if runs and seed == runs[-1][1] + 1:
+            runs[-1][1] = seed
+        else:
+            runs.append([seed, seed])
+    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs)
+
+
 def _reproduction_verdict(reference: torch.nn.Module, shipped_card: dict, result, out: Path) -> str:
     """Whether a retrained model is the shipped one bit for bit, and whether that was promised here."""
     from toylab.checkpoint import CARD_FILE, read_json
-    from toylab.train import BITWISE_FIELDS, bitwise_environment
+    from toylab.train import BITWISE_FIELDS, DEVICE_FIELD, bitwise_environment
 
     ours = result.model.state_dict()
     diffs = {k: (w - ours[k]).abs().max().item() for k, w in reference.state_dict().items()}
@@ -374,8 +464,9 @@ def _reproduction_verdict(reference: torch.nn.Module, shipped_card: dict, result
                 f"weights differ by up to {diff:.3g}; the construction should not depend on the machine"))
     shipped_env = bitwise_environment(shipped_card.get("versions", {}))
     here_env = bitwise_environment(read_json(out / CARD_FILE, "model card").get("versions", {}))
-    differing = [k for k in BITWISE_FIELDS if shipped_env[k] != here_env[k]]
-    where = ", ".join(f"{k} {here_env[k]}" for k in BITWISE_FIELDS)
+    fields = (*BITWISE_FIELDS, DEVICE_FIELD)
+    differing = [k for k in fields if shipped_env[k] != here_env[k]]
+    where = ", ".join(f"{k} {here_env[k]}" for k in fields)
     if not differing:
         if diff == 0:
             return f"bitwise identical to the shipped checkpoint, as promised on this environment ({where})"
@@ -383,7 +474,7 @@ def _reproduction_verdict(reference: torch.nn.Module, shipped_card: dict, result
                 f"({where}) is the one that trained it: bitwise reproduction was promised here; please report it")
     shipped_says = ", ".join(f"{k} {shipped_env[k]}" for k in differing)
     here_says = ", ".join(f"{k} {here_env[k]}" for k in differing)
-    promise = (f"bitwise reproduction is promised only where {', '.join(BITWISE_FIELDS)} match: "
+    promise = (f"bitwise reproduction is promised only where {', '.join(fields)} match: "
                f"shipped {shipped_says}; here {here_says}")
     if differing == ["threads"]:
         promise += f" (OMP_NUM_THREADS={shipped_env['threads']} sets the thread count)"
@@ -633,7 +724,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if problem:
         raise UsageError(f"the report cannot be written: {problem}; give --out a folder you can write")
     names = args.model or None
-    suite = subjects(names, args.seed)  # the models first: a bad folder or seed is refused before the method runs
+    seeds = _seed_list(args)
+    _check_seeds(names, seeds)
+    # the models first: a bad folder or seed is refused before the method runs
+    suite = subjects(names, seeds, args.device)
     try:
         method = validate.load_method(args.method)
     except Exception as err:  # the method file's own errors keep their traceback: they are in its code
@@ -641,13 +735,76 @@ def cmd_validate(args: argparse.Namespace) -> int:
             raise
         raise UsageError(f"cannot load method {args.method!r}: {err}") from None
     print(f"scoring {label} on {', '.join(names) if names else 'every zoo model with a truth'}", file=sys.stderr)
-    report = validate.score(method, label=label, suite=suite)
+    report = validate.score(method, label=label, suite=suite, ray=args.ray, device=args.device,
+                            progress=args.ray is not None)
     print(report.table())
     for entry in report.errors:
         print(f"error on {entry.model} (seed {entry.seed}): {entry.error}", file=sys.stderr)
     paths = report.write(out)
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
     return 1 if report.errors and len(report.errors) == len(report.entries) else 0
+
+
+def _check_seeds(names: list[str] | None, seeds: list[int] | None) -> None:
+    """Say which asked-for seeds of the named zoo models are neither shipped nor trained here
+    (they are left out), and refuse a selection that leaves a named model with none."""
+    from toylab.validate.suite import missing_seeds
+
+    if seeds is None:
+        return
+    for name in names or []:
+        if name not in zoo.RECIPES:
+            continue
+        missing = missing_seeds(name, seeds)
+        if not missing:
+            continue
+        rec = zoo.recipe(name)
+        try:
+            any_seed = rec.truth_for(max(rec.seeds) + 1) is not None
+        except ValueError:  # identified on each seed's weights: any seed has one
+            any_seed = True
+        if any_seed:
+            remedy = f"train them: toylab train {name} --seeds {_ranges(missing).replace(', ', ',')}"
+        else:
+            remedy = f"its truth is known only on the seeds it ships, {_ranges(rec.seeds)}"
+        if len(missing) == len(seeds):
+            raise UsageError(f"{name} has none of seeds {_ranges(seeds)} shipped or trained here with a certified "
+                             f"truth; {remedy}")
+        print(f"{name}: seeds {_ranges(missing)} are neither shipped nor trained here with a certified truth, and "
+              f"are left out ({remedy})", file=sys.stderr)
+
+
+def cmd_phase_diagram(args: argparse.Namespace) -> int:
+    """`toylab phase-diagram`: the 2-features-in-1-dimension phase diagram on several seeds."""
+    from safetensors.torch import save
+
+    from toylab.checkpoint import atomic_write_bytes
+    from toylab.methods.superposition import phase_diagram_seeds, seed_agreement
+
+    seeds = _seed_list(args) or [0]
+    out = Path(args.out)
+    problem = _folder_problem(out.parent)
+    if problem:
+        raise UsageError(f"cannot write {out}: {problem}; give --out a file in a folder you can write")
+    diagrams, outcome = phase_diagram_seeds(seeds, ray=args.ray, device=args.device, progress=not args.quiet,
+                                            n_density=args.grid, n_importance=args.grid, steps=args.steps)
+    print(outcome.summary(), file=sys.stderr)
+    if not diagrams:
+        return 1
+    done = list(diagrams.values())
+    agreement = seed_agreement(done)  # [importance, density]
+    first = done[0]
+    tensors = {"seeds": torch.tensor(list(diagrams)), "density": first.density,
+               "relative_importance": first.relative_importance,
+               "status": torch.stack([d.status for d in done]),  # [seed, importance, density, feature]
+               "W": torch.stack([d.W for d in done]), "b": torch.stack([d.b for d in done]),
+               "seed_agreement": agreement}
+    atomic_write_bytes(out, save({k: v.contiguous() for k, v in tensors.items()}))
+    print(f"wrote {out}: status, W, b per seed ({_ranges(list(diagrams))}) on a {args.grid} x {args.grid} grid")
+    if len(done) > 1:
+        print(f"seeds agree on the second feature's phase in {(agreement == 1).float().mean().item():.1%} of cells; "
+              f"mean agreement {agreement.mean().item():.3f}, least {agreement.min().item():.3f}")
+    return 1 if outcome.failures else 0
 
 
 def cmd_challenge(args: argparse.Namespace) -> int:
@@ -749,9 +906,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     def build() -> str:
         methods = {m: BASELINES[m] for m in (args.method or BASELINES) if m in BASELINES}
         graph_methods = {m: GRAPH_BASELINES[m] for m in (args.method or GRAPH_BASELINES) if m in GRAPH_BASELINES}
-        return leaderboard(methods, names=args.model or None, seeds=args.seed, graph_methods=graph_methods,
-                           progress=lambda label: _progress(f"scoring {label}")).to_markdown()
+        return leaderboard(methods, names=args.model or None, seeds=seeds, graph_methods=graph_methods,
+                           progress=True, device=args.device, ray=args.ray).to_markdown()
 
+    seeds = _seed_list(args)
+    _check_seeds(args.model, seeds)
     return _write_document(args, LEADERBOARD, build)
 
 
@@ -793,7 +952,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=None, help="seed for init and data, 0 to 2**32-1 (default: the recipe's, which reproduces the shipped model)")
     p.add_argument("--out", type=_out_folder, default=None, help="output folder, new, empty or a toylab run (default: $TOYLAB_HOME/runs/NAME/seed-S, TOYLAB_HOME defaulting to ~/.cache/toylab)")
     p.add_argument("--fresh", action="store_true", help="delete the output folder (a toylab run) first instead of resuming")
+    p.add_argument("--seeds", type=_seeds, action="append", metavar="SEEDS",
+                   help="a sweep: train each of these seeds (e.g. 0-49, or 0,3,7-9) into "
+                        "$TOYLAB_HOME/runs/NAME/seed-S, keeping seeds already trained; with --ray, in parallel")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_scale_out(p, "the seeds")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("truth", help="show a model's ground-truth circuit and certificate",
@@ -856,8 +1019,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "would (checked first, without running it, to define the function; a lesson file is refused)")
     p.add_argument("--model", action="append", metavar="NAME|DIR", type=_model_ref,
                    help="a zoo model or a folder (config.json, model.safetensors, truth.json, task.json); repeatable")
-    p.add_argument("--seed", type=_seed, nargs="+", help="only these training seeds of each zoo model")
+    p.add_argument("--seeds", "--seed", type=_seeds, nargs="+", action="extend", metavar="SEEDS",
+                   help="only these training seeds of each zoo model (e.g. 0 1 2, or 0-49): shipped ones, and "
+                        "those trained here with `toylab train NAME --seeds ...`")
     p.add_argument("--out", type=_out_folder, help="report folder (default: validate-FUNCTION)")
+    _add_scale_out(p, "the models")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("leaderboard", help="score the built-in baselines and write docs/leaderboard.md",
@@ -865,10 +1031,27 @@ def build_parser() -> argparse.ArgumentParser:
                                    "leaderboard document.")
     p.add_argument("--method", action="append", type=_baseline, help="only this baseline (repeatable)")
     p.add_argument("--model", action="append", metavar="NAME|DIR", type=_model_ref, help="only this model (repeatable)")
-    p.add_argument("--seed", type=_seed, nargs="+", help="only these training seeds")
+    p.add_argument("--seeds", "--seed", type=_seeds, nargs="+", action="extend", metavar="SEEDS",
+                   help="only these training seeds (e.g. 0 1 2, or 0-49), shipped or trained here")
     p.add_argument("--out", type=_out_file, help=f"where to write (default: {LEADERBOARD.relative_to(LEADERBOARD.parents[1])})")
     p.add_argument("--print", action="store_true", help="print the document instead of writing it")
+    _add_scale_out(p, "the models")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("phase-diagram", help="superposition's phase diagram on several seeds",
+                       description="Train 2 features in 1 hidden dimension across relative importance x density "
+                                   "(toylab.methods.phase_diagram), once per seed, and say where the seeds agree. "
+                                   "Writes the grids, each seed's status, weights and the agreement as safetensors.")
+    p.add_argument("--seeds", type=_seeds, action="append", metavar="SEEDS", help="e.g. 0-4 (default: 0)")
+    p.add_argument("--grid", type=lambda t: _int_in(t, 2, 200, "--grid (cells per axis)"), default=20,
+                   help="cells per axis, 2 to 200 (default 20)")
+    p.add_argument("--steps", type=lambda t: _int_in(t, 1, None, "--steps"), default=1000,
+                   help="training steps per diagram (default 1000)")
+    p.add_argument("--out", type=_out_file, default="phase_diagram.safetensors",
+                   help="where to write (default: phase_diagram.safetensors)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_scale_out(p, "the seeds")
+    p.set_defaults(func=cmd_phase_diagram)
 
     p = sub.add_parser("challenge", help="blind circuit challenges: a model whose circuit you are not told",
                        description="Make a challenge (a certified model, its heads shuffled and its residual stream "
@@ -898,6 +1081,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; an expected failure is one `toylab: error:` line and status 2 (see _expected_failure)."""
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "ray", None) is not None:
+            import importlib.util
+
+            if importlib.util.find_spec("ray") is None:
+                raise UsageError("--ray needs Ray: pip install torch==2.13.0 -e \".[ray]\" (the pin keeps pip "
+                                 "from swapping torch), or drop --ray to run here")
         return args.func(args)
     except KeyboardInterrupt:
         print("toylab: interrupted", file=sys.stderr)

@@ -76,7 +76,8 @@ def _receiver_groups(cfg) -> tuple[_Receivers, ...]:
 
     def group(hook: str, receivers: list[str], kind: str, per_head: bool) -> _Receivers:
         upstream = tuple(s for s in all_senders if Edge(s, receivers[0], kind) in position)
-        index = torch.tensor([[position[Edge(s, r, kind)] for r in receivers] for s in upstream], dtype=torch.long)
+        index = torch.tensor([[position[Edge(s, r, kind)] for r in receivers] for s in upstream], dtype=torch.long,
+                             device="cpu")  # cached for every model of this config: moved where used
         return _Receivers(hook, upstream, index.reshape(len(upstream), len(receivers)), per_head)
 
     groups = []
@@ -271,7 +272,7 @@ class Estimate:
     def interval(self, level: float = 0.95) -> tuple[float, float]:
         """The percentile bootstrap interval holding ``level`` of the replicates."""
         tail = (1 - level) / 2
-        low, high = torch.quantile(self.replicates.double(), torch.tensor([tail, 1 - tail], dtype=torch.float64))
+        low, high = torch.quantile(self.replicates.double(), self.replicates.new_tensor([tail, 1 - tail], dtype=torch.float64))
         return float(low), float(high)
 
     def __sub__(self, other: Estimate | float) -> Estimate:
@@ -288,7 +289,7 @@ class Estimate:
 
 def bootstrap_rows(batch: int, replicates: int, seed: int) -> Tensor:
     """``replicates`` resamples with replacement of ``batch`` rows: [replicate, batch] indices."""
-    return torch.randint(batch, (replicates, batch), generator=torch.Generator().manual_seed(seed))
+    return torch.randint(batch, (replicates, batch), generator=torch.Generator().manual_seed(seed), device="cpu")
 
 
 def ratio_estimate(numerator: Tensor, denominator: Tensor, replicates: int, seed: int) -> Estimate:
@@ -350,13 +351,13 @@ class Faithfulness:
         """f(keep) with its bootstrap replicates."""
         sums = self._pair_sums(keep, keep_neurons)  # [batch]
         value = normalised(sums.sum().item(), self._full.sum().item(), self._empty.sum().item())
-        kept, full, empty = (x[self._rows].sum(-1) for x in (sums, self._full, self._empty))  # [replicate]
+        kept, full, empty = (x.cpu()[self._rows].sum(-1) for x in (sums, self._full, self._empty))  # [replicate]
         return Estimate(value, (kept - empty) / (full - empty))
 
 
 def position_mask(positions: str, n_pos: int) -> Tensor:
     """``"all"``, ``"last"`` or comma-separated indices such as ``"0,2"`` -> bool [pos]."""
-    mask = torch.zeros(n_pos, dtype=torch.bool)
+    mask = torch.zeros(n_pos, dtype=torch.bool, device="cpu")  # indexes the model's tensors too
     if positions == "all":
         mask[:] = True
     elif positions == "last":
@@ -462,7 +463,7 @@ def steered(
                                        else "has no head axis: leave head=None"))
     if per_head and not 0 <= head < model.cfg.n_heads:
         raise ValueError(f"head {head} out of range; the model has {model.cfg.n_heads} heads")
-    vector = torch.as_tensor(vector).to(model.device)
+    vector = torch.as_tensor(vector, device=model.device)
     if vector.ndim not in (1, 2):
         raise ValueError(f"the steering vector must be [d] or [batch, d], got shape {tuple(vector.shape)}")
     if basis is not None:
@@ -544,7 +545,7 @@ def interchange_accuracy(
     a caller can derive other figures from the same run.
     """
     algorithm.check_variable(variable)
-    base, source = algorithm.sample_pairs(n, torch.Generator().manual_seed(seed))
+    base, source = algorithm.sample_pairs(n, torch.Generator().manual_seed(seed))  # on the CPU, as tasks are
     expected = algorithm.intervene(base, source, variable).to(model.device)  # [batch, pos]
     scored = expected != IGNORE
     if not scored.any():

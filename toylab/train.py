@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from toylab import checkpoint as ckpt
+from toylab.devices import DeviceLike, device_name, resolve_device
 from toylab.models import Transformer, TransformerConfig
 from toylab.models.fast import can_use_last_position, last_position_logits
 from toylab.tasks import Batch, Task, loss
@@ -191,8 +192,9 @@ def evaluate(model: Transformer, task: Task) -> dict[str, float]:
     return metrics
 
 
-def versions() -> dict[str, str]:
-    """The environment a run was trained in: software versions, machine, CPU and thread count.
+def versions(device: DeviceLike = None) -> dict[str, str]:
+    """The environment a run was trained in: software versions, machine, CPU, thread count and
+    the torch device it trained on ("cpu", or e.g. "cuda (NVIDIA H200)").
 
     ``bitwise_environment`` picks from these the fields that decide the bits.
     """
@@ -200,7 +202,8 @@ def versions() -> dict[str, str]:
 
     return {"toylab": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "machine": platform.machine(), "cpu": _cpu_model(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": str(torch.get_num_threads())}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": str(torch.get_num_threads()),
+            "device": device_name(device)}
 
 
 # The fields of ``versions()`` that decide the bits of a training run; a run reproduces a card
@@ -228,11 +231,16 @@ def versions() -> dict[str, str]:
 #                   model is the code that shipped it; a change to training that changes
 #                   the bits must retrain the zoo (tests/zoo checks it on the build environment).
 BITWISE_FIELDS = ("torch", "machine", "cpu_capability", "threads")
+# The device decides the bits too (a GPU's kernels sum in another order than the CPU's), but
+# cards written before it was recorded lack it, and they all trained on the CPU: so it is
+# compared apart from BITWISE_FIELDS, a missing one read as "cpu".
+DEVICE_FIELD = "device"
 
 
 def bitwise_environment(versions: dict[str, str]) -> dict[str, str | None]:
-    """The part of a ``versions()`` record that decides the bits (None where a field is missing)."""
-    return {name: versions.get(name) for name in BITWISE_FIELDS}
+    """The part of a ``versions()`` record that decides the bits (None where a field is missing;
+    the device "cpu" where it is missing, as every card without one trained there)."""
+    return {**{name: versions.get(name) for name in BITWISE_FIELDS}, DEVICE_FIELD: versions.get(DEVICE_FIELD, "cpu")}
 
 
 def _cpu_model() -> str:
@@ -255,19 +263,25 @@ def train(
     progress: bool = True,
     card: dict[str, Any] | None = None,
     objective: Objective | None = None,
+    device: DeviceLike = None,
 ) -> TrainResult:
-    """Train a fresh ``Transformer(model_cfg, seed=cfg.seed)`` on ``task``.
+    """Train a fresh ``Transformer(model_cfg, seed=cfg.seed)`` on ``task``, on ``device`` (the CPU
+    by default; e.g. "cuda").
 
     The loss is the task's cross-entropy, or ``objective.loss`` when one is given.
-    With ``out_dir`` the run checkpoints there and resumes from there; the finished model
-    is saved with a card holding ``card`` plus the recipe, metrics, time and versions.
+    With ``out_dir`` the run checkpoints there and resumes from there (on any device: the
+    checkpoints hold CPU tensors); the finished model is saved with a card holding ``card``
+    plus the recipe, metrics, time and versions, the device among them.
+    The initial weights and the batches are drawn on the CPU whatever the device, so only the
+    device's arithmetic tells a GPU run from a CPU one.
     """
+    device = resolve_device(device)
     if (model_cfg.d_vocab, model_cfg.d_vocab_out) != (task.d_vocab, task.d_vocab_out) or model_cfg.n_ctx < task.n_ctx:
         raise ValueError(
             f"model (d_vocab={model_cfg.d_vocab}, d_vocab_out={model_cfg.d_vocab_out}, n_ctx={model_cfg.n_ctx}) "
             f"does not fit the task (d_vocab={task.d_vocab}, d_vocab_out={task.d_vocab_out}, n_ctx={task.n_ctx})"
         )
-    model = Transformer(model_cfg, seed=cfg.seed)
+    model = Transformer(model_cfg, seed=cfg.seed, device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     run = RunState(model, task, cfg, optimizer, objective=objective)
     recipe = {"model": model_cfg.to_dict(), "task": task.to_dict(), "train": cfg.to_dict()}
@@ -277,7 +291,7 @@ def train(
     if out is not None:
         _start_or_resume(out, recipe, run)
         if (out / ckpt.CARD_FILE).exists() and not (out / "checkpoints").exists():
-            return _finished_result(out)
+            return _finished_result(out, device)
 
     # With a stopping rule the bar's total is only an upper bound: say so, or its ETA misleads.
     desc = f"train (stops early when {cfg.stop_when})" if cfg.stop_when else "train"
@@ -324,7 +338,7 @@ def train(
             "stopped_early": run.step < cfg.steps,
             "train_time_s": round(run.elapsed, 2),
             "metrics": final,
-            "versions": versions(),
+            "versions": versions(device),
         }
         ckpt.atomic_write_json(out / "history.json", run.history)
         ckpt.save_model(out, model, full_card)  # the card, written last, marks the run finished
@@ -341,9 +355,9 @@ def rule_holds(rule: str, metrics: dict[str, float]) -> bool:
     return _COMPARATORS[op](metrics[name], threshold)
 
 
-def _finished_result(out: Path) -> TrainResult:
+def _finished_result(out: Path, device: torch.device) -> TrainResult:
     """A run folder whose training already completed: load it instead of training again."""
-    model, card = ckpt.load_model(out)
+    model, card = ckpt.load_model(out, device=device)
     history = ckpt.read_json(out / "history.json", "training history")
     return TrainResult(model, history, card["metrics"], card["steps"], card["train_time_s"],
                        card["stopped_early"], out)
@@ -458,7 +472,7 @@ def _save_checkpoint(out: Path, run: RunState) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     ckpt.atomic_write_bytes(tmp / ckpt.WEIGHTS_FILE, ckpt.state_dict_bytes(run.model))
-    torch.save(run.optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(_to_cpu(run.optimizer.state_dict()), tmp / "optimizer.pt")
     ckpt.atomic_write_json(tmp / "state.json", {"step": run.step, "elapsed": run.elapsed,
                                                 "last_loss": run.last_loss, "history": run.history})
     tmp.rename(final)  # the checkpoint appears whole or not at all
@@ -472,7 +486,9 @@ def _load_checkpoint(folder: Path, run: RunState) -> None:
     state = ckpt.read_json(folder / "state.json", "training state")
     ckpt.load_into(run.model, ckpt.load_weights(folder / ckpt.WEIGHTS_FILE), str(folder))
     try:
-        optim_state = torch.load(folder / "optimizer.pt", weights_only=True)
+        # load_state_dict moves the moments to the parameters' device, so a run checkpointed on
+        # a GPU resumes on the CPU and the other way round.
+        optim_state = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
         run.optimizer.load_state_dict(optim_state)
     except Exception as err:  # a truncated pickle-free archive raises assorted errors
         raise ckpt.CheckpointError(
@@ -480,3 +496,14 @@ def _load_checkpoint(folder: Path, run: RunState) -> None:
         ) from None
     run.step, run.elapsed = state["step"], state["elapsed"]
     run.last_loss, run.history = state["last_loss"], state["history"]
+
+
+def _to_cpu(state: Any) -> Any:
+    """An optimizer's state dict with every tensor on the CPU (the same tensors where they are)."""
+    if isinstance(state, torch.Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {k: _to_cpu(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_to_cpu(v) for v in state)
+    return state

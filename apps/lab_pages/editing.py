@@ -150,6 +150,9 @@ with changed_col:
 
 # ---- tracing against editing --------------------------------------------------------------------
 st.header("Where the fact lives, and where editing works")
+if not lab.on_request("Trace and edit at every MLP", key="edit_localise",
+                      help="Causal tracing of the fact and a ROME edit at each MLP layer: about a second per fact."):
+    st.stop()
 which = st.radio("Facts", ["this fact", "the lesson's facts (two from each store)"], horizontal=True,
                  key="edit_facts", help="The lesson's facts: fixtures.split_facts, edited as the lesson does.")
 if which == "this fact":

@@ -158,6 +158,10 @@ st.header("Intervening: where is it used?")
 k = int(st.slider("DAS subspace dimension k", min_value=1, max_value=8, value=8 if variable != "relation" else 4,
                   key="probe_k", help="Distributed alignment search learns a k-dim subspace whose interchange "
                                       "gives the algorithm's counterfactual answer; IIA is on held-out pairs."))
+st.caption("For each site: a probe, the interchange of the whole vector and of the probe's directions, and DAS "
+           "trained for 150 steps: a few seconds per variable and k.")
+if not lab.on_request("Measure interchange-intervention accuracy", key="probe_iia"):
+    st.stop()
 rows = iia_table(name, seed, variable, k, n, sample_seed)
 table = [{key: (round(value, 3) if isinstance(value, float) else value) for key, value in row.items()
           if show_truth or key != "ground truth"} for row in rows]

@@ -20,9 +20,11 @@ SAE_DATA = {
 }
 
 
+@st.cache_resource(show_spinner="Training the toy model...", max_entries=16)
 def sae_source(data: str, seed: int) -> tuple[Callable[[int, torch.Generator], tuple], torch.Tensor]:
     """A sampler ``(n, generator) -> (activations, true coefficients)`` and the true features
-    [feature, d_in], from lesson 5's fixtures: its dictionary, or its toy model at another size."""
+    [feature, d_in], from lesson 5's fixtures: its dictionary, or its toy model at another size.
+    Once per process (a toy model trains in seconds), shared by every SAE trained on it; never modified."""
     fixtures = lesson_fixtures("sae")
     if data == "synthetic":
         synthetic = fixtures.dictionary(seed)
@@ -77,6 +79,11 @@ steps = steps_col.select_slider("Steps", [250, 500, 1000, 2000, 3000], 1000, key
 seed = seed_col.number_input("Seed", 0, 1000, 0, key="sae_seed")
 show_truth = truth_col.toggle("Show ground truth", value=True, key="sae_truth")
 
+if not lab.on_request("Train the SAE", key="sae_train",
+                      help="A few seconds at 1,000 steps. After this, changing a setting retrains it."):
+    st.caption(f"The SAE, {ratio * n_true} latents wide, trains for {steps:,} steps on batches of 256 fresh "
+               "activations; then it is scored against the true features.")
+    st.stop()
 result = train_sae(data, architecture, ratio * n_true, float(sparsity), int(steps), int(seed))
 scores = result["scores"]
 

@@ -53,39 +53,45 @@ n_hidden = hid_col.slider("Hidden dimensions", 1, 6, 2, key="sup_hidden")
 decay = imp_col.select_slider("Importance decay (feature i has decay^i)", [0.7, 0.8, 0.9, 0.95, 1.0], 0.9,
                               key="sup_decay")
 seed = seed_col.number_input("Seed", 0, 1000, 1, key="sup_seed")
-sweep = toy_sweep(n_features, n_hidden, float(decay), int(seed))
+if lab.on_request("Train the sweep", key="sup_train",
+                  help=f"{len(SWEEP_DENSITIES)} toy models, one per density, trained together for {TOY_STEPS} steps: "
+                       "a few seconds. After this, changing the model retrains it."):
+    sweep = toy_sweep(n_features, n_hidden, float(decay), int(seed))
 
-density = st.select_slider("Feature density (1 - sparsity): which instance of the sweep to show",
-                           list(SWEEP_DENSITIES), SWEEP_DENSITIES[-1], key="sup_density")
-i = SWEEP_DENSITIES.index(density)
-W = sweep["W"][i]  # [hidden, feature]
-labels = [f"f{f}" for f in range(n_features)]
+    density = st.select_slider("Feature density (1 - sparsity): which instance of the sweep to show",
+                               list(SWEEP_DENSITIES), SWEEP_DENSITIES[-1], key="sup_density")
+    i = SWEEP_DENSITIES.index(density)
+    W = sweep["W"][i]  # [hidden, feature]
+    labels = [f"f{f}" for f in range(n_features)]
 
-geometry_col, table_col = st.columns([1, 1])
-with geometry_col:
-    if n_hidden == 2:
-        st.subheader("Feature directions")
-        lab.show(viz.feature_geometry, W, importance=sweep["importance"], title=f"density {density}")
-    else:
-        st.subheader("W^T W")
-        lab.show(viz.heatmap, W.T @ W, labels, labels, title=f"W^T W at density {density}")
-with table_col:
-    st.subheader("Each feature")
-    st.dataframe([{"feature": labels[f], "importance": round(float(sweep["importance"][f]), 3),
-                   "density": density, "norm": round(float(sweep["norms"][i, f]), 3),
-                   "weights say": STATUS_NAMES[int(sweep["status"][i, f])],
-                   "fed alone, passes": round(float(sweep["gain"][i, f]), 2),
-                   "dimensionality": round(float(sweep["D"][i, f]), 3)} for f in range(n_features)],
-                 hide_index=True, width="stretch")
-    kept = int((sweep["gain"][i] > 0.5).sum())
-    st.markdown(f"**{kept} of {n_features} features** get through at this density with {n_hidden} "
-                f"dimension{'s' if n_hidden > 1 else ''} (trained in {sweep['seconds']:.1f} s).")
-    st.caption("'weights say' reads W (ignored: short W_i; superposed: overlaps others). 'fed alone, passes' "
-               "runs the model on that feature alone: x'_i(e_i) - x'_i(0), near 1 when it gets through.")
+    geometry_col, table_col = st.columns([1, 1])
+    with geometry_col:
+        if n_hidden == 2:
+            st.subheader("Feature directions")
+            lab.show(viz.feature_geometry, W, importance=sweep["importance"], title=f"density {density}")
+        else:
+            st.subheader("W^T W")
+            lab.show(viz.heatmap, W.T @ W, labels, labels, title=f"W^T W at density {density}")
+    with table_col:
+        st.subheader("Each feature")
+        st.dataframe([{"feature": labels[f], "importance": round(float(sweep["importance"][f]), 3),
+                       "density": density, "norm": round(float(sweep["norms"][i, f]), 3),
+                       "weights say": STATUS_NAMES[int(sweep["status"][i, f])],
+                       "fed alone, passes": round(float(sweep["gain"][i, f]), 2),
+                       "dimensionality": round(float(sweep["D"][i, f]), 3)} for f in range(n_features)],
+                     hide_index=True, width="stretch")
+        kept = int((sweep["gain"][i] > 0.5).sum())
+        st.markdown(f"**{kept} of {n_features} features** get through at this density with {n_hidden} "
+                    f"dimension{'s' if n_hidden > 1 else ''} (trained in {sweep['seconds']:.1f} s).")
+        st.caption("'weights say' reads W (ignored: short W_i; superposed: overlaps others). 'fed alone, passes' "
+                   "runs the model on that feature alone: x'_i(e_i) - x'_i(0), near 1 when it gets through.")
 
-st.subheader("Dimensionality across the sweep")
-lab.show(viz.dimensionality_plot, np.array(SWEEP_DENSITIES), sweep["D"],
-         title=f"{n_features} features in {n_hidden} dims")
+    st.subheader("Dimensionality across the sweep")
+    lab.show(viz.dimensionality_plot, np.array(SWEEP_DENSITIES), sweep["D"],
+             title=f"{n_features} features in {n_hidden} dims")
+else:
+    st.caption(f"The sweep trains {len(SWEEP_DENSITIES)} instances, densities {SWEEP_DENSITIES[0]} to "
+               f"{SWEEP_DENSITIES[-1]}, for {TOY_STEPS} steps; then pick a density to see its geometry and features.")
 
 st.subheader("The phase change: 2 features in 1 dimension")
 st.caption("Feature 0 has importance 1, feature 1 the relative importance on the y axis; both have the "

@@ -183,6 +183,9 @@ for row in rows:
         st.warning(f"{row['method']} failed on {model} (seed {seed}): {row['error']}")
 
 st.header("The circuit each method found")
+if not lab.on_request("Draw the circuits", key="traps_draw",
+                      help="One graph per method and one of the truth: a few tenths of a second each."):
+    st.stop()
 show_truth = st.toggle("Show ground truth", value=True, key="traps_truth")
 ok = [m for m, row in zip(chosen, rows) if not row["error"]]
 panels = (["(truth)"] if show_truth else []) + ok

@@ -306,6 +306,8 @@ def test_path_patching_follows_receivers_and_input():
 
 def test_superposition_density_picks_an_instance_and_features_retrain():
     at = open_page("lab_pages/superposition.py")
+    assert not [df for df in at.dataframe if "fed alone, passes" in df.value.columns]  # trained on request
+    at.button(key="sup_train").click().run()
     table = frame_with(at, "fed alone, passes")
     assert len(table) == 5 and set(table["density"]) == {0.005}
     sparse_kept = (table["fed alone, passes"] > 0.5).sum()
@@ -335,6 +337,8 @@ def test_superposition_phase_diagram_trains_on_request():
 
 def test_sae_page_scores_against_the_true_features_and_toggles_the_truth():
     at = open_page("lab_pages/sae.py")
+    assert not at.metric  # trained on request
+    at.button(key="sae_train").click().run()
     metrics = {m.label: float(m.value) for m in at.metric}
     assert metrics["MMCS"] > 0.9  # topk on the synthetic dictionary, 1000 steps
     table = frame_with(at, "latent")
@@ -346,6 +350,7 @@ def test_sae_page_scores_against_the_true_features_and_toggles_the_truth():
 
 def test_sae_page_draws_the_pentagon_and_every_architecture_runs():
     at = open_page("lab_pages/sae.py")
+    at.button(key="sae_train").click().run()
     at.selectbox(key="sae_data").set_value("toy model: 5 features in 2 dims (a pentagon)").run()
     assert not at.exception, at.exception
     assert any("true directions" in h for h in texts(at.subheader))
@@ -389,6 +394,9 @@ def test_probes_page_traces_to_the_fact_store_and_scores_truth_above_decoys():
     assert at.selectbox(key="probe_model").options == ["factual-recall"]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["MLP state restoring most"] == "MLP0 at subject"
+    assert len(image_urls(at)) == 2  # tracing and probes; the interventions wait for their button
+    at.button(key="probe_iia").click().run()
+    assert not at.exception, at.exception
     table = frame_with(at, "IIA whole vector")
     das = next(c for c in table.columns if c.startswith("IIA DAS"))
     assert table[table["ground truth"]][das].min() >= 0.9

@@ -91,7 +91,10 @@ def test_the_page_starts_on_the_split_model_with_the_lessons_edit_scored_exactly
         [FIRST.subject, FIRST.relation, FIRST.attribute]
     check_edit(at, SPLIT, FIRST, "rome", 0)
     assert f"the truth stores it in MLP{FIXTURES.stored_layer(SPLIT, FIRST.subject)}" in texts(at.markdown)
-    assert len(plots(at)) == 1  # tracing against editing
+    assert not plots(at)  # tracing against editing waits for its button
+    at.button(key="edit_localise").click().run()
+    assert not at.exception, at.exception
+    assert len(plots(at)) == 1
 
 
 def test_the_edit_widgets_follow_the_method_and_the_layer():
@@ -125,6 +128,7 @@ def test_an_edit_that_changes_nothing_is_refused_in_words():
 
 def test_tracing_against_editing_matches_the_method_and_outlines_the_truths_store():
     at = open_page()
+    at.button(key="edit_localise").click().run()
     at.radio(key="edit_facts").set_value("the lesson's facts (two from each store)").run()
     assert not at.exception, at.exception
     facts = FIXTURES.split_facts(SPLIT)

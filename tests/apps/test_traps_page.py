@@ -42,6 +42,9 @@ def test_the_page_starts_on_self_repair_with_the_lessons_methods_and_says_who_fe
     assert {m for m, row in rows.items() if row["fell in"]} == {"resample-ablation", "denoising"}
     assert all(rows[m]["expected"] == "falls in" for m in ("resample-ablation", "denoising"))
     assert all(rows[m]["expected"] == "remedy" for m in ("eap", "eap-ig", "acdc"))
+    assert not plots(at)  # the circuits are drawn on request
+    at.button(key="traps_draw").click().run()
+    assert not at.exception, at.exception
     assert len(plots(at)) == 6  # the truth, then one circuit per method
 
     shown = image_urls(at)

@@ -7,8 +7,10 @@ default; text inputs: empty and a one-token prompt) that differs from the defaul
 page is run. A widget that only appears after another setting (the typed prompt of the
 induction page) is swept with that setting held. Every page's full cross product would be
 thousands of runs; one factor at a time is at most ``2 x widgets`` runs, and each page is
-capped at ``MAX_RUNS``. Buttons are not pressed here: the ones that train (superposition's
-phase diagram, grokking's live run, validate's Run) are covered by test_apps.py.
+capped at ``MAX_RUNS``. Buttons are not pressed here, except those that show part of a page on
+request (``lab_common.on_request``), pressed as the page opens so that the sweep runs what they
+show; the others (superposition's phase diagram, grokking's live run, validate's Run) are covered
+by test_apps.py.
 """
 
 import ast
@@ -26,6 +28,9 @@ LESSONS = [path for node in ast.parse(HOME.read_text()).body  # Home.py's LESSON
 # Most settings retrain (a model, an SAE or a transcoder).
 TRAINING = ["lab_pages/superposition.py", "lab_pages/sae.py", "lab_pages/probes.py", "lab_pages/attribution_graphs.py",
             "lab_pages/dashboards.py"]
+# The keys of each page's lab_common.on_request buttons.
+ON_REQUEST = {path: re.findall(r'on_request\(\s*"[^"]*",\s*key="(\w+)"', (HOME.parent / path).read_text())
+              for path in LESSONS}
 MAX_RUNS = 12  # runs per page, on top of the default render
 KINDS = ("selectbox", "radio", "select_slider", "multiselect", "number_input", "slider",
          "checkbox", "toggle", "text_input")
@@ -37,6 +42,9 @@ def open_page(page: str) -> AppTest:
     assert not at.exception, at.exception
     at.switch_page(page).run()
     assert not at.exception, at.exception
+    for key in ON_REQUEST[page]:
+        at.button(key=key).click().run()
+        assert not at.exception, at.exception
     return at
 
 

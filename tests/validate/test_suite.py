@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 import toylab
 from toylab.checkpoint import CheckpointError, save_model
@@ -65,3 +66,27 @@ def test_seeds_select_shipped_seeds():
     assert [s.seed for s in subjects(["induction-siit"], seeds=[0, 2])] == [0, 2]
     with pytest.raises(ValueError, match="selects nothing"):
         subjects(["induction-constructed"], seeds=[5])
+
+
+def test_a_seed_trained_here_joins_the_suite_when_its_certificate_passed(tmp_path, monkeypatch):
+    from toylab import zoo
+    from toylab.validate.suite import missing_seeds, source_of, load_source
+    from toylab.zoo.seeds import seed_dir
+
+    monkeypatch.setenv("TOYLAB_HOME", str(tmp_path))
+    run = seed_dir("induction-siit", 7)  # as `toylab train induction-siit --seeds 7` leaves it
+    shutil.copytree(zoo.shipped_path("induction-siit", 1), run)
+    card = json.loads((run / "card.json").read_text())
+    (run / "card.json").write_text(json.dumps({**card, "seed": 7}))
+    suite = subjects(["induction-siit"], seeds=[0, 7, 8])
+    assert [(s.name, s.seed, s.folder) for s in suite] == [("induction-siit", 0, None), ("induction-siit", 7, run)]
+    assert missing_seeds("induction-siit", [0, 7, 8]) == [8]
+    # A worker elsewhere gets the folder's files, and loads the same model from them.
+    there = load_source(source_of(suite[1]))
+    assert (there.name, there.seed) == ("induction-siit", 7) and there.truth == suite[1].truth
+    assert all(torch.equal(a, b) for a, b in zip(there.model.state_dict().values(), suite[1].model.state_dict().values()))
+
+    card["certificate"]["passed"] = False  # a truth that failed its certificate is no answer key
+    (run / "card.json").write_text(json.dumps({**card, "seed": 7}))
+    assert [s.seed for s in subjects(["induction-siit"], seeds=[0, 7])] == [0]
+    assert missing_seeds("induction-siit", [7]) == [7]

@@ -61,4 +61,21 @@ def test_bar_and_curve_charts():
 def test_every_interactive_twin_is_registered_against_its_figure():
     assert iv.INTERACTIVE[viz.heatmap] is iv.heatmap_chart
     assert iv.INTERACTIVE[viz.progress_curves] is iv.progress_curves_chart
-    assert len(iv.INTERACTIVE) == 6
+    assert iv.INTERACTIVE[viz.probe_map] is iv.probe_map_chart
+    assert len(iv.INTERACTIVE) == 8
+
+
+def test_probe_and_tracing_charts_outline_the_truth_where_their_figures_do():
+    acc, sel = np.random.rand(3, 4), np.random.rand(3, 4) - 0.5
+    chart = iv.probe_map_chart(acc, sel, ["embed", "mid", "post"], ["BOS", "r0", "s1", "="], "probes", highlight={(2, 2)})
+    assert iv.chart_truth(chart) == 2  # the cell, in both panels
+    assert len(_values(chart)) == 2 * 12
+    scores = {"resid_post": np.random.rand(2, 4), "attn_out": np.random.rand(2, 4), "mlp_out": np.random.rand(2, 4)}
+    chart = iv.tracing_map_chart(scores, ["BOS", "r0", "s1", "="], "trace", highlight={"mlp_out": {(0, 2)}})
+    assert iv.chart_truth(chart) == 1 and len(_values(chart)) == 3 * 8
+    assert chart.to_dict() == iv.tracing_map_chart(scores, ["BOS", "r0", "s1", "="], "trace",
+                                                   highlight={"mlp_out": {(0, 2)}}).to_dict()
+    with pytest.raises(ValueError, match="not among the traced"):
+        iv.tracing_map_chart({"mlp_out": np.zeros((2, 4))}, list("abcd"), highlight={"attn_out": {(0, 0)}})
+    with pytest.raises(ValueError, match="same shape"):
+        iv.probe_map_chart(np.zeros((2, 3)), np.zeros((3, 2)), ["a", "b"], ["x", "y", "z"])

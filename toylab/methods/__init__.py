@@ -101,7 +101,15 @@ from toylab.methods.patching import (
 )
 from toylab.methods.probes import LinearProbe, ProbeConfig, ProbeGrid, ProbeResult, probe_grid, train_probe
 from toylab.methods.progress import Phase, Phases, ProgressMeasures, progress_measures
-from toylab.methods.superposition import FeatureStatus, PhaseDiagram, feature_status, phase_diagram, reconstruction
+from toylab.methods.superposition import (
+    FeatureStatus,
+    PhaseDiagram,
+    feature_status,
+    phase_diagram,
+    phase_diagram_seeds,
+    reconstruction,
+    seed_agreement,
+)
 from toylab.methods.repair import KNOCKOUTS, SelfRepair, self_repair
 from toylab.methods.steering import (
     STEER_SOURCES,
@@ -203,7 +211,9 @@ __all__ = [
     "PhaseDiagram",
     "feature_status",
     "phase_diagram",
+    "phase_diagram_seeds",
     "reconstruction",
+    "seed_agreement",
     # probes: linear probes with control tasks, where can a variable be read off?
     "LinearProbe",
     "ProbeConfig",

@@ -176,4 +176,4 @@ def ablation_scores(model: Transformer, pair: CounterfactualPair, components: Se
     for component in components:
         with ablate(model, component, method, reference):
             scores.append(float(metric(model(tokens))))
-    return AblationScores(method, components, baseline, torch.tensor(scores))  # [component]
+    return AblationScores(method, components, baseline, torch.tensor(scores, device="cpu"))  # [component]

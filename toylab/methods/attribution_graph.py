@@ -80,12 +80,13 @@ class AttributionGraph:
     writes: dict[int, dict[str, Tensor]] = field(default_factory=dict)
 
     def indices(self, kind: str) -> Tensor:
-        return torch.tensor([i for i, n in enumerate(self.nodes) if n.kind == kind], dtype=torch.long)
+        return torch.tensor([i for i, n in enumerate(self.nodes) if n.kind == kind], dtype=torch.long,
+                            device=self.adjacency.device)
 
     @property
     def logit_weights(self) -> Tensor:
         """[node]: each logit node's probability, 0 elsewhere (what influence is measured against)."""
-        w = torch.zeros(len(self.nodes), dtype=self.adjacency.dtype)
+        w = torch.zeros(len(self.nodes), dtype=self.adjacency.dtype, device=self.adjacency.device)  # [node]
         w[self.indices("logit")] = self.logit_probabilities.to(w.dtype)
         return w
 
@@ -196,7 +197,7 @@ def _threshold(scores: Tensor, fraction: float) -> Tensor:
     if total <= 0:
         return ordered.new_tensor(float("inf"))
     cumulative = ordered.cumsum(0) / total
-    index = min(int(torch.searchsorted(cumulative, torch.tensor(fraction, dtype=cumulative.dtype))), len(ordered) - 1)
+    index = min(int(torch.searchsorted(cumulative, cumulative.new_tensor(fraction))), len(ordered) - 1)
     return ordered[index]
 
 
@@ -373,7 +374,7 @@ def _build(model: Transformer, tokens: Tensor, scored_pos: int, final_logits: Te
             stacked = torch.stack([pre[layer] for layer in range(L)], dim=2)  # [B, pos, layer, latent]
             values[:n_features] = stacked[row[:n_features], p, l, f]
         final = out[n_features:, scored_pos]  # [n_logits, vocab]
-        values[n_features:] = final[torch.arange(len(classes)), classes] - final.mean(-1)
+        values[n_features:] = final[torch.arange(len(classes), device=device), classes] - final.mean(-1)
         grads = torch.autograd.grad(values.sum(), list(inject.values()))
     grad = dict(zip(inject, grads))  # name -> [B, pos, d_model]
 

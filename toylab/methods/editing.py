@@ -94,8 +94,8 @@ def random_edits(task: FactualRecall, n: int, seed: int) -> list[FactEdit]:
     if n > task.n_facts:
         raise ValueError(f"n={n} edits but the task has only {task.n_facts} facts")
     g = seeded_generator(seed)
-    facts = torch.randperm(task.n_facts, generator=g)[:n]
-    shift = torch.randint(1, task.n_attributes, (n,), generator=g)
+    facts = torch.randperm(task.n_facts, generator=g, device="cpu")[:n]
+    shift = torch.randint(1, task.n_attributes, (n,), generator=g, device="cpu")
     out = []
     for fact, k in zip(facts.tolist(), shift.tolist()):
         s, r = divmod(fact, task.n_relations)
@@ -113,10 +113,11 @@ def _check_layer(model: Transformer, layer: int) -> None:
 def _prompts(task: FactualRecall, edits: Sequence[FactEdit], form: int | None = 0) -> tuple[Tensor, Tensor]:
     """Tokens of each edit's prompt [edit * forms, pos] (form-major) and the new attributes [edit * forms]."""
     forms = range(task.n_forms) if form is None else [form]
-    s = torch.tensor([e.subject for e in edits]).repeat(len(forms))
-    r = torch.tensor([e.relation for e in edits]).repeat(len(forms))
-    f = torch.tensor(list(forms)).repeat_interleave(len(edits))
-    new = torch.tensor([e.attribute for e in edits]).repeat(len(forms))
+    with torch.device("cpu"):  # prompts are task data, built on the CPU like every batch
+        s = torch.tensor([e.subject for e in edits]).repeat(len(forms))  # [edit * forms]
+        r = torch.tensor([e.relation for e in edits]).repeat(len(forms))  # [edit * forms]
+        f = torch.tensor(list(forms)).repeat_interleave(len(edits))  # [edit * forms]
+        new = torch.tensor([e.attribute for e in edits]).repeat(len(forms))  # [edit * forms]
     return task.make_batch(s, r, f).tokens, new
 
 
@@ -138,7 +139,7 @@ def _preserved_moment(model: Transformer, task: FactualRecall, edits: Sequence[F
     """E[k k^T] over the keys of every fact not being edited, in every form: [d_mlp, d_mlp]."""
     everything = task.all_facts()
     v = task.variables(everything.tokens)
-    edited = torch.zeros(task.n_subjects, task.n_relations, dtype=torch.bool)
+    edited = torch.zeros(task.n_subjects, task.n_relations, dtype=torch.bool, device="cpu")  # [subject, relation]
     for e in edits:
         edited[e.subject, e.relation] = True
     keys = mlp_keys(model, everything.tokens[~edited[v["subject"], v["relation"]]], layer).double()
@@ -339,8 +340,8 @@ def score_edits(original: Transformer, edited: Transformer, task: FactualRecall,
     for e in edits:
         new[e.subject, e.relation] = e.attribute
     target = new[v["subject"], v["relation"]]  # [batch]
-    edited_fact = torch.zeros(task.n_subjects, task.n_relations, dtype=torch.bool)
-    edited_subject = torch.zeros(task.n_subjects, dtype=torch.bool)
+    edited_fact = torch.zeros(task.n_subjects, task.n_relations, dtype=torch.bool, device="cpu")  # [subject, relation]
+    edited_subject = torch.zeros(task.n_subjects, dtype=torch.bool, device="cpu")  # [subject]
     for e in edits:
         edited_fact[e.subject, e.relation] = True
         edited_subject[e.subject] = True
@@ -376,7 +377,7 @@ class EditingComparison:
             if any(x is None for x in values):
                 out[name] = None
                 continue
-            t = torch.tensor(values, dtype=torch.float64)
+            t = torch.tensor(values, dtype=torch.float64, device="cpu")
             out[name] = (float(t.mean()), float(t.std()) if len(t) > 1 else 0.0)
         return out
 
@@ -417,7 +418,7 @@ def compare_editing(model: Transformer, task: FactualRecall, methods: Sequence[s
 def _mean_scores(scores: Sequence[EditScores]) -> EditScores:
     def mean(name: str) -> float | None:
         values = [getattr(s, name) for s in scores]
-        return None if values[0] is None else float(torch.tensor(values).nanmean())
+        return None if values[0] is None else float(torch.tensor(values, device="cpu").nanmean())
 
     return EditScores(mean("efficacy"), mean("generalisation"), mean("specificity"), mean("same_subject"),
                       sum(s.n_edits for s in scores))
@@ -448,12 +449,12 @@ class LocalisationVsEditing:
     @property
     def trace_peak(self) -> Tensor:
         """Per fact, the layer whose restoration brings back the most: [fact]."""
-        return torch.tensor(self.layers)[self.trace.argmax(-1)]
+        return torch.tensor(self.layers, device="cpu")[self.trace.argmax(-1).cpu()]
 
     @property
     def best_edit_layer(self) -> Tensor:
         """Per fact, the layer where a ROME edit scores best (ties to the lower layer): [fact]."""
-        return torch.tensor(self.layers)[self.edit_scores.nan_to_num(-1.0).argmax(-1)]
+        return torch.tensor(self.layers, device="cpu")[self.edit_scores.nan_to_num(-1.0).argmax(-1).cpu()]
 
     @property
     def tracing_predicts_editing(self) -> float:
@@ -464,13 +465,13 @@ class LocalisationVsEditing:
     def tracing_finds_storage(self) -> float | None:
         if self.stored is None:
             return None
-        return float((self.trace_peak == torch.tensor(self.stored)).float().mean())
+        return float((self.trace_peak == torch.tensor(self.stored, device="cpu")).float().mean())
 
     @property
     def editing_finds_storage(self) -> float | None:
         if self.stored is None:
             return None
-        return float((self.best_edit_layer == torch.tensor(self.stored)).float().mean())
+        return float((self.best_edit_layer == torch.tensor(self.stored, device="cpu")).float().mean())
 
     def correlation(self) -> float:
         """Pearson correlation, over (fact, layer), of the tracing score with the edit score
@@ -485,7 +486,7 @@ class LocalisationVsEditing:
         """Mean S of edits at ``edit_layer`` over the facts stored in ``stored_layer``; None if there are none."""
         if self.stored is None:
             return None
-        rows = torch.tensor(self.stored) == stored_layer
+        rows = torch.tensor(self.stored, device="cpu") == stored_layer
         if not rows.any():
             return None
         return float(self.edit_scores[rows, self.layers.index(edit_layer)].nanmean())
@@ -506,10 +507,10 @@ def localisation_vs_editing(model: Transformer, task: FactualRecall, edits: Sequ
         _check_layer(model, layer)
     if stored is not None and len(stored) != len(edits):
         raise ValueError(f"stored gives {len(stored)} layers for {len(edits)} edits")
-    trace = torch.zeros(len(edits), len(layers))
-    scores = torch.zeros(len(edits), len(layers))
+    trace = torch.zeros(len(edits), len(layers), device="cpu")  # [edit, layer] figures for the reader
+    scores = torch.zeros(len(edits), len(layers), device="cpu")  # [edit, layer]
     for i, e in enumerate(edits):
-        forms = torch.arange(task.n_forms).repeat(n_noise)
+        forms = torch.arange(task.n_forms, device="cpu").repeat(n_noise)
         batch = task.make_batch(torch.full_like(forms, e.subject), torch.full_like(forms, e.relation), forms)
         result = causal_trace(model, batch, [SUBJ_POS], kinds=("mlp_out",), config=TracingConfig(seed=seed + i))
         trace[i] = result.scores("mlp_out")[list(layers), SUBJ_POS].float()

@@ -106,7 +106,7 @@ class PatchingResult:
         return [(self._label(i), float(flat[i])) for i in order[:k]]
 
     def _label(self, flat_index: int) -> str:
-        index = [int(i) for i in torch.unravel_index(torch.tensor(flat_index), self.scores.shape)]
+        index = [int(i) for i in torch.unravel_index(torch.tensor(flat_index, device="cpu"), self.scores.shape)]
         if self.axes == ("layer", "pos"):
             return f"L{index[0]} pos {index[1]}"
         label = comp.head_id(index[0], index[1])
@@ -137,7 +137,7 @@ def naive_activation_patching(model: Transformer, pair: CounterfactualPair, targ
     """The reference: one hooked forward of the whole model per patch."""
     setup = _Setup.make(model, pair, target, metric, direction, hooked=True)
     shape = _shape(model.cfg, target, setup.n)
-    scores = torch.full(shape, float("nan"))
+    scores = torch.full(shape, float("nan"), device="cpu")  # figures for the reader, filled one by one
     for index in _indices(model.cfg, target, setup.n):
         name, select = _hook_and_slice(target, index)
         source = setup.source[name]
@@ -182,7 +182,7 @@ def naive_path_patching(model: Transformer, pair: CounterfactualPair, receivers:
     setup = _Setup.make(model, pair, None, metric, direction, hooked=True)
     plan = _PathPlan.make(model, receivers, receiver_input, senders)
     cfg = model.cfg
-    scores = torch.full((cfg.n_layers, cfg.n_heads), float("nan"))
+    scores = torch.full((cfg.n_layers, cfg.n_heads), float("nan"), device="cpu")  # [layer, head]
     for layer, head in plan.senders:
         name = f"blocks.{layer}.attn.hook_result"
         delta = setup.source[name][:, :, head] - setup.base[name][:, :, head]  # [batch, pos, d_model]
@@ -316,11 +316,12 @@ class _Setup:
         batch = clean_tokens.shape[0]
         setup = cls(model=model, metric=metric, direction=direction,
                     base_tokens=corrupt_tokens if denoise else clean_tokens, n=n,
-                    reads_until=torch.full((batch,), n), forward=HookFree(model))
+                    reads_until=torch.full((batch,), n, device=model.device), forward=HookFree(model))
         if metric is None:  # logit_diff reads only the scored positions: skip the rest
             setup.metric = lambda logits: logit_diff(logits, pair)
-            setup.scored = logit_diff_mask(pair)
-            setup.answers = (pair.clean.targets.clamp(min=0), pair.corrupted.targets.clamp(min=0))
+            setup.scored = logit_diff_mask(pair, model.device)  # [batch, pos]
+            setup.answers = (pair.clean.targets.to(model.device).clamp(min=0),
+                             pair.corrupted.targets.to(model.device).clamp(min=0))
             reads = setup.scored.any(dim=1)
             last = torch.where(reads, n - 1 - setup.scored.flip(1).int().argmax(dim=1), -1)
             setup.reads_until = last + 1 if cfg.attention_dir == "causal" else torch.where(reads, n, 0)
@@ -344,7 +345,7 @@ class _Setup:
                 clean_metric, corrupted_metric = _scalar(setup.metric(clean_logits)), _scalar(setup.metric(corrupt_logits))
                 setup.base_logits = corrupt_logits if denoise else clean_logits
             else:  # logit_diff from its terms, summed as it sums them
-                clean_terms, corrupt_terms = setup.score_rows(final, 0, n, torch.arange(batch).repeat(2)).split(batch)
+                clean_terms, corrupt_terms = setup.score_rows(final, 0, n, torch.arange(batch, device=final.device).repeat(2)).split(batch)
                 count = setup.scored.sum().clamp(min=1)
                 clean_metric, corrupted_metric = float(clean_terms.sum() / count), float(corrupt_terms.sum() / count)
                 setup.base_diff = corrupt_terms if denoise else clean_terms
@@ -366,7 +367,7 @@ class _Setup:
         if self.scored is None:
             return self.forward.unembed(resid)
         scored = self.scored[rows, start:end]  # [rows, end - start]
-        terms = torch.zeros(scored.shape)
+        terms = torch.zeros(scored.shape, device=resid.device)  # [rows, end - start]
         logits = self.forward.unembed(resid[scored])  # [scored, d_vocab_out]
         clean, corrupt = (a[rows, start:end][scored] for a in self.answers)
         terms[scored] = logits.gather(-1, clean[:, None])[:, 0] - logits.gather(-1, corrupt[:, None])[:, 0]
@@ -414,7 +415,7 @@ def _shape(cfg, target: str, n: int) -> tuple[int, ...]:
 
 def _indices(cfg, target: str, n: int) -> list[tuple[int, ...]]:
     return [tuple(int(i) for i in index) for index in torch.cartesian_prod(
-        *[torch.arange(s) for s in _shape(cfg, target, n)]).reshape(-1, len(_axes(target)))]
+        *[torch.arange(s, device="cpu") for s in _shape(cfg, target, n)]).reshape(-1, len(_axes(target)))]
 
 
 def _hook_and_slice(target: str, index: tuple[int, ...]) -> tuple[str, tuple]:
@@ -679,7 +680,7 @@ def _chunks(setup: _Setup, group: list[_Patch]):
 
 def _run_patches(setup: _Setup, patches: list[_Patch], shape: tuple[int, ...]) -> Tensor:
     """Score every patch, recomputing only its changed rows, stacked with its group's."""
-    scores = torch.full(shape, float("nan"))
+    scores = torch.full(shape, float("nan"), device="cpu")  # figures for the reader, filled one by one
     base_score = normalised(setup.base_metric, setup.clean_metric, setup.corrupted_metric)
     todo: dict[tuple, list[_Patch]] = {}
     for patch in patches:

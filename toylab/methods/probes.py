@@ -105,7 +105,7 @@ def control_labels(labels: Tensor, types: Tensor, seed: int = 0) -> Tensor:
         raise ValueError(f"labels {tuple(labels.shape)} and types {tuple(types.shape)} must both be [batch]")
     unique, inverse = types.unique(return_inverse=True)  # [type], [batch]
     g = torch.Generator().manual_seed(seed)
-    draw = torch.randint(len(labels), (len(unique),), generator=g)  # a label of a random example per type
+    draw = torch.randint(len(labels), (len(unique),), generator=g, device="cpu")  # a label of a random example per type
     return labels.cpu()[draw][inverse.cpu()].to(labels.device)
 
 
@@ -115,7 +115,7 @@ def prompt_types(tokens: Tensor) -> Tensor:
 
 
 def _split(n: int, test_frac: float, seed: int) -> tuple[Tensor, Tensor]:
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed), device="cpu")
     n_test = max(1, round(n * test_frac))
     if n - n_test < 1:
         raise ValueError(f"{n} examples are too few to split into train and test")
@@ -128,7 +128,9 @@ def fit_probe(x: Tensor, labels: Tensor, n_classes: int, config: ProbeConfig = P
     mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
     z = (x - mean) / std  # [batch, d]
     g = torch.Generator().manual_seed(config.seed)
-    weight = (0.01 * torch.randn(n_classes, x.shape[1], generator=g)).to(x.device).requires_grad_()
+    # Drawn on the CPU, then moved: the same initial probe on every device.
+    weight = (0.01 * torch.randn(n_classes, x.shape[1], generator=g, device="cpu")).to(x.device).requires_grad_()
+    labels = labels.to(x.device)
     bias = torch.zeros(n_classes, device=x.device, requires_grad=True)
     optimizer = torch.optim.Adam([weight, bias], lr=config.lr)
     with torch.enable_grad():
@@ -138,6 +140,31 @@ def fit_probe(x: Tensor, labels: Tensor, n_classes: int, config: ProbeConfig = P
             loss.backward()
             optimizer.step()
     return LinearProbe(weight.detach(), bias.detach(), mean, std)
+
+
+def _fit_probes(x: Tensor, labels: Tensor, n_classes: int, config: ProbeConfig) -> tuple[Tensor, ...]:
+    """``fit_probe`` on many problems at once, x [probe, batch, d] -> labels [probe, batch], in one
+    loop: the loss is the sum of the probes' losses, so each probe gets the gradient, and (Adam
+    being elementwise) the steps, it would get alone. Returns weight [probe, class, d], bias
+    [probe, class], mean and std [probe, 1, d]."""
+    x = x.detach().float()
+    mean, std = x.mean(1, keepdim=True), x.std(1, keepdim=True).clamp(min=1e-6)
+    z = (x - mean) / std  # [probe, batch, d]
+    g = torch.Generator().manual_seed(config.seed)
+    init = 0.01 * torch.randn(n_classes, x.shape[2], generator=g, device="cpu")  # fit_probe's, for every probe
+    weight = init.to(x.device).repeat(x.shape[0], 1, 1).requires_grad_()
+    bias = torch.zeros(x.shape[0], n_classes, device=x.device, requires_grad=True)
+    labels = labels.to(x.device)
+    optimizer = torch.optim.Adam([weight, bias], lr=config.lr)
+    with torch.enable_grad():
+        for _ in range(config.steps):
+            logits = z @ weight.transpose(1, 2) + bias[:, None]  # [probe, batch, class]
+            ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape)
+            loss = (ce.mean(1) + config.weight_decay * weight.pow(2).sum((1, 2))).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return weight.detach(), bias.detach(), mean, std
 
 
 def _accuracy(probe: LinearProbe, x: Tensor, labels: Tensor) -> float:
@@ -157,10 +184,11 @@ def probe_activations(x: Tensor, labels: Tensor, site: Site, config: ProbeConfig
                       types: Tensor | None = None) -> ProbeResult:
     """``train_probe`` on activations already collected, x [batch, d]; ``types`` default: each row its own."""
     n = x.shape[0]
-    labels = _check_labels(labels, n, "labels")
-    types = torch.arange(n) if types is None else _check_labels(types, n, "types")
+    # Labels and the split follow the activations' device (the model's); types stay where they are.
+    labels = _check_labels(labels, n, "labels").to(x.device)
+    types = torch.arange(n, device=x.device) if types is None else _check_labels(types, n, "types")
     n_classes = int(labels.max()) + 1
-    train, test = _split(n, config.test_frac, config.seed)
+    train, test = (idx.to(x.device) for idx in _split(n, config.test_frac, config.seed))
     probe = fit_probe(x[train], labels[train], n_classes, config)
     control = control_labels(labels, types, config.seed)
     control_probe = fit_probe(x[train], control[train], n_classes, config)
@@ -218,13 +246,28 @@ def probe_grid(model: Transformer, tokens: Tensor, labels: Tensor, hooks: Sequen
     types = prompt_types(tokens) if types is None else types
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens.to(model.device), names=hooks)
-    acc = torch.zeros(len(hooks), len(positions))
-    ctrl = torch.zeros(len(hooks), len(positions))
-    majority = 0.0
-    for i, hook in enumerate(hooks):
-        for j, pos in enumerate(positions):
-            result = probe_activations(cache[hook][:, pos], labels, Site(hook, pos), config, types)
-            acc[i, j], ctrl[i, j], majority = result.accuracy, result.control_accuracy, result.majority
+    # As probe_activations at each site, but every probe of a width (and its control) trained at once:
+    # dozens of small probes one after another cost seconds of per-step overhead.
+    n = tokens.shape[0]
+    device = cache[hooks[0]].device
+    labels = _check_labels(labels, n, "labels").to(device)
+    types = _check_labels(types, n, "types")
+    n_classes = int(labels.max()) + 1
+    train, test = (idx.to(device) for idx in _split(n, config.test_frac, config.seed))
+    control = control_labels(labels, types, config.seed)
+    majority = (labels[test] == labels[train].bincount(minlength=n_classes).argmax()).float().mean().item()
+    acc = torch.zeros(len(hooks), len(positions), device="cpu")  # [hook, pos] figures for the reader
+    ctrl = torch.zeros(len(hooks), len(positions), device="cpu")  # [hook, pos]
+    cells = [(i, j) for i in range(len(hooks)) for j in range(len(positions))]
+    for d in sorted({cache[hook].shape[-1] for hook in hooks}):
+        group = [(i, j) for i, j in cells if cache[hooks[i]].shape[-1] == d]
+        x = torch.stack([cache[hooks[i]][:, positions[j]] for i, j in group] * 2)  # [probe, batch, d]: task, control
+        y = torch.stack([labels] * len(group) + [control] * len(group))  # [probe, batch]
+        weight, bias, mean, std = _fit_probes(x[:, train], y[:, train], n_classes, config)
+        logits = ((x[:, test].float() - mean) / std) @ weight.transpose(1, 2) + bias[:, None]
+        correct = (logits.argmax(-1) == y[:, test]).float().mean(1).cpu()  # [probe]
+        for k, (i, j) in enumerate(group):
+            acc[i, j], ctrl[i, j] = correct[k], correct[len(group) + k]
     return ProbeGrid(tuple(hooks), tuple(positions), acc, ctrl, majority)
 
 

@@ -156,7 +156,7 @@ def brackets_balance_target(task: Brackets, balance: int = 0, truth=None) -> Ste
         raise ValueError(f"balance must be an int in [-{length}, {length}], got {balance!r}")
     algorithm = BracketsAlgorithm(task)
     last = task.n_ctx - 1
-    at_last = torch.zeros(task.n_ctx, dtype=torch.bool)
+    at_last = torch.zeros(task.n_ctx, dtype=torch.bool, device="cpu")  # [pos], read by the algorithm (CPU)
     at_last[last] = True
     return SteeringTarget(
         name=f"balance := {balance}", task=task,
@@ -172,7 +172,7 @@ def brackets_balance_target(task: Brackets, balance: int = 0, truth=None) -> Ste
 
 def key_frequency_basis(model: Transformer, p: int, frequencies: Sequence[int]) -> Tensor:
     """The planes of the token embedding that carry cos/sin(w a) for each key frequency w: [d_model, 2 * len(freqs)]."""
-    a = torch.arange(p, dtype=torch.float64)
+    a = torch.arange(p, dtype=torch.float64, device=model.device)
     W_E = model.embed.W_E.detach()[:p].double()  # [value, d_model]
     waves = [f(2 * math.pi * w * a / p) for w in frequencies for f in (torch.cos, torch.sin)]
     return orthonormal(torch.stack([W_E.T @ wave for wave in waves], dim=1)).float()  # [d_model, k]
@@ -287,7 +287,7 @@ class _SteeringAlgorithm(Algorithm):
         self.target, self.task, self.variables = target, target.task, (target.variable,)
 
     def sample_pairs(self, n: int, generator: torch.Generator) -> tuple[Batch, Batch]:
-        seeds = torch.randint(2**62, (2,), generator=generator).tolist()
+        seeds = torch.randint(2**62, (2,), generator=generator, device=generator.device).tolist()
         return self.target.sample(n, seeds[0]), self.target.sample(n, seeds[1])
 
     def intervene(self, base: Batch, source: Batch, variable: str) -> Tensor:
@@ -447,7 +447,7 @@ class SteeringComparison:
             if any(v is None for v in values):
                 out[name] = None
                 continue
-            t = torch.tensor(values, dtype=torch.float64)
+            t = torch.tensor(values, dtype=torch.float64, device="cpu")
             out[name] = (float(t.mean()), float(t.std()) if len(t) > 1 else 0.0)
         return out
 

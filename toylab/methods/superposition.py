@@ -31,11 +31,15 @@ kept (dedicated, D_i = 1); 2 features in 1 dimension go from "one dedicated, one
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+from toylab.devices import DeviceLike
+from toylab.parallel import Job, Outcome, run_jobs
 
 if TYPE_CHECKING:
     from toylab.models.superposition import ToyModel
@@ -64,7 +68,7 @@ def interference_matrix(W: Tensor | ToyModel) -> Tensor:
     [instance, feature, other]"""
     W = _weights(W)
     gram = torch.einsum("ihf,iho->ifo", W, W)  # [instance, feature, other]
-    return gram * (1 - torch.eye(W.shape[-1], dtype=W.dtype))
+    return gram * (1 - torch.eye(W.shape[-1], dtype=W.dtype, device=W.device))
 
 
 def _projections(W: Tensor, eps: float) -> Tensor:
@@ -115,7 +119,7 @@ def feature_status(
         raise ValueError("feature_status: thresholds must be positive")
     norms = feature_norms(W)
     interf = interference(W)
-    status = torch.full(norms.shape, DEDICATED, dtype=torch.long)
+    status = torch.full(norms.shape, DEDICATED, dtype=torch.long, device=norms.device)
     status[interf > interference_threshold] = SUPERPOSED
     status[norms < norm_threshold] = IGNORED
     return FeatureStatus(status, norms, interf, dimensionality(W))
@@ -131,7 +135,8 @@ def reconstruction(model: ToyModel, value: float = 1.0) -> Tensor:
     if not value > 0:
         raise ValueError(f"reconstruction: value must be positive, got {value!r}")
     n_f, n_i = model.cfg.n_features, model.cfg.n_instances
-    probe = torch.cat([value * torch.eye(n_f), torch.zeros(1, n_f)]).to(model.W.device)  # [batch, feature]
+    dev = model.W.device
+    probe = torch.cat([value * torch.eye(n_f, device=dev), torch.zeros(1, n_f, device=dev)])  # [batch, feature]
     out = model(probe[:, None, :].expand(n_f + 1, n_i, n_f))  # [batch, instance, feature]
     gain = out[:n_f].diagonal(dim1=0, dim2=2) - out[n_f]  # [instance, feature]
     return gain.detach().to("cpu", torch.float64) / value
@@ -165,7 +170,7 @@ def regular_polygon(
     regular k-gon (every adjacent angle within tol_degrees of 360/k; k = 2 is an antipodal
     pair), else 0: [instance] int."""
     n = _weights(W).shape[0]
-    out = torch.zeros(n, dtype=torch.long)
+    out = torch.zeros(n, dtype=torch.long, device="cpu")  # counts for the reader
     for i in range(n):
         gaps = adjacent_angles(W, i, norm_threshold)
         k = gaps.numel()
@@ -203,6 +208,7 @@ def phase_diagram(
     seed: int = 0,
     norm_threshold: float = 0.5,
     interference_threshold: float = 0.1,
+    device: DeviceLike = None,
 ) -> PhaseDiagram:
     """Train 2 features in 1 hidden dimension for every (relative importance, density) on
     log-spaced grids, all as instances of one model in a single run, and classify each
@@ -216,7 +222,8 @@ def phase_diagram(
     initialisations (extra instances of the same run) and the restart with the lowest mean
     training loss over the last fifth of training is kept. lr 1e-2 with a cosine decay makes
     1000 steps enough; the reference setup (10k steps, lr 1e-3, batch 1024) draws the same
-    picture, many times slower."""
+    picture, many times slower. It trains on ``device`` (the CPU by default); the diagram
+    comes back on the CPU."""
     from toylab.models.superposition import (
         SuperpositionConfig,
         ToyModel,
@@ -229,26 +236,27 @@ def phase_diagram(
     (d0, d1), (r0, r1) = density_range, importance_range
     if not (0 < d0 <= 1 and 0 < d1 <= 1 and r0 > 0 and r1 > 0):
         raise ValueError("phase_diagram: densities must lie in (0, 1] and importances be positive")
-    density = torch.logspace(math.log10(d0), math.log10(d1), n_density)  # [density]
-    rel = torch.logspace(math.log10(r0), math.log10(r1), n_importance)  # [importance]
+    # The grid is built on the CPU (ToyModel moves its buffers to the device).
+    density = torch.logspace(math.log10(d0), math.log10(d1), n_density, device="cpu")  # [density]
+    rel = torch.logspace(math.log10(r0), math.log10(r1), n_importance, device="cpu")  # [importance]
 
     # instance = (restart * n_importance + importance) * n_density + density
     cells = n_density * n_importance
     n = n_restarts * cells
     p = density.repeat(n_restarts * n_importance)[:, None]  # [instance, 1]
     imp1 = rel.repeat_interleave(n_density).repeat(n_restarts)  # [instance]
-    imp = torch.stack([torch.ones(n), imp1], dim=-1)  # [instance, feature]
+    imp = torch.stack([torch.ones(n, device="cpu"), imp1], dim=-1)  # [instance, feature]
     cfg = SuperpositionConfig(n_instances=n, n_features=2, n_hidden=1)
-    model = ToyModel(cfg, feature_probability=p, importance=imp, seed=seed)
+    model = ToyModel(cfg, feature_probability=p, importance=imp, seed=seed, device=device)
     history = train_toy_model(
         model, steps=steps, batch_size=batch_size, lr=lr, seed=seed, lr_schedule="cosine", log_every=1
     )
     tail = history.loss[-max(1, steps // 5) :].mean(0).reshape(n_restarts, cells)  # [restart, cell]
     best = tail.argmin(0)  # [cell]
-    pick = best * cells + torch.arange(cells)  # [cell] instance index of the kept restart
+    pick = best * cells + torch.arange(cells, device="cpu")  # [cell] instance index of the kept restart
 
-    W = model.W.detach()[pick].clone()  # [cell, hidden, feature]
-    b = model.b_final.detach()[pick].clone()  # [cell, feature]
+    W = model.W.detach().cpu()[pick].clone()  # [cell, hidden, feature]
+    b = model.b_final.detach().cpu()[pick].clone()  # [cell, feature]
     fs = feature_status(W, norm_threshold, interference_threshold)
     return PhaseDiagram(
         density=density,
@@ -257,3 +265,23 @@ def phase_diagram(
         W=W.reshape(n_importance, n_density, 1, 2),
         b=b.reshape(n_importance, n_density, 2),
     )
+
+
+def phase_diagram_seeds(seeds: Sequence[int], *, ray: str | None = None, progress: bool = False,
+                        device: DeviceLike = "cpu", **options) -> tuple[dict[int, PhaseDiagram], Outcome]:
+    """``phase_diagram(seed=s, **options)`` for every seed in ``seeds``, each a job of
+    ``toylab.parallel`` (here one after another, or with ``ray`` as Ray tasks): how much of
+    the picture is the phase change and how much the seed. Returns the diagrams of the seeds
+    that finished, by seed, and the sweep's outcome (naming any that failed)."""
+    jobs = [Job(f"phase diagram seed {seed}", phase_diagram, kwargs={**options, "seed": seed, "device": str(device)})
+            for seed in seeds]
+    outcome = run_jobs(jobs, ray=ray, progress=progress, label="phase diagrams")
+    return {seed: outcome.results[job.name] for seed, job in zip(seeds, jobs) if job.name in outcome.results}, outcome
+
+
+def seed_agreement(diagrams: Sequence[PhaseDiagram]) -> Tensor:
+    """[importance, density] the share of diagrams whose second feature has the most common
+    status of that cell: 1 where every seed draws the same phase."""
+    status = torch.stack([d.feature1() for d in diagrams])  # [seed, importance, density]
+    counts = torch.stack([(status == s).sum(0) for s in (IGNORED, DEDICATED, SUPERPOSED)])  # [status, imp, dens]
+    return counts.max(0).values / len(diagrams)

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from toylab.devices import DeviceLike, resolve_device
+
 LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
@@ -86,7 +88,7 @@ def _per_instance_feature(value: float | Tensor, cfg: SuperpositionConfig, name:
     [instance, feature] (float32). A 1-d tensor of length n_features is read as [feature]
     and one of length n_instances as [instance]; when both lengths agree, 1-d is ambiguous."""
     n_i, n_f = cfg.n_instances, cfg.n_features
-    t = torch.as_tensor(value, dtype=torch.float32)
+    t = torch.as_tensor(value, dtype=torch.float32, device="cpu")  # the model moves it with its weights
     if t.ndim == 0:
         return t.expand(n_i, n_f).clone()
     if t.ndim == 1:
@@ -122,8 +124,10 @@ class ToyModel(nn.Module):
         feature_probability: float | Tensor = 1.0,
         importance: float | Tensor = 1.0,
         seed: int = 0,
+        device: DeviceLike = None,
     ):
         super().__init__()
+        device = resolve_device(device)
         self.cfg = cfg
         p = _per_instance_feature(feature_probability, cfg, "feature_probability")
         imp = _per_instance_feature(importance, cfg, "importance")
@@ -141,11 +145,13 @@ class ToyModel(nn.Module):
         self.register_buffer("feature_probability", p)  # [instance, feature]
         self.register_buffer("importance", imp)  # [instance, feature]
 
+        # Drawn on the CPU from a CPU generator and then moved: a seed gives the same W on every device.
         g = torch.Generator().manual_seed(seed)
         std = math.sqrt(2.0 / (cfg.n_hidden + cfg.n_features))
-        W = torch.randn(cfg.n_instances, cfg.n_hidden, cfg.n_features, generator=g) * std
+        W = torch.randn(cfg.n_instances, cfg.n_hidden, cfg.n_features, generator=g, device="cpu") * std
         self.W = nn.Parameter(W)  # [instance, hidden, feature]
-        self.b_final = nn.Parameter(torch.zeros(cfg.n_instances, cfg.n_features))  # [instance, feature]
+        self.b_final = nn.Parameter(torch.zeros(cfg.n_instances, cfg.n_features, device="cpu"))  # [instance, feature]
+        self.to(device)
 
     def forward(self, features: Tensor) -> Tensor:
         # features: [batch, instance, feature]
@@ -170,12 +176,14 @@ class ToyModel(nn.Module):
         """n samples [batch, instance, feature]; see the module docstring for the layout.
 
         Pass a seeded ``generator`` for reproducible data; without one a fresh unseeded
-        generator is used (the global RNG is never touched)."""
+        generator is used (the global RNG is never touched). The random numbers are drawn on
+        the generator's device (a CPU one gives the same data whatever device the model is
+        on) and the batch is returned on the model's."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"generate_batch: n must be a positive int, got {n!r}")
         g = generator
         if g is None:
-            g = torch.Generator(device=self.feature_probability.device)
+            g = torch.Generator()
             g.seed()  # non-deterministic, from the OS; pass a generator for reproducibility
         cfg = self.cfg
         p = self.feature_probability  # [instance, feature]
@@ -183,8 +191,8 @@ class ToyModel(nn.Module):
         # Drawn instance-major and returned as a [batch, instance, feature] view, so that
         # forward's per-instance matmuls read contiguous memory.
         shape = (cfg.n_instances, n, cfg.n_features)
-        values = torch.rand(shape, generator=g, device=dev).transpose(0, 1)  # [batch, instance, feature]
-        seeds = torch.rand(shape, generator=g, device=dev).transpose(0, 1)  # [batch, instance, feature]
+        values = torch.rand(shape, generator=g, device=g.device).to(dev).transpose(0, 1)  # [batch, instance, feature]
+        seeds = torch.rand(shape, generator=g, device=g.device).to(dev).transpose(0, 1)  # [batch, instance, feature]
         present = seeds <= p  # independent features; pairs overwritten below
 
         c = cfg.n_correlated_pairs
@@ -250,7 +258,7 @@ def train_toy_model(
     if not isinstance(log_every, int) or log_every < 1:
         raise ValueError(f"train_toy_model: log_every must be a positive int, got {log_every!r}")
 
-    g = torch.Generator(device=model.W.device).manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # on the CPU: the same batches on every device
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     logged_steps, logged_loss, logged_lr = [], [], []
     model.train()
@@ -269,7 +277,7 @@ def train_toy_model(
             logged_lr.append(step_lr)
     model.eval()
     return TrainHistory(
-        step=torch.tensor(logged_steps),
-        loss=torch.stack(logged_loss),
-        lr=torch.tensor(logged_lr),
+        step=torch.tensor(logged_steps, device="cpu"),
+        loss=torch.stack(logged_loss).cpu(),
+        lr=torch.tensor(logged_lr, device="cpu"),
     )

@@ -11,6 +11,7 @@ Axis names used in shape comments:
 Usage::
 
     model = Transformer(cfg)                       # weights drawn from cfg and a seed
+    model = Transformer(cfg, device="cuda")        # the same weights, on a GPU
     logits = model(tokens)                         # [batch, pos, d_vocab_out]
     logits, cache = model.run_with_cache(tokens)   # cache["blocks.0.attn.hook_pattern"]
     with model.hooks([("blocks.0.attn.hook_z", fn)]):
@@ -22,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from toylab.devices import DeviceLike, resolve_device
 from toylab.hooks import HookedRootModule, HookPoint
 from toylab.models.block import TransformerBlock
 from toylab.models.config import TransformerConfig
@@ -30,18 +32,23 @@ from toylab.models.layernorm import make_norm
 
 
 class Transformer(HookedRootModule):
-    def __init__(self, cfg: TransformerConfig, seed: int = 0):
+    def __init__(self, cfg: TransformerConfig, seed: int = 0, device: DeviceLike = None):
         super().__init__()
+        device = resolve_device(device)
         self.cfg = cfg
-        self.embed = Embed(cfg)
-        self.hook_embed = HookPoint()  # [batch, pos, d_model]
-        self.pos_embed = PosEmbed(cfg)
-        self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
-        self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
-        self.ln_final = make_norm(cfg)
-        self.unembed = Unembed(cfg)
-        self.setup_hooks()
-        self.init_weights(seed)
+        # Built and initialised on the CPU whatever the default device, then moved: the weights
+        # come from a CPU generator, so a seed gives the same weights on every device.
+        with torch.device("cpu"):
+            self.embed = Embed(cfg)
+            self.hook_embed = HookPoint()  # [batch, pos, d_model]
+            self.pos_embed = PosEmbed(cfg)
+            self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
+            self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+            self.ln_final = make_norm(cfg)
+            self.unembed = Unembed(cfg)
+            self.setup_hooks()
+            self.init_weights(seed)
+        self.to(device)
 
     @torch.no_grad()
     def init_weights(self, seed: int) -> None:
@@ -53,7 +60,8 @@ class Transformer(HookedRootModule):
         for name, param in self.named_parameters():
             leaf = name.rsplit(".", 1)[-1]
             if leaf.startswith("W_"):
-                param.copy_(torch.empty(param.shape).normal_(0.0, self.cfg.init_range, generator=generator))
+                draw = torch.empty(param.shape, device=generator.device)
+                param.copy_(draw.normal_(0.0, self.cfg.init_range, generator=generator))
             elif leaf == "w":
                 param.fill_(1.0)
             else:

@@ -71,13 +71,17 @@ class SyntheticFeatures:
         # Salted: an SAE initialises its decoder with randn from its own seed, and an SAE and a
         # dictionary of the same shape and seed would otherwise start out identical.
         generator = torch.Generator().manual_seed(_DICTIONARY_SALT + self.seed)
-        features = torch.randn(self.n_features, self.d_in, generator=generator)  # [feature, d_in]
+        features = torch.randn(self.n_features, self.d_in, generator=generator, device="cpu")  # [feature, d_in]
         object.__setattr__(self, "features", features / features.norm(dim=-1, keepdim=True))
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """(activations [n, d_in], coefficients [n, feature]) drawn with ``generator``."""
+        """(activations [n, d_in], coefficients [n, feature]) drawn with ``generator``, on its device."""
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be an int >= 0, got {n!r}")
+        with torch.device(generator.device):  # each draw on the generator's device, as torch requires
+            return self._sample(n, generator)
+
+    def _sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         p = self.feature_probability
         n_groups = self.n_features // self.group_size
         independent = torch.rand(n, self.n_features, generator=generator) < p  # [n, feature]
@@ -92,7 +96,7 @@ class SyntheticFeatures:
         else:
             mags = torch.empty(n, self.n_features).exponential_(1.0 / self.magnitude_mean, generator=generator)
         coefficients = present.float() * mags  # [n, feature]
-        x = coefficients @ self.features  # [n, d_in]
+        x = coefficients @ self.features.to(generator.device)  # [n, d_in]
         if self.noise_std > 0:
             x = x + self.noise_std * torch.randn(n, self.d_in, generator=generator)
         return x, coefficients

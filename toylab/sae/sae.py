@@ -36,6 +36,8 @@ from typing import Any, Union
 import torch
 from torch import Tensor, nn
 
+from toylab.devices import DeviceLike, resolve_device
+
 ARCHITECTURES = ("relu", "topk", "jumprelu")
 
 
@@ -118,23 +120,27 @@ class _Step(torch.autograd.Function):
 class SAE(nn.Module):
     """A sparse autoencoder; parameters W_enc, b_enc, W_dec, b_dec (+ log_threshold for jumprelu)."""
 
-    def __init__(self, cfg: SAEConfig):
+    def __init__(self, cfg: SAEConfig, device: DeviceLike = None):
         super().__init__()
+        device = resolve_device(device)
         self.cfg = cfg
-        self.W_enc = nn.Parameter(torch.empty(cfg.d_in, cfg.d_sae))  # [d_in, d_sae]
-        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))  # [d_sae]
-        self.W_dec = nn.Parameter(torch.empty(cfg.d_sae, cfg.d_in))  # [d_sae, d_in]
-        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))  # [d_in]
-        if cfg.architecture == "jumprelu":
-            # Learned in log space so it stays positive; SAELens files store ``threshold``.
-            self.log_threshold = nn.Parameter(torch.full((cfg.d_sae,), float(cfg.jumprelu_init_threshold)).log())
-        self.init_weights(cfg.seed)
+        # Built and initialised on the CPU, then moved: a seed gives the same weights on every device.
+        with torch.device("cpu"):
+            self.W_enc = nn.Parameter(torch.empty(cfg.d_in, cfg.d_sae))  # [d_in, d_sae]
+            self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))  # [d_sae]
+            self.W_dec = nn.Parameter(torch.empty(cfg.d_sae, cfg.d_in))  # [d_sae, d_in]
+            self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))  # [d_in]
+            if cfg.architecture == "jumprelu":
+                # Learned in log space so it stays positive; SAELens files store ``threshold``.
+                self.log_threshold = nn.Parameter(torch.full((cfg.d_sae,), float(cfg.jumprelu_init_threshold)).log())
+            self.init_weights(cfg.seed)
+        self.to(device)
 
     @torch.no_grad()
     def init_weights(self, seed: int) -> None:
         """Unit-norm random decoder rows, encoder = decoder transpose, zero biases."""
         generator = torch.Generator().manual_seed(seed)
-        W_dec = torch.randn(self.cfg.d_sae, self.cfg.d_in, generator=generator)  # [d_sae, d_in]
+        W_dec = torch.randn(self.cfg.d_sae, self.cfg.d_in, generator=generator, device="cpu")  # [d_sae, d_in]
         W_dec = W_dec / W_dec.norm(dim=-1, keepdim=True)
         self.W_dec.copy_(W_dec)
         self.W_enc.copy_(W_dec.T)
@@ -231,8 +237,8 @@ def _batch_source(data: Tensor | Sampler) -> Callable[[int, torch.Generator], Te
             raise ValueError("activations is empty; pass at least one row")
 
         def from_tensor(n: int, generator: torch.Generator) -> Tensor:
-            idx = torch.randint(0, data.shape[0], (n,), generator=generator)
-            return data[idx]
+            idx = torch.randint(0, data.shape[0], (n,), generator=generator, device=generator.device)  # [n]
+            return data[idx.to(data.device)]
 
         return from_tensor
     if callable(data):
@@ -262,6 +268,8 @@ def resample_dead_latents(
     ``encoder_scale`` x the mean alive encoder norm, the encoder bias to 0, and zero the Adam
     moments of those entries. Modifies ``sae`` (and ``optimizer``) in place; returns the count.
     """
+    device = sae.W_dec.device
+    inputs, dead = inputs.to(device), dead.to(device)
     dead_idx = dead.nonzero().flatten()
     n_dead = int(dead_idx.numel())
     if n_dead == 0:
@@ -269,11 +277,13 @@ def resample_dead_latents(
     x_hat, _ = sae(inputs)
     err = (inputs - x_hat).pow(2).sum(-1)  # [n]
     weights = err.pow(2) if err.sum() > 0 else torch.ones_like(err)
-    picks = torch.multinomial(weights, n_dead, replacement=n_dead > inputs.shape[0], generator=generator)
+    # Drawn on the generator's device (the CPU in train_sae), so the picks are the same on every device.
+    picks = torch.multinomial(weights.to(generator.device), n_dead, replacement=n_dead > inputs.shape[0],
+                              generator=generator).to(device)  # [n_dead]
     directions = inputs[picks] - sae.b_dec  # [n_dead, d_in]
     directions = directions / directions.norm(dim=-1, keepdim=True).clamp_min(1e-8)
     alive = ~dead
-    enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
+    enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0, device=device)
     sae.W_dec[dead_idx] = directions
     sae.W_enc[:, dead_idx] = directions.T * enc_norm * encoder_scale
     sae.b_enc[dead_idx] = 0.0
@@ -316,7 +326,8 @@ def train_sae(
     if resample_every is not None and (not isinstance(resample_every, int) or resample_every < 1):
         raise ValueError(f"resample_every must be a positive int or None, got {resample_every!r}")
     source = _batch_source(data)
-    generator = torch.Generator().manual_seed(seed)
+    device = sae.W_enc.device
+    generator = torch.Generator().manual_seed(seed)  # on the CPU: the same batches on every device
     optimizer = torch.optim.Adam(sae.parameters(), lr=lr)
     if sae.cfg.normalize_decoder:
         sae.normalize_decoder_()
@@ -324,13 +335,13 @@ def train_sae(
     mses: list[float] = []
     l0s: list[float] = []
     resampled: list[tuple[int, int]] = []
-    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)  # [d_sae] fired since the last check
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device="cpu")  # [d_sae] fired since the last check
     stopped = False
     start = time.perf_counter()
     sae.train()
     step = 0
     for step in range(1, steps + 1):
-        x = source(batch_size, generator)  # [batch, d_in]
+        x = source(batch_size, generator).to(device)  # [batch, d_in]
         loss, parts, z = sae.loss(x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

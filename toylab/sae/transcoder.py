@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from toylab.devices import DeviceLike, resolve_device
 from toylab.sae.sae import ARCHITECTURES, _JumpReLU, _Step
 
 
@@ -84,20 +85,24 @@ class Transcoder(nn.Module):
     without ``cross_layer``), b_dec [layer, d_out], W_skip [layer, d_in, d_out] with ``skip``,
     log_threshold [layer, latent] for jumprelu."""
 
-    def __init__(self, cfg: TranscoderConfig):
+    def __init__(self, cfg: TranscoderConfig, device: DeviceLike = None):
         super().__init__()
+        device = resolve_device(device)
         self.cfg = cfg
-        L, g = cfg.n_layers, torch.Generator().manual_seed(cfg.seed)
-        W_dec = torch.randn(L, L, cfg.d_latent, cfg.d_out, generator=g) / cfg.d_out**0.5 * 0.5
-        self.register_buffer("writes", self.write_mask(cfg), persistent=False)  # [source, dest]
-        self.W_dec = nn.Parameter(W_dec * self.writes[:, :, None, None])
-        self.W_enc = nn.Parameter(torch.randn(L, cfg.d_in, cfg.d_latent, generator=g) / cfg.d_in**0.5)
-        self.b_enc = nn.Parameter(torch.zeros(L, cfg.d_latent))
-        self.b_dec = nn.Parameter(torch.zeros(L, cfg.d_out))
-        if cfg.skip:
-            self.W_skip = nn.Parameter(torch.zeros(L, cfg.d_in, cfg.d_out))
-        if cfg.architecture == "jumprelu":
-            self.log_threshold = nn.Parameter(torch.full((L, cfg.d_latent), float(cfg.jumprelu_init_threshold)).log())
+        # Built on the CPU from a CPU generator, then moved: a seed gives the same weights on every device.
+        with torch.device("cpu"):
+            L, g = cfg.n_layers, torch.Generator().manual_seed(cfg.seed)
+            W_dec = torch.randn(L, L, cfg.d_latent, cfg.d_out, generator=g) / cfg.d_out**0.5 * 0.5
+            self.register_buffer("writes", self.write_mask(cfg), persistent=False)  # [source, dest]
+            self.W_dec = nn.Parameter(W_dec * self.writes[:, :, None, None])  # [source, dest, latent, d_out]
+            self.W_enc = nn.Parameter(torch.randn(L, cfg.d_in, cfg.d_latent, generator=g) / cfg.d_in**0.5)
+            self.b_enc = nn.Parameter(torch.zeros(L, cfg.d_latent))  # [layer, latent]
+            self.b_dec = nn.Parameter(torch.zeros(L, cfg.d_out))  # [layer, d_out]
+            if cfg.skip:
+                self.W_skip = nn.Parameter(torch.zeros(L, cfg.d_in, cfg.d_out))  # [layer, d_in, d_out]
+            if cfg.architecture == "jumprelu":
+                self.log_threshold = nn.Parameter(torch.full((L, cfg.d_latent), float(cfg.jumprelu_init_threshold)).log())
+        self.to(device)
 
     @staticmethod
     def write_mask(cfg: TranscoderConfig) -> Tensor:
@@ -203,12 +208,13 @@ def train_transcoder(transcoder: Transcoder, x: Tensor, y: Tensor, steps: int = 
     if x.shape[:-1] != y.shape[:-1] or x.ndim != 3 or len(x) == 0:
         raise ValueError(f"x [n, layer, d_in] and y [n, layer, d_out] must match, got {tuple(x.shape)}, {tuple(y.shape)}")
     transcoder._check(x)
-    g = torch.Generator().manual_seed(seed)
+    device = transcoder.W_enc.device
+    g = torch.Generator().manual_seed(seed)  # rows drawn on the CPU: the same batches on every device
     optimizer = torch.optim.Adam(transcoder.parameters(), lr=lr)
     mses, l0s, start = [], [], time.perf_counter()
     for _ in range(steps):
-        rows = torch.randint(len(x), (batch_size,), generator=g)
-        loss, parts = transcoder.loss(x[rows], y[rows])
+        rows = torch.randint(len(x), (batch_size,), generator=g, device="cpu")  # [batch]
+        loss, parts = transcoder.loss(x[rows.to(x.device)].to(device), y[rows.to(y.device)].to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

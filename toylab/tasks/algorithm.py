@@ -11,11 +11,12 @@ Axis names: batch, pos.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from toylab.tasks.base import Batch, Task
+from toylab.tasks.base import Batch, Task, run_methods_on_cpu
 
 
 class Algorithm(ABC):
@@ -30,6 +31,10 @@ class Algorithm(ABC):
 
     task: Task
     variables: tuple[str, ...]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        run_methods_on_cpu(cls)  # algorithms compute targets on the CPU, as tasks draw data there
 
     @abstractmethod
     def sample_pairs(self, n: int, generator: torch.Generator) -> tuple[Batch, Batch]:

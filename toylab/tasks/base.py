@@ -14,8 +14,11 @@ sequence tasks (induction scores the repeated half) alike.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -52,7 +55,9 @@ class Batch:
             index = slice(index, index + 1 or None)  # -1 -> slice(-1, None), not slice(-1, 0)
         return Batch(self.tokens[index], self.targets[index])
 
-    def to(self, device: torch.device | str) -> Batch:
+    def to(self, device: torch.device | str | None) -> Batch:
+        if device is None or (self.tokens.device == torch.device(device) and self.targets.device == self.tokens.device):
+            return self  # frozen, so sharing it is safe; saves re-validating it on every call
         return Batch(self.tokens.to(device), self.targets.to(device))
 
     @property
@@ -90,30 +95,36 @@ def _scored(batch: Batch) -> Tensor:
     return mask
 
 
+# The metrics below follow the logits' device: batches come from the tasks on the CPU, logits
+# from wherever the model runs.
+
 def loss(logits: Tensor, batch: Batch) -> Tensor:
     """Mean cross-entropy over the scored positions."""
+    batch = batch.to(logits.device)
     mask = _scored(batch)  # logits: [batch, pos, vocab]
     return F.cross_entropy(logits[mask], batch.targets[mask])
 
 
 def accuracy(logits: Tensor, batch: Batch) -> Tensor:
     """Fraction of scored positions whose arg-max logit is the target."""
+    batch = batch.to(logits.device)
     mask = _scored(batch)
     return (logits[mask].argmax(-1) == batch.targets[mask]).float().mean()
 
 
-def logit_diff_mask(pair: CounterfactualPair) -> Tensor:
-    """The [batch, pos] positions ``logit_diff`` averages over: both scored, answers differ."""
-    clean, corrupt = pair.clean.targets, pair.corrupted.targets  # [batch, pos]
+def logit_diff_mask(pair: CounterfactualPair, device: torch.device | str | None = None) -> Tensor:
+    """The [batch, pos] positions ``logit_diff`` averages over: both scored, answers differ
+    (on ``device``, the pair's own by default)."""
+    clean, corrupt = pair.clean.targets.to(device), pair.corrupted.targets.to(device)  # [batch, pos]
     return (clean != IGNORE) & (corrupt != IGNORE) & (clean != corrupt)
 
 
 def logit_diff_terms(logits: Tensor, pair: CounterfactualPair) -> Tensor:
     """``logit_diff`` before averaging: [batch, pos], 0 outside ``logit_diff_mask(pair)``."""
-    safe_clean = pair.clean.targets.clamp(min=0).unsqueeze(-1)
-    safe_corrupt = pair.corrupted.targets.clamp(min=0).unsqueeze(-1)
+    safe_clean = pair.clean.targets.to(logits.device).clamp(min=0).unsqueeze(-1)
+    safe_corrupt = pair.corrupted.targets.to(logits.device).clamp(min=0).unsqueeze(-1)
     diff = logits.gather(-1, safe_clean).squeeze(-1) - logits.gather(-1, safe_corrupt).squeeze(-1)
-    return diff * logit_diff_mask(pair)  # [batch, pos]
+    return diff * logit_diff_mask(pair, logits.device)  # [batch, pos]
 
 
 def logit_diff(logits: Tensor, pair: CounterfactualPair, per_example: bool = False) -> Tensor:
@@ -124,7 +135,7 @@ def logit_diff(logits: Tensor, pair: CounterfactualPair, per_example: bool = Fal
     the clean, the corrupted or a patched run. With ``per_example=True`` returns one value
     per row ([batch]), averaging over that row's positions.
     """
-    diff, mask = logit_diff_terms(logits, pair), logit_diff_mask(pair)  # [batch, pos]
+    diff, mask = logit_diff_terms(logits, pair), logit_diff_mask(pair, logits.device)  # [batch, pos]
     if per_example:
         return diff.sum(-1) / mask.sum(-1).clamp(min=1)
     return diff.sum() / mask.sum().clamp(min=1)
@@ -170,14 +181,67 @@ def step_generator(seed: int, step: int, stream: str = "") -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
 
 
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        return value.cpu()
+    if isinstance(value, Batch):
+        return value.to("cpu")
+    if isinstance(value, CounterfactualPair):
+        if value.clean.tokens.device.type == "cpu" and value.corrupted.tokens.device.type == "cpu":
+            return value
+        return CounterfactualPair(value.clean.to("cpu"), value.corrupted.to("cpu"), value.description)
+    return value
+
+
+def on_cpu(fn: Callable) -> Callable:
+    """``fn`` run on the CPU: its tensor (and Batch) arguments brought there, and tensors it
+    creates without a device put there whatever the default device is."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        args, kwargs = tuple(map(_to_cpu, args)), {k: _to_cpu(v) for k, v in kwargs.items()}
+        if torch.get_default_device().type == "cpu":  # the usual case: a device mode would tax every op
+            return fn(*args, **kwargs)
+        with torch.device("cpu"):
+            return fn(*args, **kwargs)
+
+    wrapper.__on_cpu__ = True
+    return wrapper
+
+
+# Methods of a task that follow the device of the logits they are given, not the CPU.
+_DEVICE_FOLLOWING = frozenset({"metrics"})
+
+
+def run_methods_on_cpu(cls: type, skip: frozenset[str] = _DEVICE_FOLLOWING) -> None:
+    """Wrap each plain method ``cls`` defines in ``on_cpu`` (but those named in ``skip``).
+
+    Tasks and algorithms are toylab's data layer, and it lives on the CPU: data are drawn
+    there from CPU generators, so a seed gives the same batches whatever device the model
+    runs on; callers move batches to ``model.device``. Wrapping every method keeps that true
+    for subclasses (a user's own task included) without a device argument on each.
+    """
+    for name, value in list(vars(cls).items()):
+        if (inspect.isfunction(value) and name not in skip and (name == "__init__" or not name.startswith("__"))
+                and not getattr(value, "__on_cpu__", False)):
+            setattr(cls, name, on_cpu(value))
+
+
 class Task(ABC):
     """An algorithmic task: its encoding, samplers and metric.
 
     Subclasses document their encoding in the class docstring and set ``kind``, a short
     identifier used in JSON (``{"kind": ..., **params}``).
+
+    Tasks work on the CPU (``run_methods_on_cpu`` says why): every method but ``metrics``
+    takes its tensors to the CPU and returns CPU tensors; move batches to ``model.device``.
     """
 
     kind: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        run_methods_on_cpu(cls)
 
     # ---- shape of the problem -------------------------------------------------------
     @property

@@ -99,7 +99,7 @@ def random_scores(problem: Problem, *, seed: int | None = None) -> EdgeScores:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
     edges = problem.edges("qkv")
-    values = torch.rand(len(edges), generator=torch.Generator().manual_seed(seed))  # [edge]
+    values = torch.rand(len(edges), generator=torch.Generator().manual_seed(seed), device="cpu")  # [edge]
     return EdgeScores({e: float(v) for e, v in zip(edges, values)}, "qkv")
 
 
@@ -241,7 +241,7 @@ def attention_heuristic(problem: Problem, *, n: int = 64) -> NodeScores:
             continue
         best = scores if best is None else torch.maximum(best, scores)
     if best is None:
-        best = torch.zeros(cfg.n_layers, cfg.n_heads)
+        best = torch.zeros(cfg.n_layers, cfg.n_heads, device="cpu")  # [layer, head]
     out = {}
     for node in problem.nodes():
         kind, layer, head = comp.parse(node)

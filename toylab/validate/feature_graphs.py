@@ -92,7 +92,7 @@ def map_nodes(graph: AttributionGraph, truth: Truth, task, on: set[str],
     active: dict[tuple[str, int | None], list] = {}
     for f in truth.features:
         if f.variable is not None and f.name in on:
-            active.setdefault((f.hook, f.pos), []).append((f.name, torch.tensor(f.vector)))
+            active.setdefault((f.hook, f.pos), []).append((f.name, torch.tensor(f.vector, device="cpu")))
     best = {name: 0.0 for pairs in active.values() for name, _ in pairs}
     out: list[str | None] = []
     for i, node in enumerate(graph.nodes):

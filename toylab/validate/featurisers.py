@@ -115,7 +115,7 @@ def score_featurisers(featurisers: dict[str, Featuriser] | None = None, suite: S
         n_pos = subject.task.n_ctx
         for variable in _located(subject):
             site = variable_site(subject.truth, variable.name, n_pos)
-            declared = torch.tensor(variable.basis).T  # [d, k]
+            declared = torch.tensor(variable.basis, device="cpu").T  # [d, k]
             k = declared.shape[1]
             runs = {**featurisers, PEEK: lambda *a, declared=declared, **kw: declared}
             for label, featuriser in runs.items():

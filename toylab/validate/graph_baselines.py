@@ -111,7 +111,7 @@ def truth_graph(problem: Problem) -> FeatureGraph:
         for f in truth.features:
             if f.variable is not None and f.name in on:
                 layer = int(f.hook.split(".")[1])
-                writes[len(nodes)] = {f.hook: torch.tensor(f.vector)}
+                writes[len(nodes)] = {f.hook: torch.tensor(f.vector, device="cpu")}
                 nodes.append(Node("feature", layer, scored if f.pos is None else f.pos, len(nodes), 1.0))
                 label.append(f.name)
         for layer in range(problem.cfg.n_layers):
@@ -123,12 +123,13 @@ def truth_graph(problem: Problem) -> FeatureGraph:
             label.append(names[token])
         nodes.append(Node("logit", None, scored, answer, float(probs[answer])))
         label.append(f"logit:{task.output_names[answer]}")
-        A = torch.zeros(len(nodes), len(nodes))
+        A = torch.zeros(len(nodes), len(nodes), device="cpu")  # [target, source]
         for t, target in enumerate(label):
             for s, source in enumerate(label):
                 if (source, target) in edges and nodes[s].pos <= nodes[t].pos:
                     A[t, s] = 1.0
-        return AttributionGraph(tokens.cpu(), tuple(nodes), A, torch.zeros(len(nodes)), torch.zeros(len(nodes)),
+        zeros = torch.zeros(len(nodes), device="cpu")  # [node]
+        return AttributionGraph(tokens.cpu(), tuple(nodes), A, zeros, zeros.clone(),
                                 probs[answer:answer + 1], scored, writes)
 
     return FeatureGraph(build)

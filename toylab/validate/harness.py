@@ -59,6 +59,7 @@ from torch import Tensor
 from toylab import checkpoint as ckpt
 from toylab import components as comp
 from toylab.components import Edge
+from toylab.devices import DeviceLike
 from toylab.interventions import (
     interchange_accuracy,
     orthonormal,
@@ -66,6 +67,7 @@ from toylab.interventions import (
     position_mask,
 )
 from toylab.methods.attribution_graph import AttributionGraph
+from toylab.parallel import Job, run_jobs
 from toylab.sae.metrics import matched_cosine, mmcs
 from toylab.truth.certify import variable_accuracy
 from toylab.validate import metrics as mt
@@ -84,7 +86,7 @@ from toylab.validate.protocol import (
     candidate_nodes,
     normalise,
 )
-from toylab.validate.suite import Subject, subjects
+from toylab.validate.suite import Subject, SubjectSource, load_source, source_of, subjects
 
 N_PAIRS = 128  # counterfactual pairs each figure is measured on
 # Data seed of the scoring pairs. Even, so no method can draw them: a Problem's samplers
@@ -218,8 +220,14 @@ def _json_safe(value):
 # ---- running a method -------------------------------------------------------------------
 def score(method: Callable[[Problem], Any], names: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
           label: str | None = None, n_pairs: int = N_PAIRS, suite: Sequence[Subject] | None = None,
-          data_seed: int = 0) -> Report:
+          data_seed: int = 0, device: DeviceLike = "cpu", ray: str | None = None, progress: bool = False) -> Report:
     """Run ``method`` on every model with a truth (or those ``names``: zoo names or folders) and score it.
+
+    With ``ray`` (``"local"`` or a cluster's address) each model is a Ray task
+    (``toylab.parallel``); the entries are the serial run's, in the same order, and a model
+    whose task is lost gets an error entry while the others are scored.
+
+    The models are loaded on ``device``; a ``suite`` given ready-made stays where its models are.
 
     ``data_seed`` seeds the samplers the method gets (``problem.pair``); the scoring pairs
     are drawn with ``SCORING_SEED`` whatever it is, so a method tuned on its pairs is still
@@ -227,8 +235,24 @@ def score(method: Callable[[Problem], Any], names: Sequence[str] | None = None, 
     """
     label = label or getattr(method, "__name__", repr(method))
     subjects_ = list(suite) if suite is not None else subjects(list(names) if names else None,
-                                                              list(seeds) if seeds else None)
-    return Report(label, [run_one(method, s, n_pairs, data_seed) for s in subjects_], n_pairs)
+                                                              list(seeds) if seeds else None, device)
+    if ray is None:
+        return Report(label, [run_one(method, s, n_pairs, data_seed) for s in subjects_], n_pairs)
+    jobs = [Job(s.label, _score_source, (method, source_of(s), n_pairs, data_seed, str(device))) for s in subjects_]
+    outcome = run_jobs(jobs, ray=ray, progress=progress, label=f"scoring {label}")
+    return Report(label, [outcome.results.get(s.label) or lost_entry(s, outcome.failures[s.label])
+                          for s in subjects_], n_pairs)
+
+
+def _score_source(method: Callable[[Problem], Any], source: SubjectSource, n_pairs: int, data_seed: int,
+                  device: str) -> Entry:
+    """``run_one`` where the subject is loaded: a job of ``score(..., ray=...)``."""
+    return run_one(method, load_source(source, device), n_pairs, data_seed)
+
+
+def lost_entry(subject: Subject, failure: str) -> Entry:
+    """The entry of a subject whose job was lost (its worker died, or loading it failed)."""
+    return Entry(subject.name, subject.seed, error=f"not scored: its job failed ({failure})")
 
 
 def run_one(method: Callable[[Problem], Any], subject: Subject, n_pairs: int = N_PAIRS, data_seed: int = 0) -> Entry:
@@ -497,7 +521,7 @@ def _directions(result: FeatureDirections, subject: Subject) -> dict[str, float]
         hooks = sorted({f.hook for f in subject.truth.features})
         raise MethodOutputError(f"{subject.label} declares no feature directions at {result.hook!r}"
                                 + (f"; it declares some at {hooks}" if hooks else "; it declares none"))
-    features = torch.tensor([f.vector for f in true], dtype=torch.float32)  # [feature, d]
+    features = torch.tensor([f.vector for f in true], dtype=torch.float32, device="cpu")  # [feature, d]
     return {"mmcs": mmcs(features, result.directions, signed=False),
             "matched_cosine": matched_cosine(features, result.directions, signed=False)}
 

@@ -126,7 +126,7 @@ def _localisation_section(seeds: Sequence[int], n_edits: int, config: EditConfig
         z = zoo.load(name, seed=model_seed)
         algorithm = FactualRecallSplitAlgorithm(z.task)
         edits = random_edits(z.task, n_edits, seed)
-        stored = [0 if algorithm.low(torch.tensor(e.subject)) else 1 for e in edits]
+        stored = [0 if algorithm.low(torch.tensor(e.subject, device="cpu")) else 1 for e in edits]
         r = localisation_vs_editing(z.model, z.task, edits, (0, 1), stored, seed=seed, config=config)
         figures["finds"].append(r.tracing_finds_storage)
         figures["edit_finds"].append(r.editing_finds_storage)

@@ -29,13 +29,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from toylab.devices import DeviceLike
 from toylab.truth.truth import Trap
 from toylab.validate.featurisers import FEATURISERS, PEEK, Featuriser, FeaturiserEntry, score_featurisers
 from toylab.validate.featurisers import table as featurisers_table
 from toylab.validate.feature_graphs import FIGURES as GRAPH_FIGURES
 from toylab.validate.feature_graphs import GRAPH_PROMPTS
-from toylab.validate.harness import N_PAIRS, Report, fmt_stat, score
-from toylab.validate.suite import subjects
+from toylab.parallel import Job, run_jobs
+from toylab.validate.harness import N_PAIRS, Entry, Report, fmt_stat, lost_entry, run_one
+from toylab.validate.suite import Subject, SubjectSource, load_source, source_of, subjects
 
 TRAP_FIGURES = ("node_auroc", "edge_auroc[head]", "faithfulness")
 TRAP_MARGIN = 0.2  # a shortfall this large is a fall, not noise (seed spreads are < 0.03)
@@ -199,42 +201,83 @@ def _table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str], first:
 
 
 def leaderboard(methods: Mapping[str, Callable] | None = None, names: Sequence[str] | None = None,
-                seeds: Sequence[int] | None = None, progress: Callable[[str], None] | None = None,
+                seeds: Sequence[int] | None = None, progress: bool = False,
                 featurisers: Mapping[str, Featuriser] | None = None,
-                graph_methods: Mapping[str, Callable] | None = None) -> Leaderboard:
+                graph_methods: Mapping[str, Callable] | None = None, device: DeviceLike = "cpu",
+                ray: str | None = None) -> Leaderboard:
     """Score each method (the built-in baselines by default) on the same suite of models, each
     featuriser (``featurisers.FEATURISERS`` by default; ``{}`` for none) on its models whose
     truth locates a variable within a component, and each feature-graph method
     (``graph_baselines.GRAPH_BASELINES`` by default; ``{}`` for none) on its models whose truth
-    declares features."""
+    declares features. The models are loaded on ``device``.
+
+    Each model (zoo name and seed, or folder) is one job of ``toylab.parallel``: run here one
+    after another, or with ``ray`` (``"local"`` or an address) as Ray tasks, with the same
+    figures. A model whose job is lost gets an error entry under every method; the others
+    are scored. ``progress`` shows one bar over the models.
+    """
     if methods is None:
         from toylab.validate.baselines import BASELINES
         methods = BASELINES
-    suite = subjects(list(names) if names else None, list(seeds) if seeds else None)
-    reports = {}
-    for label, method in methods.items():
-        if progress:
-            progress(label)
-        reports[label] = score(method, label=label, suite=suite)
-    traps = {s.name: s.truth.trap for s in suite if s.truth.trap is not None}
-    featurisers = FEATURISERS if featurisers is None else featurisers
-    located = [s for s in suite if s.algorithm is not None and any(v.basis for v in s.truth.variables)]
-    if featurisers and located:
-        if progress:
-            progress("featurisers")
-        features = score_featurisers(dict(featurisers), located)
-    else:
-        features = []
     if graph_methods is None:
         from toylab.validate.graph_baselines import GRAPH_BASELINES
         graph_methods = GRAPH_BASELINES
-    with_features = [s for s in suite if s.truth.features and s.truth.feature_edges]
-    graphs = {}
-    for label, method in (graph_methods.items() if with_features else ()):
-        if progress:
-            progress(f"feature graphs: {label}")
-        graphs[label] = score(method, label=label, suite=with_features)
-    return Leaderboard(reports, traps, features, graphs)
+    featurisers = dict(FEATURISERS if featurisers is None else featurisers)
+    suite = subjects(list(names) if names else None, list(seeds) if seeds else None, device)
+    if ray is None:  # the suite is loaded already: no need to load it again from its sources
+        jobs = [Job(s.label, _score_subject, (methods, featurisers, graph_methods, s)) for s in suite]
+    else:
+        jobs = [Job(s.label, _score_source, (methods, featurisers, graph_methods, source_of(s), str(device)))
+                for s in suite]
+    outcome = run_jobs(jobs, ray=ray, progress=progress, label="leaderboard")
+    reports = {label: Report(label, [], N_PAIRS) for label in methods}
+    graphs = {label: Report(label, [], N_PAIRS) for label in graph_methods}
+    features: list[FeaturiserEntry] = []
+    for subject in suite:
+        part = outcome.results.get(subject.label)
+        if part is None:  # the job was lost: say so under every method, keep the rest of the board
+            failure = outcome.failures[subject.label]
+            for label in methods:
+                reports[label].entries.append(lost_entry(subject, failure))
+            if _has_features(subject):
+                for label in graph_methods:
+                    graphs[label].entries.append(lost_entry(subject, failure))
+            continue
+        for label, entry in part.circuits.items():
+            reports[label].entries.append(entry)
+        features += part.features
+        for label, entry in part.graphs.items():
+            graphs[label].entries.append(entry)
+    traps = {s.name: s.truth.trap for s in suite if s.truth.trap is not None}
+    return Leaderboard(reports, traps, features, {k: v for k, v in graphs.items() if v.entries})
+
+
+@dataclass
+class _SubjectScores:
+    """Everything the board measures on one model: a job's result."""
+
+    circuits: dict[str, Entry]  # method -> its entry
+    features: list[FeaturiserEntry]
+    graphs: dict[str, Entry]  # feature-graph method -> its entry
+
+
+def _has_features(subject: Subject) -> bool:
+    return bool(subject.truth.features and subject.truth.feature_edges)
+
+
+def _score_subject(methods: Mapping[str, Callable], featurisers: Mapping[str, Featuriser],
+                   graph_methods: Mapping[str, Callable], subject: Subject) -> _SubjectScores:
+    """Every method, featuriser and feature-graph method on one model: they share its cache."""
+    circuits = {label: run_one(method, subject) for label, method in methods.items()}
+    located = subject.algorithm is not None and any(v.basis for v in subject.truth.variables)
+    features = score_featurisers(dict(featurisers), [subject]) if featurisers and located else []
+    graphs = ({label: run_one(method, subject) for label, method in graph_methods.items()}
+              if _has_features(subject) else {})
+    return _SubjectScores(circuits, features, graphs)
+
+
+def _score_source(methods, featurisers, graph_methods, source: SubjectSource, device: str) -> _SubjectScores:
+    return _score_subject(methods, featurisers, graph_methods, load_source(source, device))
 
 
 __all__ = ["COLUMNS", "TRAP_FIGURES", "TRAP_MARGIN", "Leaderboard", "leaderboard"]

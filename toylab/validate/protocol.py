@@ -326,7 +326,7 @@ def _hook_width(problem: Problem, hook: str) -> int:
 def _matrix(value, what: str, width: int) -> Tensor:
     if not isinstance(value, Tensor):
         try:
-            value = torch.as_tensor(value, dtype=torch.float32)
+            value = torch.as_tensor(value, dtype=torch.float32, device="cpu")
         except (TypeError, ValueError):
             raise MethodOutputError(f"{what} must be a tensor [n, {width}], got {type(value).__name__}") from None
     value = value.detach().float().cpu()

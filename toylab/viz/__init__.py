@@ -41,7 +41,9 @@ from toylab.viz.interactive import (
     bar_chart,
     head_heatmap_chart,
     heatmap_chart,
+    probe_map_chart,
     progress_curves_chart,
+    tracing_map_chart,
     training_curves_chart,
 )
 from toylab.viz.lens import dla_plot, lens_chart, logit_lens_plot, source_chart, source_plot
@@ -97,6 +99,7 @@ __all__ = [
     "phase_map",
     "plot_dashboard",
     "probe_map",
+    "probe_map_chart",
     "progress_curves",
     "progress_curves_chart",
     "prompts_html",
@@ -109,6 +112,7 @@ __all__ = [
     "source_plot",
     "steering_curves",
     "tracing_map",
+    "tracing_map_chart",
     "training_curves",
     "training_curves_chart",
     "truth_outlines",

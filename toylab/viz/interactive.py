@@ -13,6 +13,8 @@ be), so lessons keep their static figures and the lab's pages get tooltips, zoom
     bar            -> bar_chart
     training_curves -> training_curves_chart  zoom and pan (drag, scroll), hover a point
     progress_curves -> progress_curves_chart  the same, phases shaded
+    probe_map      -> probe_map_chart        accuracy and selectivity side by side
+    tracing_map    -> tracing_map_chart      one chart per traced state
 
 Ground truth is drawn as in the figures: an outline in ``TRUTH_COLOR`` around the cells or bars
 the truth names, and each chart's data marks them (``truth`` column) so tests can count them.
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from toylab.components import parse
-from toylab.viz import plots, progress
+from toylab.viz import plots, probes, progress
 from toylab.viz.plots import TRUTH_COLOR, TRUTH_LABEL, _array, _check_labels
 
 if TYPE_CHECKING:
@@ -146,6 +148,52 @@ def bar_chart(values: Any, labels: Sequence[str], title: str | None = None, high
     ).properties(width=int(np.clip(36 * len(values), 200, 720)), height=220, title=title or "")
 
 
+def probe_map_chart(accuracy: Any, selectivity: Any, row_labels: Sequence[str], col_labels: Sequence[str],
+                    title: str | None = None, highlight: Collection[tuple[int, int]] = ()):
+    """``probes.probe_map`` as charts: accuracy and selectivity [hook, pos] side by side, the truth's
+    cells outlined in both; hover a cell for its value."""
+    alt = _alt()
+    acc = _array(accuracy, 2, "accuracy [hook, pos]")
+    sel = _array(selectivity, 2, "selectivity [hook, pos]")
+    if acc.shape != sel.shape:
+        raise ValueError(f"accuracy {acc.shape} and selectivity {sel.shape} must have the same shape")
+    rows = _check_labels(row_labels, acc.shape[0], "row_labels")
+    cols = _check_labels(col_labels, acc.shape[1], "col_labels")
+    cells = {(int(r), int(c)) for r, c in highlight}
+    bound = max(float(np.nanmax(np.abs(sel))), 1e-6)
+    return alt.hconcat(
+        _grid_chart(acc, rows, cols, "probe accuracy (held out)", "blues", (0.0, 1.0), "accuracy", cells, "position"),
+        _grid_chart(sel, rows, cols, "selectivity = accuracy - control", "redblue", (-bound, bound), "selectivity",
+                    cells, "position"),
+    ).resolve_scale(color="independent").properties(title=title or "")
+
+
+def tracing_map_chart(scores: Mapping[str, Any], col_labels: Sequence[str], title: str | None = None,
+                      highlight: Mapping[str, Collection[tuple[int, int]]] | None = None):
+    """``probes.tracing_map`` as charts: one per traced state, scores[kind] [layer, pos], on one
+    colour scale, two a row; the truth's cells outlined in their kind's chart."""
+    alt = _alt()
+    if not scores:
+        raise ValueError("scores is empty: trace at least one state")
+    highlight = dict(highlight or {})
+    unknown = sorted(set(highlight) - set(scores))
+    if unknown:
+        raise ValueError(f"highlight names kinds {unknown} that are not among the traced {sorted(scores)}")
+    grids = {kind: _array(values, 2, f"scores[{kind!r}] [layer, pos]") for kind, values in scores.items()}
+    shapes = {g.shape for g in grids.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"every kind's scores must have the same shape [layer, pos], got {sorted(shapes)}")
+    n_layers, n_pos = shapes.pop()
+    cols = _check_labels(col_labels, n_pos, "col_labels")
+    rows = [f"L{layer}" for layer in range(n_layers)]
+    hi = max(1.0, max(float(np.nanmax(g)) for g in grids.values()))
+    lo = min(0.0, min(float(np.nanmin(g)) for g in grids.values()))
+    charts = [_grid_chart(grid, rows, cols, f"restore {kind}", "blues", (lo, hi), "restored",
+                          {(int(r), int(c)) for r, c in highlight.get(kind, ())}, "position", "layer")
+              for kind, grid in grids.items()]
+    return alt.vconcat(*(alt.hconcat(*charts[i:i + 2]) for i in range(0, len(charts), 2))).properties(title=title or "")
+
+
 def _curves(records: list[dict], title: str, log: bool, y_title: str, step_line: float | None = None,
             spans: Sequence[dict] = ()):
     alt = _alt()
@@ -213,6 +261,8 @@ INTERACTIVE: dict[Callable, Callable] = {
     plots.bar: bar_chart,
     plots.training_curves: training_curves_chart,
     progress.progress_curves: progress_curves_chart,
+    probes.probe_map: probe_map_chart,
+    probes.tracing_map: tracing_map_chart,
 }
 
 
@@ -236,4 +286,4 @@ def chart_truth(chart) -> int:
 
 
 __all__ = ["INTERACTIVE", "attention_chart", "bar_chart", "chart_truth", "head_heatmap_chart", "heatmap_chart",
-           "progress_curves_chart", "training_curves_chart"]
+           "probe_map_chart", "progress_curves_chart", "tracing_map_chart", "training_curves_chart"]

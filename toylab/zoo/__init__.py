@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from toylab import checkpoint as ckpt
+from toylab.devices import DeviceLike, resolve_device
 from toylab.models import Transformer
 from toylab.tasks import Task, task_from_dict
 from toylab.train import (
@@ -99,7 +100,7 @@ def shipped_path(name: str, seed: int | None = None) -> Path:
     return SHIPPED_DIR / (name if seed == rec.train.seed else f"{name}.seed{seed}")
 
 
-def load(name_or_path: str | Path, device: str = "cpu", seed: int | None = None) -> ZooModel:
+def load(name_or_path: str | Path, device: DeviceLike = "cpu", seed: int | None = None) -> ZooModel:
     """A shipped zoo model by name (and seed), or any run folder written by ``toylab train``."""
     path = Path(name_or_path)
     if isinstance(name_or_path, str) and name_or_path in RECIPES:
@@ -123,8 +124,8 @@ def load(name_or_path: str | Path, device: str = "cpu", seed: int | None = None)
 
 
 def train_recipe(name: str, seed: int | None = None, out: str | Path | None = None,
-                 progress: bool = True) -> TrainResult:
-    """Train (or, for a constructed recipe, build) zoo recipe ``name``, then certify its truth.
+                 progress: bool = True, device: DeviceLike = "cpu") -> TrainResult:
+    """Train (or, for a constructed recipe, build) zoo recipe ``name`` on ``device``, then certify its truth.
 
     The truth, with its certificate, is written to ``truth.json`` beside the weights and
     the certificate's verdict into the card. A failing certificate is recorded, not hidden.
@@ -134,10 +135,10 @@ def train_recipe(name: str, seed: int | None = None, out: str | Path | None = No
     out = Path(out) if out is not None else runs_dir() / name / f"seed-{train_cfg.seed}"
     card = {"name": name, "description": rec.description, "claims": list(rec.claims)}
     if rec.build is not None:
-        result = _build(rec, train_cfg.seed, out, card)
+        result = _build(rec, train_cfg.seed, out, card, device)
     else:
         result = train(rec.model, rec.task, train_cfg, out_dir=out, progress=progress, card=card,
-                       objective=rec.objective())
+                       objective=rec.objective(), device=device)
     truth = rec.truth_for(train_cfg.seed, result.model)
     if truth is not None:
         record_truth(out, result.model, rec.task, truth, rec.algorithm(rec.task) if rec.algorithm else None)
@@ -165,14 +166,15 @@ def record_truth(folder: str | Path, model: Transformer, task: Task, truth: Trut
     return certificate
 
 
-def _build(rec: Recipe, seed: int, out: Path, card: dict[str, Any]) -> TrainResult:
-    """A constructed model: weights set by ``rec.build``, saved like a trained one."""
-    model = rec.build(rec.task, seed)
+def _build(rec: Recipe, seed: int, out: Path, card: dict[str, Any], device: DeviceLike = "cpu") -> TrainResult:
+    """A constructed model: weights set by ``rec.build`` (on the CPU), saved like a trained one."""
+    device = resolve_device(device)
+    model = rec.build(rec.task, seed).to(device)
     metrics = evaluate(model, rec.task)
     full_card = {**card, "recipe": {"model": model.cfg.to_dict(), "task": rec.task.to_dict(),
                                     "train": rec.train.to_dict()},
                  "constructed": True, "seed": seed, "steps": 0, "stopped_early": False, "train_time_s": 0.0,
-                 "metrics": metrics, "versions": versions()}
+                 "metrics": metrics, "versions": versions(device)}
     ckpt.save_model(out, model, full_card)
     return TrainResult(model, [], metrics, 0, 0.0, False, out)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from toylab import checkpoint as ckpt
 from toylab import zoo  # imported by toylab.zoo once the names below exist
+from toylab.devices import DeviceLike
 from toylab.methods.fourier import key_frequencies as measure_key_frequencies
 from toylab.methods.progress import (
     _SERIES,
@@ -42,6 +43,7 @@ def grokking_run(
     *,
     fresh: bool = False,
     progress: bool = True,
+    device: DeviceLike = "cpu",
 ) -> ProgressMeasures:
     """Retrain zoo recipe ``name`` with snapshots along the way and measure its progress.
 
@@ -52,7 +54,8 @@ def grokking_run(
     ``out/progress.json`` and returns them. ``out`` defaults to ``progress_dir(name, seed)``
     (``$TOYLAB_HOME/runs/NAME/progress-seed-S``). Calling it again reuses what is there:
     an interrupted run resumes (Ctrl-C raises ``TrainingInterrupted``), a finished one is
-    only measured, a measured one only loaded. ``fresh`` deletes ``out`` first.
+    only measured, a measured one only loaded. ``fresh`` deletes ``out`` first. ``device``
+    is where it trains (the measures are taken on the CPU, from the snapshots).
 
     The key frequencies are the recipe's certified truth's (``recipe.truth_for(seed)``,
     ``truth.claims["key_frequencies"]``) for the recipe's own seed (and any other seed it
@@ -82,7 +85,7 @@ def grokking_run(
             raise ValueError(f"{out} holds a finished run without its snapshots; rerun with fresh=True (--fresh)")
     card = {"name": name, "description": rec.description, "claims": list(rec.claims), "snapshots_every": every}
     result = train(rec.model, rec.task, train_cfg, out_dir=out, callbacks=[callback], progress=progress, card=card,
-                   objective=rec.objective())
+                   objective=rec.objective(), device=device)
 
     truth = rec.truth_for(seed, result.model)
     measured = measure_key_frequencies(result.model, rec.task)
