@@ -153,12 +153,7 @@ def probe_map_chart(accuracy: Any, selectivity: Any, row_labels: Sequence[str], 
     """``probes.probe_map`` as charts: accuracy and selectivity [hook, pos] side by side, the truth's
     cells outlined in both; hover a cell for its value."""
     alt = _alt()
-    acc = _array(accuracy, 2, "accuracy [hook, pos]")
-    sel = _array(selectivity, 2, "selectivity [hook, pos]")
-    if acc.shape != sel.shape:
-        raise ValueError(f"accuracy {acc.shape} and selectivity {sel.shape} must have the same shape")
-    rows = _check_labels(row_labels, acc.shape[0], "row_labels")
-    cols = _check_labels(col_labels, acc.shape[1], "col_labels")
+    acc, sel, rows, cols = probes.probe_grids(accuracy, selectivity, row_labels, col_labels)
     cells = {(int(r), int(c)) for r, c in highlight}
     bound = max(float(np.nanmax(np.abs(sel))), 1e-6)
     return alt.hconcat(
@@ -173,21 +168,7 @@ def tracing_map_chart(scores: Mapping[str, Any], col_labels: Sequence[str], titl
     """``probes.tracing_map`` as charts: one per traced state, scores[kind] [layer, pos], on one
     colour scale, two a row; the truth's cells outlined in their kind's chart."""
     alt = _alt()
-    if not scores:
-        raise ValueError("scores is empty: trace at least one state")
-    highlight = dict(highlight or {})
-    unknown = sorted(set(highlight) - set(scores))
-    if unknown:
-        raise ValueError(f"highlight names kinds {unknown} that are not among the traced {sorted(scores)}")
-    grids = {kind: _array(values, 2, f"scores[{kind!r}] [layer, pos]") for kind, values in scores.items()}
-    shapes = {g.shape for g in grids.values()}
-    if len(shapes) != 1:
-        raise ValueError(f"every kind's scores must have the same shape [layer, pos], got {sorted(shapes)}")
-    n_layers, n_pos = shapes.pop()
-    cols = _check_labels(col_labels, n_pos, "col_labels")
-    rows = [f"L{layer}" for layer in range(n_layers)]
-    hi = max(1.0, max(float(np.nanmax(g)) for g in grids.values()))
-    lo = min(0.0, min(float(np.nanmin(g)) for g in grids.values()))
+    grids, rows, cols, highlight, (lo, hi) = probes.tracing_grids(scores, col_labels, highlight)
     charts = [_grid_chart(grid, rows, cols, f"restore {kind}", "blues", (lo, hi), "restored",
                           {(int(r), int(c)) for r, c in highlight.get(kind, ())}, "position", "layer")
               for kind, grid in grids.items()]

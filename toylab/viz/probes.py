@@ -43,6 +43,18 @@ def _panel(fig: Figure, ax: Any, values: np.ndarray, rows: list[str], cols: list
     _outline_cells(ax, {(int(r), int(c)) for r, c in cells}, values.shape)
 
 
+def probe_grids(accuracy: Any, selectivity: Any, row_labels: Sequence[str], col_labels: Sequence[str]):
+    """Checked inputs of a probe map, for the figure and its chart alike: accuracy and
+    selectivity [hook, pos] as arrays, and the row and column labels."""
+    acc = _array(accuracy, 2, "accuracy [hook, pos]")
+    sel = _array(selectivity, 2, "selectivity [hook, pos]")
+    if acc.shape != sel.shape:
+        raise ValueError(f"accuracy {acc.shape} and selectivity {sel.shape} must have the same shape")
+    rows = _check_labels(row_labels, acc.shape[0], "row_labels")
+    cols = _check_labels(col_labels, acc.shape[1], "col_labels")
+    return acc, sel, rows, cols
+
+
 def probe_map(accuracy: Any, selectivity: Any, row_labels: Sequence[str], col_labels: Sequence[str],
               title: str | None = None, highlight: Collection[tuple[int, int]] = ()) -> Figure:
     """Probe accuracy and selectivity side by side, each [hook, pos].
@@ -51,12 +63,7 @@ def probe_map(accuracy: Any, selectivity: Any, row_labels: Sequence[str], col_la
     outlined in both panels. Accuracy runs from 0 to 1; selectivity (accuracy minus the
     control task's) is centred on 0.
     """
-    acc = _array(accuracy, 2, "accuracy [hook, pos]")
-    sel = _array(selectivity, 2, "selectivity [hook, pos]")
-    if acc.shape != sel.shape:
-        raise ValueError(f"accuracy {acc.shape} and selectivity {sel.shape} must have the same shape")
-    rows = _check_labels(row_labels, acc.shape[0], "row_labels")
-    cols = _check_labels(col_labels, acc.shape[1], "col_labels")
+    acc, sel, rows, cols = probe_grids(accuracy, selectivity, row_labels, col_labels)
     width = min(3.0 + 0.6 * acc.shape[1], 7.0)
     fig = Figure(figsize=(2 * width + 2.5, min(1.6 + 0.45 * acc.shape[0], 8.0)), layout="constrained")
     left, right = fig.subplots(1, 2, sharey=True)
@@ -71,14 +78,10 @@ def probe_map(accuracy: Any, selectivity: Any, row_labels: Sequence[str], col_la
     return fig
 
 
-def tracing_map(scores: Mapping[str, Any], col_labels: Sequence[str], title: str | None = None,
-                highlight: Mapping[str, Collection[tuple[int, int]]] | None = None) -> Figure:
-    """Causal tracing heatmaps, one panel per traced state, scores[kind] [layer, pos].
-
-    Scores are the fraction of the answer's probability restored (1 = clean). ``highlight``
-    maps a kind to the (layer, pos) cells the ground truth names (e.g. the fact-storing MLP
-    at the subject position), outlined.
-    """
+def tracing_grids(scores: Mapping[str, Any], col_labels: Sequence[str],
+                  highlight: Mapping[str, Collection[tuple[int, int]]] | None):
+    """Checked inputs of a tracing map, for the figure and its chart alike: the grids by kind,
+    row and column labels, the highlight by kind, and the colour range shared by every panel."""
     if not scores:
         raise ValueError("scores is empty: trace at least one state")
     highlight = dict(highlight or {})
@@ -92,6 +95,21 @@ def tracing_map(scores: Mapping[str, Any], col_labels: Sequence[str], title: str
     n_layers, n_pos = shapes.pop()
     cols = _check_labels(col_labels, n_pos, "col_labels")
     rows = [f"L{layer}" for layer in range(n_layers)]
+    hi = max(1.0, max(float(np.nanmax(g)) for g in grids.values()))
+    lo = min(0.0, min(float(np.nanmin(g)) for g in grids.values()))
+    return grids, rows, cols, highlight, (lo, hi)
+
+
+def tracing_map(scores: Mapping[str, Any], col_labels: Sequence[str], title: str | None = None,
+                highlight: Mapping[str, Collection[tuple[int, int]]] | None = None) -> Figure:
+    """Causal tracing heatmaps, one panel per traced state, scores[kind] [layer, pos].
+
+    Scores are the fraction of the answer's probability restored (1 = clean). ``highlight``
+    maps a kind to the (layer, pos) cells the ground truth names (e.g. the fact-storing MLP
+    at the subject position), outlined.
+    """
+    grids, rows, cols, highlight, (lo, hi) = tracing_grids(scores, col_labels, highlight)
+    n_layers, n_pos = len(rows), len(cols)
     n_cols = min(len(grids), 2)  # two panels a row: four side by side would be too flat to read
     n_rows = -(-len(grids) // n_cols)
     panel_w, panel_h = min(2.6 + 0.6 * n_pos, 6.0), min(1.8 + 0.45 * n_layers, 6.0)
@@ -99,8 +117,6 @@ def tracing_map(scores: Mapping[str, Any], col_labels: Sequence[str], title: str
     axes = np.atleast_1d(fig.subplots(n_rows, n_cols, sharey=True)).flatten()
     for ax in axes[len(grids):]:
         ax.set_axis_off()
-    hi = max(1.0, max(float(np.nanmax(g)) for g in grids.values()))
-    lo = min(0.0, min(float(np.nanmin(g)) for g in grids.values()))
     for ax, (kind, grid) in zip(axes, grids.items()):
         _panel(fig, ax, grid, rows, cols, f"restore {kind}", _SEQUENTIAL, lo, hi, highlight.get(kind, ()),
                "restored")
