@@ -124,17 +124,17 @@ def test_sweeps_on_a_local_ray_cluster_match_the_serial_runs_and_lose_nothing_to
         assert outcome.failures["fails"] == "ValueError: no good: 1"
         assert "the worker running it was lost, 1 attempt" in outcome.failures["dies"]
 
-        # A seed sweep whose workers are killed mid-training: each retry resumes from its run's
-        # last checkpoint, and the weights are those of a serial run straight through, bit for bit.
+        # A sweep whose worker is killed mid-training: the retry resumes from the run's last
+        # checkpoint, and the weights are those of a serial run straight through, bit for bit.
         watcher = _kill_workers_after(seed_dir("induction-tiny", 0) / "checkpoints" / "LATEST")
-        outcome, skipped = train_seeds("induction-tiny", [0, 1], ray=LOCAL, progress=False)
+        outcome, skipped = train_seeds("induction-tiny", [0], ray=LOCAL, progress=False)
         watcher.join(timeout=1)
         assert outcome.ok and skipped == [] and watcher.killed, outcome.summary()
-        assert all(is_trained(seed_dir("induction-tiny", s)) for s in (0, 1))
+        assert is_trained(seed_dir("induction-tiny", 0))
         ours = load_file(seed_dir("induction-tiny", 0) / "model.safetensors")
         serial = load_file(Path(induction_tiny_retrained) / "model.safetensors")
         assert ours.keys() == serial.keys() and all(torch.equal(ours[k], serial[k]) for k in ours)
-        assert train_seeds("induction-tiny", [0, 1], ray=LOCAL, progress=False)[1] == [0, 1]  # kept, not redone
+        assert train_seeds("induction-tiny", [0], ray=LOCAL, progress=False)[1] == [0]  # kept, not redone
 
         # Workers without this machine's file system: each run comes back as files, written here.
         monkeypatch.setenv("TOYLAB_HOME", str(tmp_path / "files"))
@@ -148,9 +148,9 @@ def test_sweeps_on_a_local_ray_cluster_match_the_serial_runs_and_lose_nothing_to
 
         # A leaderboard: the same entries, figure for figure, as the serial board.
         methods = {name: BASELINES[name] for name in ("attention-heuristic", "eap")}
-        runs = [leaderboard(methods, names=["trap-or-gate", "induction-siit"], seeds=[0, 1], featurisers={},
-                            graph_methods={}, ray=ray_address) for ray_address in (None, LOCAL)]
-        assert _entries(runs[0]) == _entries(runs[1]) and len(runs[0].reports["eap"].entries) == 4
+        runs = [leaderboard(methods, names=["trap-or-gate"], seeds=[0, 1], featurisers={}, graph_methods={},
+                            ray=ray_address) for ray_address in (None, LOCAL)]
+        assert _entries(runs[0]) == _entries(runs[1]) and len(runs[0].reports["eap"].entries) == 2
 
         # A researcher's method from a file loaded at run time travels to the workers by value.
         method_file = tmp_path / "my_method.py"
