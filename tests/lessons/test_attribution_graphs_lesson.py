@@ -5,9 +5,10 @@ which the checkers train once per process and these tests share."""
 
 import pytest
 import torch
+from wrong_answers import wrong_answer_tests
 
 from toylab import sae, zoo
-from toylab.lessons import check, find, lesson_fixtures, load
+from toylab.lessons import check, lesson_fixtures, load
 from toylab.validate.feature_graphs import map_nodes, true_feature_circuit
 
 FIXTURES = lesson_fixtures("graphs")
@@ -297,18 +298,8 @@ WRONG = {
 }
 
 
-@pytest.mark.parametrize("ex_id,answer", [(k, a) for k, answers in WRONG.items() for a in answers],
-                         ids=lambda v: v if isinstance(v, str) else getattr(v, "__name__", type(v).__name__))
-def test_wrong_answers_are_rejected_with_a_message_and_a_hint(ex_id, answer, capsys):
-    feedback = check(ex_id, made(answer))
-    assert not feedback.passed and feedback.done
-    assert feedback.message and feedback.hint
-    assert "[wrong]" in capsys.readouterr().out
-
-
-def test_every_exercise_of_the_lesson_has_wrong_answers_under_test():
-    assert set(find("graphs").exercises) == set(WRONG)
-    assert all(len(answers) >= 2 for answers in WRONG.values())
+(test_wrong_answers_are_rejected_with_a_message_and_a_hint,
+ test_every_exercise_of_the_lesson_has_wrong_answers_under_test) = wrong_answer_tests("graphs", WRONG, prepare=made)
 
 
 @pytest.mark.parametrize("ex_id,mistake,says", [

@@ -4,11 +4,12 @@ and takes toylab's own functions and answers computed from toylab's methods and 
 
 import pytest
 import torch
+from wrong_answers import wrong_answer_tests
 
 from toylab import components as comp
 from toylab import methods, zoo
 from toylab.components import Edge
-from toylab.lessons import check, find, lesson_fixtures, load
+from toylab.lessons import check, lesson_fixtures, load
 from toylab.tasks import logit_diff
 
 FIXTURES = lesson_fixtures("atp")
@@ -266,17 +267,8 @@ WRONG = {
 }
 
 
-@pytest.mark.parametrize("ex_id,answer", [(k, a) for k, answers in WRONG.items() for a in answers],
-                         ids=lambda v: v if isinstance(v, str) else getattr(v, "__name__", type(v).__name__))
-def test_wrong_answers_are_rejected_with_a_message_and_a_hint(ex_id, answer, capsys):
-    feedback = check(ex_id, answer)
-    assert not feedback.passed and feedback.done
-    assert feedback.message and feedback.hint
-    assert "[wrong]" in capsys.readouterr().out
-
-
-def test_every_exercise_of_the_lesson_has_wrong_answers_under_test():
-    assert set(find("atp").exercises) == set(WRONG)
+(test_wrong_answers_are_rejected_with_a_message_and_a_hint,
+ test_every_exercise_of_the_lesson_has_wrong_answers_under_test) = wrong_answer_tests("atp", WRONG)
 
 
 @pytest.mark.parametrize("ex_id,mistake,says", [

@@ -4,9 +4,10 @@ task's algorithm, the truth and toylab's own functions."""
 
 import pytest
 import torch
+from wrong_answers import wrong_answer_tests
 
 from toylab import zoo
-from toylab.lessons import check, find, lesson_fixtures, load
+from toylab.lessons import check, lesson_fixtures, load
 
 FIXTURES = lesson_fixtures("brackets")
 ZM = zoo.load(FIXTURES.MODEL)
@@ -243,18 +244,8 @@ WRONG = {
 }
 
 
-@pytest.mark.parametrize("ex_id,answer", [(k, a) for k, answers in WRONG.items() for a in answers],
-                         ids=lambda v: v if isinstance(v, str) else getattr(v, "__name__", type(v).__name__))
-def test_wrong_answers_are_rejected_with_a_message_and_a_hint(ex_id, answer, capsys):
-    feedback = check(ex_id, answer)
-    assert not feedback.passed and feedback.done
-    assert feedback.message and feedback.hint
-    assert "[wrong]" in capsys.readouterr().out
-
-
-def test_every_exercise_of_the_lesson_has_wrong_answers_under_test():
-    assert set(find("brackets").exercises) == set(WRONG)
-    assert all(len(answers) >= 2 for answers in WRONG.values())
+(test_wrong_answers_are_rejected_with_a_message_and_a_hint,
+ test_every_exercise_of_the_lesson_has_wrong_answers_under_test) = wrong_answer_tests("brackets", WRONG)
 
 
 @pytest.mark.parametrize("ex_id,mistake,says", [

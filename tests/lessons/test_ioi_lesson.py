@@ -4,9 +4,10 @@ the mistakes a learner makes, with a reason and a hint. Which head plays which p
 
 import pytest
 import torch
+from wrong_answers import wrong_answer_tests
 
 from toylab import methods, zoo
-from toylab.lessons import check, find, lesson_fixtures
+from toylab.lessons import check, lesson_fixtures
 from toylab.methods.circuits import copying_score, ov_circuit
 from toylab.methods.repair import self_repair
 from toylab.tasks import logit_diff
@@ -207,17 +208,8 @@ WRONG = {
 }
 
 
-@pytest.mark.parametrize("ex_id,answer", [(k, a) for k, answers in WRONG.items() for a in answers],
-                         ids=lambda v: v if isinstance(v, str) else getattr(v, "__name__", type(v).__name__))
-def test_wrong_answers_are_rejected_with_a_message_and_a_hint(ex_id, answer, capsys):
-    feedback = check(ex_id, answer)
-    assert not feedback.passed and feedback.done
-    assert feedback.message and feedback.hint
-    assert "[wrong]" in capsys.readouterr().out
-
-
-def test_every_exercise_of_the_lesson_has_wrong_answers_under_test():
-    assert set(find("ioi").exercises) == set(WRONG)
+(test_wrong_answers_are_rejected_with_a_message_and_a_hint,
+ test_every_exercise_of_the_lesson_has_wrong_answers_under_test) = wrong_answer_tests("ioi", WRONG)
 
 
 @pytest.mark.parametrize("ex_id,mistake,says", [

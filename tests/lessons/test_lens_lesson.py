@@ -4,9 +4,10 @@ says of them. (tests/lessons/test_runner.py runs the lesson itself, with its sol
 
 import pytest
 import torch
+from wrong_answers import wrong_answer_tests
 
 from toylab import methods, zoo
-from toylab.lessons import check, find, lesson_fixtures
+from toylab.lessons import check, lesson_fixtures
 from toylab.tasks import accuracy, logit_diff
 
 FIXTURES = lesson_fixtures("lens")
@@ -295,17 +296,8 @@ WRONG = {
 }
 
 
-@pytest.mark.parametrize("ex_id,answer", [(k, a) for k, answers in WRONG.items() for a in answers],
-                         ids=lambda v: v if isinstance(v, str) else getattr(v, "__name__", type(v).__name__))
-def test_wrong_answers_are_rejected_with_a_message_and_a_hint(ex_id, answer, capsys):
-    feedback = check(ex_id, answer)
-    assert not feedback.passed and feedback.done
-    assert feedback.message and feedback.hint
-    assert "[wrong]" in capsys.readouterr().out
-
-
-def test_every_exercise_of_the_lesson_has_wrong_answers_under_test():
-    assert set(find("lens").exercises) == set(WRONG)
+(test_wrong_answers_are_rejected_with_a_message_and_a_hint,
+ test_every_exercise_of_the_lesson_has_wrong_answers_under_test) = wrong_answer_tests("lens", WRONG)
 
 
 @pytest.mark.parametrize("ex_id,mistake,says", [

@@ -4,10 +4,11 @@ mistakes a learner makes, with a reason and a hint. What each steered answer mus
 
 import pytest
 import torch
+from wrong_answers import wrong_answer_tests
 
 from toylab import methods, zoo
 from toylab.interventions import steered
-from toylab.lessons import check, find, lesson_fixtures, load
+from toylab.lessons import check, lesson_fixtures, load
 
 FIXTURES = lesson_fixtures("steering")
 ZM = zoo.load(FIXTURES.MODEL)
@@ -186,17 +187,8 @@ WRONG = {
 }
 
 
-@pytest.mark.parametrize("ex_id,answer", [(k, a) for k, answers in WRONG.items() for a in answers],
-                         ids=lambda v: v if isinstance(v, str) else getattr(v, "__name__", type(v).__name__))
-def test_wrong_answers_are_rejected_with_a_message_and_a_hint(ex_id, answer, capsys):
-    feedback = check(ex_id, answer)
-    assert not feedback.passed and feedback.done
-    assert feedback.message and feedback.hint
-    assert "[wrong]" in capsys.readouterr().out
-
-
-def test_every_exercise_of_the_lesson_has_wrong_answers_under_test():
-    assert set(find("steering").exercises) == set(WRONG)
+(test_wrong_answers_are_rejected_with_a_message_and_a_hint,
+ test_every_exercise_of_the_lesson_has_wrong_answers_under_test) = wrong_answer_tests("steering", WRONG)
 
 
 @pytest.mark.parametrize("ex_id,mistake,says", [

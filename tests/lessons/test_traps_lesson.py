@@ -5,6 +5,7 @@ The lesson itself runs with and without its solutions in test_runner.py, like ev
 
 import pytest
 import torch
+from wrong_answers import wrong_answer_tests
 
 from toylab import components, methods, zoo
 from toylab.components import Edge
@@ -212,19 +213,8 @@ WRONG = {
 }
 
 
-@pytest.mark.parametrize("ex_id,answer", [(k, a) for k, answers in WRONG.items() for a in answers],
-                         ids=lambda v: v if isinstance(v, str) else getattr(v, "__name__", type(v).__name__))
-def test_wrong_answers_are_rejected_with_a_message_and_a_hint(ex_id, answer, capsys):
-    feedback = check(ex_id, answer)
-    assert not feedback.passed and feedback.done
-    assert feedback.message and feedback.hint
-    assert "[wrong]" in capsys.readouterr().out
-
-
-def test_every_exercise_of_the_lesson_has_wrong_answers_under_test():
-    from toylab.lessons import find
-
-    assert set(find("traps").exercises) == set(WRONG)
+(test_wrong_answers_are_rejected_with_a_message_and_a_hint,
+ test_every_exercise_of_the_lesson_has_wrong_answers_under_test) = wrong_answer_tests("traps", WRONG)
 
 
 @pytest.mark.parametrize("mistake,says", [(denoise_by_noising, "that is noising"),
