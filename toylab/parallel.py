@@ -136,6 +136,7 @@ def run_jobs(jobs: Sequence[Job], *, ray: str | None = None, on_result: Callable
 
 
 def _toylab_job(fn: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]) -> Any:
+    """One job, here or in a Ray worker (whose process it names: `ray::_toylab_job` in ps)."""
     import torch
 
     threads = torch.get_num_threads()
