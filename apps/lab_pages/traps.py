@@ -1,6 +1,7 @@
 """Lesson 9, Why methods fail: run circuit-discovery baselines on a method trap and see which fall in."""
 
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +13,7 @@ from toylab import viz, zoo
 from toylab.checkpoint import CheckpointError
 from toylab.lessons import lesson_fixtures
 from toylab.methods import interchange_accuracy, variable_site
-from toylab.validate import Report, score
+from toylab.validate import Report, Subject, score, subjects
 from toylab.validate.baselines import BASELINES, DESCRIPTIONS, PEEKS
 from toylab.validate.leaderboard import TRAP_FIGURES, TRAP_MARGIN, Leaderboard
 
@@ -27,11 +28,22 @@ def trap_models() -> list[str]:
     return first + [n for n in traps if n not in first]
 
 
+@st.cache_resource(show_spinner=False, max_entries=64)
+def trap_subject(model: str, seed: int) -> tuple[Subject, threading.Lock]:
+    """The harness's own copy of one trap and seed, for every method scored on it: they share its
+    measurements of the model (a third of the page's first scoring). The lock keeps two
+    sessions' methods from hooking the one model at once."""
+    (subject,) = subjects([model], [seed])
+    return subject, threading.Lock()
+
+
 @st.cache_resource(show_spinner=False, max_entries=256)
 def trap_report(method: str, model: str, seed: int, n_pairs: int) -> Report:
     """``validate.score`` of baseline ``method`` on one trap and seed: a Report shared by every
-    session (do not modify it). The harness loads its own copy of the model."""
-    return score(BASELINES[method], names=[model], seeds=[seed], label=method, n_pairs=n_pairs)
+    session (do not modify it)."""
+    subject, lock = trap_subject(model, seed)
+    with lock:
+        return score(BASELINES[method], suite=[subject], label=method, n_pairs=n_pairs)
 
 
 def trap_board(methods_: Sequence[str], model: str, seed: int, n_pairs: int) -> Leaderboard:
