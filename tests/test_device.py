@@ -214,3 +214,92 @@ def test_toy_model_device_cpu_reproduces_the_default_bitwise():
     a, b = ToyModel(cfg, 0.2, seed=3), ToyModel(cfg, 0.2, seed=3, device="cpu")
     ha, hb = train_toy_model(a, steps=4, batch_size=16), train_toy_model(b, steps=4, batch_size=16)
     assert torch.equal(a.W, b.W) and torch.equal(ha.loss, hb.loss)
+
+
+def test_weight_circuits_and_composition(meta_default, induction):
+    from toylab.methods import circuits
+
+    model = induction.model
+    for matrix in (circuits.ov_circuit(model, 1, 0), circuits.qk_circuit(model, 1, 0, key_through="L0H0"),
+                   circuits.pos_qk_circuit(model, 1, 0)):
+        assert matrix.device == model.device
+        circuits.copying_score(matrix)
+    circuits.eigen_copying_score(circuits.ov_circuit(model, 1, 0))
+    for kind in circuits.COMPOSITIONS:
+        scores = circuits.composition_scores(model, kind, n_baseline=4)
+        scores.top(2)
+
+
+def test_logit_lens_and_direct_logit_attribution(meta_default, induction, facts):
+    from toylab import methods
+
+    lens = methods.logit_lens(induction.model, induction.task.sample(8, seed=0))
+    assert lens.loss.device == induction.model.device
+    lens[lens.stages[-1]]
+    methods.direct_logit_attribution(induction.model, induction.task.counterfactual(8, seed=0)).top(2)
+    methods.direct_logit_attribution(facts.model, facts.task.sample(8, seed=0)).by_layer()  # has LN and MLPs
+
+
+def test_fourier_analysis(meta_default):
+    from toylab.methods import fourier
+
+    tiny = zoo.load("modadd-tiny")
+    model, task = tiny.model, tiny.task
+    fourier.embedding_frequency_norms(model, task.p)
+    fourier.neuron_frequencies(model, task)
+    freqs = fourier.key_frequencies(model, task, k=2)
+    fourier.frequency_losses(model, task, freqs)
+    fourier.check_key_frequencies(model, task, freqs)
+
+
+def test_causal_trace(meta_default, facts):
+    from toylab import methods
+    from toylab.methods import TracingConfig
+
+    batch = facts.task.sample(4, seed=0)
+    result = methods.causal_trace(facts.model, batch, [1], kinds=["mlp_out"])
+    result.scores("mlp_out")
+    methods.causal_trace(facts.model, batch, [1], kinds=["mlp_out"], config=TracingConfig(corruption="resample"),
+                         source_tokens=facts.task.sample(4, seed=1).tokens)
+
+
+def test_interchange_accuracy_and_das(meta_default, facts):
+    from toylab import methods
+    from toylab.methods import DASConfig, Site
+
+    site = Site("blocks.0.hook_resid_post", 2)
+    methods.interchange_accuracy(facts.model, facts.algorithm, "attribute", site, n=16)
+    config = DASConfig(k=2, steps=2, batch_size=8, n_train=16, n_test=16)
+    methods.das(facts.model, facts.algorithm, "attribute", site, config)
+    methods.neuron_mask(facts.model, facts.algorithm, "attribute", site, config).basis
+
+
+def test_feature_dashboard(meta_default):
+    from toylab import methods
+    from toylab.methods import Neuron, SAELatent
+    from toylab.sae import SAE, SAEConfig
+
+    conj = zoo.load("conjunctions")
+    cache = methods.dashboard_activations(conj, conj.task, Neuron(0, 0), n_prompts=32)
+    methods.feature_dashboard(conj, cache, Neuron(0, 1), n_top=3, n_quantiles=2)
+    with torch.device("cpu"):
+        sae = SAE(SAEConfig(d_in=conj.model.cfg.d_model, d_sae=8, architecture="relu"))
+    methods.feature_dashboard(conj, cache, SAELatent(sae, "hook_embed", 2), n_top=3)
+
+
+def test_detectors(meta_default, induction):
+    from toylab import methods
+    from toylab.methods.detectors import uniform_score
+
+    tokens = induction.task.sample(4, seed=0).tokens
+    for detector in methods.detectors_of(induction.task):
+        methods.head_scores(induction.model, tokens, detector, induction.task)
+        uniform_score(tokens, detector, induction.task)
+
+
+def test_making_and_solving_a_challenge(meta_default, tmp_path):
+    from toylab import challenges
+
+    path = challenges.new_challenge(1, seed=0, folder=tmp_path / "c")
+    score = challenges.solve(path)
+    assert score.entry.error is None, score.entry.error

@@ -41,7 +41,7 @@ import re
 import secrets
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,8 +110,9 @@ class Disguise:
     @classmethod
     def draw(cls, cfg, seed: int) -> Disguise:
         g = torch.Generator().manual_seed(seed)
-        heads = tuple(tuple(torch.randperm(cfg.n_heads, generator=g).tolist()) for _ in range(cfg.n_layers))
-        q, r = torch.linalg.qr(torch.randn(cfg.d_model, cfg.d_model, generator=g, dtype=torch.float64))
+        heads = tuple(tuple(torch.randperm(cfg.n_heads, generator=g, device="cpu").tolist())
+                      for _ in range(cfg.n_layers))
+        q, r = torch.linalg.qr(torch.randn(cfg.d_model, cfg.d_model, generator=g, dtype=torch.float64, device="cpu"))
         rotation = q * torch.sign(torch.diagonal(r))  # Haar-distributed
         return cls(heads, rotation)
 
@@ -160,10 +161,10 @@ class Disguise:
             if len(feature["vector"]) != len(R) or "mlp.hook" in feature["hook"] or "attn.hook" in feature["hook"]:
                 raise ChallengeError(f"feature {feature['name']} at {feature['hook']} is not in the residual stream: "
                                      "the disguise cannot rotate it")
-            feature["vector"] = (torch.tensor(feature["vector"]) @ R).tolist()
+            feature["vector"] = (torch.tensor(feature["vector"], device=R.device) @ R).tolist()
         for variable in data.get("variables", []):
             if variable.get("basis"):
-                variable["basis"] = (torch.tensor(variable["basis"]) @ R).tolist()
+                variable["basis"] = (torch.tensor(variable["basis"], device=R.device) @ R).tolist()
         return Truth.from_dict(data)
 
 

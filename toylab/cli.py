@@ -899,9 +899,8 @@ def _progress(label: str) -> None:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from toylab.validate.baselines import BASELINES
-    from toylab.validate.leaderboard import leaderboard
-
     from toylab.validate.graph_baselines import GRAPH_BASELINES
+    from toylab.validate.leaderboard import leaderboard
 
     def build() -> str:
         methods = {m: BASELINES[m] for m in (args.method or BASELINES) if m in BASELINES}

@@ -25,7 +25,6 @@ answers at qkv granularity against the truth as written.
 from __future__ import annotations
 
 import functools
-
 import re
 from dataclasses import dataclass
 from typing import Literal

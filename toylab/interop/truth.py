@@ -33,10 +33,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from toylab.models import TransformerConfig
-from toylab.truth import Truth
 from toylab import components as comp
 from toylab.components import Edge
+from toylab.models import TransformerConfig
+from toylab.truth import Truth
 
 FLAG_FOR_HOOK = {"q_input": "use_split_qkv_input", "k_input": "use_split_qkv_input",
                  "v_input": "use_split_qkv_input", "mlp_in": "use_hook_mlp_in",

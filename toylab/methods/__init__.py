@@ -43,6 +43,18 @@ from toylab.methods.circuits import (
     pos_qk_circuit,
     qk_circuit,
 )
+from toylab.methods.dashboard import (
+    DashboardActivations,
+    FeatureDashboard,
+    FeatureTable,
+    Neuron,
+    SAELatent,
+    TranscoderFeature,
+    TruthMatch,
+    dashboard_activations,
+    feature_dashboard,
+    feature_table,
+)
 from toylab.methods.detectors import DETECTORS, HeadScores, detectors_of, head_scores
 from toylab.methods.editing import (
     EDIT_METHODS,
@@ -101,6 +113,22 @@ from toylab.methods.patching import (
 )
 from toylab.methods.probes import LinearProbe, ProbeConfig, ProbeGrid, ProbeResult, probe_grid, train_probe
 from toylab.methods.progress import Phase, Phases, ProgressMeasures, progress_measures
+from toylab.methods.repair import KNOCKOUTS, SelfRepair, self_repair
+from toylab.methods.steering import (
+    STEER_SOURCES,
+    Steer,
+    SteeringComparison,
+    SteeringResult,
+    SteeringScore,
+    SteeringTarget,
+    apply_steer,
+    compare_steering,
+    evaluate_steer,
+    fit_steer,
+    score_steer,
+    steer_and_score,
+    steering_targets,
+)
 from toylab.methods.superposition import (
     FeatureStatus,
     PhaseDiagram,
@@ -110,35 +138,7 @@ from toylab.methods.superposition import (
     reconstruction,
     seed_agreement,
 )
-from toylab.methods.repair import KNOCKOUTS, SelfRepair, self_repair
-from toylab.methods.steering import (
-    STEER_SOURCES,
-    Steer,
-    SteeringComparison,
-    SteeringResult,
-    SteeringScore,
-    SteeringTarget,
-    compare_steering,
-    evaluate_steer,
-    fit_steer,
-    score_steer,
-    steer_and_score,
-    apply_steer,
-    steering_targets,
-)
 from toylab.methods.tracing import CORRUPTIONS, TRACE_KINDS, TracingConfig, TracingResult, causal_trace
-from toylab.methods.dashboard import (
-    DashboardActivations,
-    FeatureDashboard,
-    FeatureTable,
-    Neuron,
-    SAELatent,
-    TranscoderFeature,
-    TruthMatch,
-    dashboard_activations,
-    feature_dashboard,
-    feature_table,
-)
 
 __all__ = [
     # dashboard: a neuron's, SAE latent's or transcoder feature's top inputs, histogram, logits and truth match

@@ -225,7 +225,7 @@ def edge_pruning(model: Transformer, pair: CounterfactualPair, *, steps: int = E
     frozen = [p.requires_grad for p in model.parameters()]
     losses = []
 
-    def kl_of(masks: Tensor) -> Tensor:
+    def kl_of(masks: torch.Tensor) -> torch.Tensor:
         weights = {**always, **dict(zip(edges, masks))}
         with ablated(model, corrupted_tokens, weights, corrupted=corrupted):
             logp = model(clean_tokens)[scored].log_softmax(-1)

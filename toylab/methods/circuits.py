@@ -146,7 +146,7 @@ def pos_qk_circuit(model: Transformer, layer: int, head: int) -> Tensor:
     scores = W_pos @ qk_matrix(model, layer, head) @ W_pos.T  # [query_pos, key_pos]
     if model.cfg.attention_dir == "causal":
         n = scores.shape[0]
-        future = torch.ones(n, n, dtype=torch.bool).triu(1)
+        future = torch.ones(n, n, dtype=torch.bool, device=scores.device).triu(1)
         scores = scores.masked_fill(future, float("-inf"))
     return scores
 
@@ -198,7 +198,7 @@ class CompositionScores:
         order = valid[flat[valid].argsort(descending=True)][:k]
         out = []
         for i in order.tolist():
-            sl, sh, rl, rh = (int(x) for x in torch.unravel_index(torch.tensor(i), self.scores.shape))
+            sl, sh, rl, rh = (int(x) for x in torch.unravel_index(torch.tensor(i, device="cpu"), self.scores.shape))
             out.append(((comp.head_id(sl, sh), comp.head_id(rl, rh)), float(flat[i])))
         return out
 
@@ -221,7 +221,7 @@ def composition_scores(model: Transformer, kind: str, n_baseline: int = 64, seed
     right = {"q": QK, "k": QK.transpose(-2, -1), "v": OV}[kind]
     # [sender_layer, sender_head, 1, 1, d, d] @ [1, 1, receiver_layer, receiver_head, d, d]
     scores = _score(OV[:, :, None, None], right[None, None])  # [s_layer, s_head, r_layer, r_head]
-    layer = torch.arange(cfg.n_layers)
+    layer = torch.arange(cfg.n_layers, device=scores.device)
     downstream = layer[:, None] < layer[None, :]  # [sender_layer, receiver_layer]
     scores = scores.masked_fill(~downstream[:, None, :, None], float("nan"))
 
@@ -231,7 +231,7 @@ def composition_scores(model: Transformer, kind: str, n_baseline: int = 64, seed
     m, d = cfg.d_model, cfg.d_head
 
     def randn(*s: int) -> Tensor:
-        return torch.randn(n_baseline, *s, generator=g)
+        return torch.randn(n_baseline, *s, generator=g, device="cpu")
 
     A = randn(m, d) @ randn(d, m)  # [sample, d_model, d_model]
     B = randn(m, d) @ randn(d, m)

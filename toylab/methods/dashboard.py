@@ -511,11 +511,11 @@ def _match_matrix(truth: Any, directions: dict[str, Tensor]) -> tuple[list[Any],
     """(declared features at the hooks written, cosines [latent, declared])."""
     candidates = _candidates(truth, directions)
     if not candidates:
-        return [], torch.empty(0)
+        return [], torch.empty(0, device="cpu")
     columns = []
     for f in candidates:
         W = directions[f.hook]  # [latent, d]
-        v = torch.tensor(f.vector, dtype=torch.float32)
+        v = torch.tensor(f.vector, dtype=torch.float32, device=W.device)
         columns.append((W @ v) / (W.norm(dim=-1) * v.norm()).clamp(min=1e-12))
     return candidates, torch.stack(columns, dim=1)
 
@@ -594,12 +594,12 @@ def feature_dashboard(model: Any, task_or_tokens: Any, feature: Feature, *, trut
 
     quantiles: list[QuantileGroup] = []
     if n_quantiles and len(firing):
-        edges = torch.linspace(0, float(maxima.max()), n_quantiles + 1)
+        edges = torch.linspace(0, float(maxima.max()), n_quantiles + 1, device=maxima.device)
         generator = torch.Generator().manual_seed(seed)
         for i in range(n_quantiles):
             inside = (maxima > edges[i]) & (maxima <= edges[i + 1]) if i < n_quantiles - 1 else (maxima > edges[i])
             rows = _distinct(cache, torch.nonzero(inside).flatten().tolist())
-            picks = [rows[j] for j in torch.randperm(len(rows), generator=generator)[:n_per_quantile].tolist()]
+            picks = [rows[j] for j in torch.randperm(len(rows), generator=generator, device="cpu")[:n_per_quantile].tolist()]
             picks.sort(key=lambda r: (-float(maxima[r]), r))
             quantiles.append(QuantileGroup(float(edges[i]), float(edges[i + 1]), int(inside.sum()),
                                            tuple(_prompt(cache, acts, r) for r in picks)))

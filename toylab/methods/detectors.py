@@ -121,5 +121,5 @@ def uniform_score(tokens: Tensor, detector: str, task: Task | None = None) -> fl
     valid = target >= 0
     if not valid.any():
         raise ValueError(f"no query position in these tokens has a {detector} target")
-    share = 1.0 / torch.arange(1, tokens.shape[1] + 1, dtype=torch.float64)  # [query_pos]
+    share = 1.0 / torch.arange(1, tokens.shape[1] + 1, dtype=torch.float64, device=tokens.device)  # [query_pos]
     return float((share * valid).sum() / valid.sum())

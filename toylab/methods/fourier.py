@@ -73,8 +73,8 @@ def fourier_basis(p: int, dtype: torch.dtype = torch.float32) -> tuple[Tensor, l
     Raises ValueError unless ``p`` is an odd int >= 3 (the task's prime modulus).
     """
     p = _check_p(p)
-    x = torch.arange(p, dtype=torch.float64)  # [x]
-    rows = [torch.full((p,), 1 / math.sqrt(p), dtype=torch.float64)]
+    x = torch.arange(p, dtype=torch.float64, device="cpu")  # [x]
+    rows = [torch.full((p,), 1 / math.sqrt(p), dtype=torch.float64, device="cpu")]
     names = ["const"]
     for w in range(1, (p - 1) // 2 + 1):
         angle = 2 * math.pi * w * x / p  # [x]
@@ -85,7 +85,7 @@ def fourier_basis(p: int, dtype: torch.dtype = torch.float32) -> tuple[Tensor, l
 
 def _frequency_groups(p: int) -> Tensor:
     """For each basis row, its frequency: 0 for const, w for cos w and sin w. [basis]"""
-    return torch.cat([torch.zeros(1, dtype=torch.long), torch.arange(2, p + 1) // 2])
+    return torch.cat([torch.zeros(1, dtype=torch.long, device="cpu"), torch.arange(2, p + 1, device="cpu") // 2])
 
 
 # ---- weights and neurons ------------------------------------------------------------
@@ -150,13 +150,13 @@ def grid_spectrum(grid: Tensor) -> tuple[Tensor, Tensor]:
     per_freq / total is a fraction of the neuron's variance.
     """
     p = grid.shape[-1]
-    basis, _ = fourier_basis(p, torch.float64)  # [basis, x]
+    basis = fourier_basis(p, torch.float64)[0].to(grid.device)  # [basis, x]
     coef = basis @ grid.to(torch.float64) @ basis.T  # [neuron, basis, basis]: C[n, i, j]
     sq = coef.pow(2)  # [neuron, basis, basis]
-    group = _frequency_groups(p)  # [basis]
+    group = _frequency_groups(p).to(grid.device)  # [basis]
     one_hot = F.one_hot(group).to(torch.float64).T  # [const + freq, basis]
     by_group = one_hot @ sq @ one_hot.T  # [neuron, const + freq, const + freq]; group 0 is const
-    w = torch.arange(1, (p - 1) // 2 + 1)  # [freq]
+    w = torch.arange(1, (p - 1) // 2 + 1, device=grid.device)  # [freq]
     per_freq = (by_group[:, w, w] + by_group[:, 0, w] + by_group[:, w, 0]).T  # [freq, neuron]
     total = sq.sum((1, 2)) - sq[:, 0, 0]  # [neuron]
     return per_freq, total
@@ -266,9 +266,9 @@ def _sum_projection(logits: Tensor, freqs: tuple[int, ...]) -> Tensor:
     p = logits.shape[0]
     if not freqs:
         return torch.zeros_like(logits)
-    x = torch.arange(p, dtype=torch.float64)
+    x = torch.arange(p, dtype=torch.float64, device=logits.device)
     s = (x[:, None] + x[None, :])  # [a, b], a + b (periodicity makes "mod p" implicit)
-    w = torch.tensor(freqs, dtype=torch.float64)  # [key]
+    w = torch.tensor(freqs, dtype=torch.float64, device=logits.device)  # [key]
     angle = 2 * math.pi * w[:, None, None] * s / p  # [key, a, b]
     dirs = torch.cat([angle.cos(), angle.sin()]) * (math.sqrt(2) / p)  # [dir, a, b], unit norm
     coef = torch.einsum("kab,abc->kc", dirs, logits)  # [dir, c]

@@ -318,7 +318,7 @@ def _fit_interchange(model: Transformer, algorithm: Algorithm, variable: str, si
     scored = expected != IGNORE
     with torch.enable_grad(), model.hooks([(site.hook, hook)]):
         for _ in range(config.steps):
-            rows = torch.randint(config.n_train, (min(config.batch_size, config.n_train),), generator=g)
+            rows = torch.randint(config.n_train, (min(config.batch_size, config.n_train),), generator=g, device="cpu")
             current["source"] = source_acts[rows]
             logits = model(base_tokens[rows])  # [batch, pos, vocab]
             loss = F.cross_entropy(logits[scored[rows]], expected[rows][scored[rows]])
@@ -349,9 +349,9 @@ def das(model: Transformer, algorithm: Algorithm, variable: str, site: Site,
     def rotate(d: int, g: torch.Generator):
         if config.k > d:
             raise ValueError(f"DASConfig.k={config.k} exceeds the site's dimension d={d}")
-        linear = nn.Linear(d, d, bias=False)
+        linear = nn.Linear(d, d, bias=False, device="cpu")
         with torch.no_grad():
-            linear.weight.copy_(torch.linalg.qr(torch.randn(d, d, generator=g))[0])
+            linear.weight.copy_(torch.linalg.qr(torch.randn(d, d, generator=g, device="cpu"))[0])
         made["rotation"] = rotation = orthogonal(linear).to(model.device)
         params = [p for p in rotation.parameters() if p.requires_grad]
         return params, lambda x, src: patch_subspace(x, src, rotation.weight[:, :config.k]), None
@@ -376,7 +376,7 @@ class NeuronMaskResult:
     @property
     def basis(self) -> Tensor:
         """The kept coordinates as standard-basis columns [d, k]."""
-        return torch.eye(self.d)[:, list(self.neurons)]
+        return torch.eye(self.d, device="cpu")[:, list(self.neurons)]
 
     def __str__(self) -> str:
         return (f"neuron mask for {self.variable} at {self.site}: {len(self.neurons)} of {self.d} coordinates, "
@@ -408,7 +408,7 @@ def neuron_mask(model: Transformer, algorithm: Algorithm, variable: str, site: S
     w, d = made["w"], made["w"].shape[0]
     mask = torch.sigmoid(w.detach()).cpu()
     kept = tuple(int(i) for i in (mask > 0.5).nonzero().flatten()) or (int(mask.argmax()),)
-    basis = torch.eye(d)[:, list(kept)]
+    basis = torch.eye(d, device="cpu")[:, list(kept)]
     train = interchange_accuracy(model, algorithm, variable, site, basis, config.n_train, config.seed).accuracy
     test = interchange_accuracy(model, algorithm, variable, site, basis, config.n_test, config.seed + 1).accuracy
     return NeuronMaskResult(variable, site, kept, train, test, d)

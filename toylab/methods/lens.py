@@ -76,21 +76,22 @@ class LogitLens:
 @torch.no_grad()
 def logit_lens(model: Transformer, batch: Batch) -> LogitLens:
     """Decode every residual stage with ln_final and the unembedding; score it on ``batch``."""
-    mask = batch.scored  # [batch, pos]
+    mask = batch.scored.to(model.device)  # [batch, pos]
     if not mask.any():
         raise ValueError("the batch has no scored position (every target is IGNORE)")
     hooks = _stages(model)
     _, cache = model.run_with_cache(batch.tokens, names=hooks)
     count = mask.sum(0)  # [pos]
     per_pos = torch.where(count > 0, 1.0 / count.clamp(min=1), float("nan"))  # [pos]
-    targets = batch.targets.clamp(min=0).to(model.device)  # [batch, pos]
+    raw_targets = batch.targets.to(model.device)  # [batch, pos]
+    targets = raw_targets.clamp(min=0)
     loss, acc, pos_acc, pos_logprob = [], [], [], []
     for hook in hooks:
         logits = model.unembed(model.ln_final(cache[hook]))  # [batch, pos, d_vocab_out]
         logprobs = logits.log_softmax(-1)
         target_logprob = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [batch, pos]
         correct = (logits.argmax(-1) == targets).float()  # [batch, pos]
-        loss.append(F.cross_entropy(logits[mask], batch.targets[mask]))
+        loss.append(F.cross_entropy(logits[mask], raw_targets[mask]))
         acc.append(correct[mask].mean())
         pos_acc.append((correct * mask).sum(0) * per_pos)  # [pos]
         pos_logprob.append((target_logprob * mask).sum(0) * per_pos)
@@ -142,6 +143,8 @@ def direct_logit_attribution(model: Transformer, data: CounterfactualPair | Batc
         raise TypeError(f"direct_logit_attribution takes a CounterfactualPair or a Batch, got {type(data).__name__}")
     if not mask.any():
         raise ValueError("no position is scored (for a pair: none where the two answers differ)")
+    answer, mask = answer.to(model.device), mask.to(model.device)
+    counter = None if counter is None else counter.to(model.device)
     cfg = model.cfg
     W_U, b_U = model.unembed.W_U.detach(), model.unembed.b_U.detach()  # [d_model, d_vocab_out]
     direction = W_U.T[answer.clamp(min=0)]  # [batch, pos, d_model]

@@ -51,12 +51,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from toylab import components as comp
 from toylab.interventions import ablated_logits_batch
 from toylab.methods.attribution import EdgeAttribution
 from toylab.models import Transformer
 from toylab.models.fast import HookFree
 from toylab.tasks.base import CounterfactualPair, logit_diff, logit_diff_mask, logit_diff_terms, normalised
-from toylab import components as comp
 
 PATCH_TARGETS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out",
                  "head", "head_pos", "q", "k", "v", "pattern")

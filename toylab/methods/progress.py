@@ -60,7 +60,6 @@ from toylab.methods.fourier import (
     _sum_projection,
     embedding_fourier_norms,
     embedding_frequency_norms,
-    fourier_basis,
 )
 from toylab.models import Transformer
 from toylab.snapshots import load_snapshots, snapshot_steps

@@ -84,7 +84,7 @@ def embedding_noise(model: Transformer, batch_size: int, n_corrupt: int, scale: 
     """Gaussian noise [batch, corrupt, d_model] of std ``scale`` x the std of the token embeddings."""
     std = model.embed.W_E.detach().std()
     g = torch.Generator().manual_seed(seed)
-    return (scale * std.cpu() * torch.randn(batch_size, n_corrupt, model.cfg.d_model, generator=g)).to(model.device)
+    return (scale * std.cpu() * torch.randn(batch_size, n_corrupt, model.cfg.d_model, generator=g, device="cpu")).to(model.device)
 
 
 def _answer_probability(logits: Tensor, targets: Tensor) -> Tensor:
@@ -147,7 +147,7 @@ def causal_trace(model: Transformer, batch: Batch, corrupt_positions: Sequence[i
 
     restored: dict[str, Tensor] = {}
     for kind in kinds:
-        grid = torch.zeros(model.cfg.n_layers, n_pos)  # [layer, pos]
+        grid = torch.zeros(model.cfg.n_layers, n_pos, device="cpu")  # [layer, pos], read back with .item()
         for layer in range(model.cfg.n_layers):
             name = _HOOK[kind].format(layer)
             for pos in range(n_pos):

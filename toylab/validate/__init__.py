@@ -26,8 +26,8 @@ from toylab.validate.feature_graphs import (
 )
 from toylab.validate.harness import HEADLINE, Entry, Report, evaluate, load_method, run_one, score
 from toylab.validate.metrics import (
-    SIZES,
     ROC,
+    SIZES,
     Faithfulness,
     FaithfulnessCurve,
     auroc,
@@ -39,9 +39,9 @@ from toylab.validate.metrics import (
 from toylab.validate.protocol import (
     Circuit,
     EdgeScores,
+    FeatureDirections,
     FeatureGraph,
     Featuriser,
-    FeatureDirections,
     MethodOutputError,
     NodeScores,
     Problem,

@@ -41,8 +41,8 @@ Every figure is aggregated over seeds as mean and standard deviation (``Report.s
 from __future__ import annotations
 
 import importlib
-import io
 import importlib.util
+import io
 import math
 import statistics
 import sys
@@ -80,7 +80,6 @@ from toylab.validate.protocol import (
     FeatureGraph,
     Featuriser,
     MethodOutputError,
-    NodeScores,
     Problem,
     candidate_edges,
     candidate_nodes,

@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toylab.devices import DeviceLike
+from toylab.parallel import Job, run_jobs
 from toylab.truth.truth import Trap
-from toylab.validate.featurisers import FEATURISERS, PEEK, Featuriser, FeaturiserEntry, score_featurisers
-from toylab.validate.featurisers import table as featurisers_table
 from toylab.validate.feature_graphs import FIGURES as GRAPH_FIGURES
 from toylab.validate.feature_graphs import GRAPH_PROMPTS
-from toylab.parallel import Job, run_jobs
+from toylab.validate.featurisers import FEATURISERS, PEEK, Featuriser, FeaturiserEntry, score_featurisers
+from toylab.validate.featurisers import table as featurisers_table
 from toylab.validate.harness import N_PAIRS, Entry, Report, fmt_stat, lost_entry, run_one
 from toylab.validate.suite import Subject, SubjectSource, load_source, source_of, subjects
 
