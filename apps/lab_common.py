@@ -25,6 +25,7 @@ import torch
 from matplotlib.figure import Figure
 
 from toylab import zoo
+from toylab.checkpoint import CheckpointError
 
 # Hook points are shared state on the model: two sessions running forwards with hooks on
 # the same cached model at once would record each other's activations. Every page holds
@@ -40,6 +41,15 @@ def _load(name: str, seed: str) -> zoo.ZooModel:
 def zoo_model(name: str, seed: int) -> zoo.ZooModel:
     """The shipped model ``name`` trained with ``seed``, loaded once per process. Do not modify it."""
     return _load(name, str(seed))
+
+
+def zoo_model_or_stop(name: str, seed: int) -> zoo.ZooModel:
+    """``zoo_model``, or the page stops with what went wrong (a checkpoint missing or damaged)."""
+    try:
+        return zoo_model(name, seed)
+    except CheckpointError as err:
+        st.error(f"{name} (seed {seed}) cannot be loaded: {err}")
+        st.stop()
 
 
 def _names_of_kind(kind: str | None = None) -> list[str]:

@@ -8,7 +8,6 @@ import streamlit as st
 import torch
 
 from toylab import sae, viz
-from toylab.checkpoint import CheckpointError
 from toylab.lessons import lesson_fixtures
 from toylab.validate import map_nodes, true_feature_circuit
 
@@ -86,11 +85,7 @@ st.caption(
     "or a true feature the graph missed.")
 
 name, seed = lab.pick_model("ag", default=FIXTURES.MODEL, where=lambda n: n in FIXTURES.MODELS)
-try:
-    zm = lab.zoo_model(name, seed)
-except CheckpointError as err:
-    st.error(f"{name} (seed {seed}) cannot be loaded: {err}")
-    st.stop()
+zm = lab.zoo_model_or_stop(name, seed)
 task = zm.task
 has_truth = zm.truth is not None and bool(zm.truth.features)
 

@@ -9,7 +9,6 @@ import streamlit as st
 import torch
 
 from toylab import viz
-from toylab.checkpoint import CheckpointError
 from toylab.lessons import lesson_fixtures
 from toylab.tasks import logit_diff
 
@@ -66,11 +65,7 @@ st.caption(
     "on the diagonal the estimate is right, below it the estimate understates what patching does.")
 
 name, seed = lab.pick_model("atp", default=FIXTURES.MODEL)
-try:
-    zm = lab.zoo_model(name, seed)
-except CheckpointError as err:
-    st.error(f"{name} (seed {seed}) cannot be loaded: {err}")
-    st.stop()
+zm = lab.zoo_model_or_stop(name, seed)
 show_truth = st.toggle("Show ground truth", value=True, key="atp_truth")
 level_col, steps_col = st.columns([2, 3])
 level = level_col.radio("Components", list(LEVEL_LABELS), format_func=LEVEL_LABELS.get, key="atp_level")

@@ -9,7 +9,6 @@ import streamlit as st
 import torch
 
 from toylab import viz
-from toylab.checkpoint import CheckpointError
 from toylab.lessons import lesson_fixtures
 from toylab.tasks.brackets import GROUPS
 
@@ -75,11 +74,7 @@ st.caption(
     "sample a string and see each step; then ablate each component on the two ways to fail.")
 
 name, seed = lab.pick_model("brackets", kind="brackets", default=FIXTURES.MODEL)
-try:
-    zm = lab.zoo_model(name, seed)
-except CheckpointError as err:
-    st.error(f"{name} (seed {seed}) cannot be loaded: {err}")
-    st.stop()
+zm = lab.zoo_model_or_stop(name, seed)
 task, cfg = zm.task, zm.model.cfg
 show_truth = st.toggle("Show ground truth", value=True, key="brackets_truth")
 sites = FIXTURES.truth_sites(zm.truth) if zm.truth is not None else {}

@@ -8,7 +8,6 @@ import lab_common as lab
 import streamlit as st
 
 from toylab import methods, sae, viz, zoo
-from toylab.checkpoint import CheckpointError
 from toylab.methods.dashboard import N_PROMPTS, SEED, n_features, with_index
 
 SOURCES = ("MLP neurons", "SAE latents", "transcoder features")
@@ -82,11 +81,7 @@ st.caption(
     "features, it says which true feature a unit is: the declared one its output direction matches best.")
 
 name, seed = lab.pick_model("dash", where=has_mlps, default="conjunctions")
-try:
-    zm = lab.zoo_model(name, seed)
-except CheckpointError as err:
-    st.error(f"{name} (seed {seed}) cannot be loaded: {err}")
-    st.stop()
+zm = lab.zoo_model_or_stop(name, seed)
 cfg = zm.model.cfg
 show_truth = st.toggle("Show ground truth", value=True, key="dash_truth")
 truth = zm.truth if show_truth else None

@@ -8,7 +8,6 @@ import streamlit as st
 import torch
 
 from toylab import methods, viz
-from toylab.checkpoint import CheckpointError
 from toylab.lessons import lesson_fixtures
 from toylab.methods import FactEdit
 
@@ -89,11 +88,7 @@ st.caption(
     "where an edit works (Hase et al. 2023).")
 
 name, seed = lab.pick_model("edit", kind="factual_recall", default=FIXTURES.SPLIT_MODEL)
-try:
-    zm = lab.zoo_model(name, seed)
-except CheckpointError as err:
-    st.error(f"{name} (seed {seed}) cannot be loaded: {err}")
-    st.stop()
+zm = lab.zoo_model_or_stop(name, seed)
 task, cfg = zm.task, zm.model.cfg
 show_truth = st.toggle("Show ground truth", value=True, key="edit_truth")
 

@@ -10,7 +10,6 @@ import torch
 
 from toylab import components as comp
 from toylab import methods, viz
-from toylab.checkpoint import CheckpointError
 from toylab.lessons import lesson_fixtures
 from toylab.methods.repair import KNOCKOUTS, self_repair
 from toylab.tasks import logit_diff
@@ -112,11 +111,7 @@ st.caption(
     "the second mention of S replaced by each third name C (Wang et al.'s ABC).")
 
 name, seed = lab.pick_model("ioi", kind="ioi", default=FIXTURES.MODEL)
-try:
-    zm = lab.zoo_model(name, seed)
-except CheckpointError as err:
-    st.error(f"{name} (seed {seed}) cannot be loaded: {err}")
-    st.stop()
+zm = lab.zoo_model_or_stop(name, seed)
 task, cfg, truth = zm.task, zm.model.cfg, zm.truth
 
 # ---- the prompt ---------------------------------------------------------------------------------

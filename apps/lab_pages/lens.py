@@ -10,7 +10,6 @@ import streamlit as st
 import torch
 
 from toylab import methods, viz
-from toylab.checkpoint import CheckpointError
 from toylab.components import parse
 from toylab.lessons import lesson_fixtures
 from toylab.tasks import Batch, CounterfactualPair, logit_diff
@@ -130,11 +129,7 @@ st.caption(
     "the direct path to the logits: compare them with the truth's circuit.")
 
 name, seed = lab.pick_model("lens", default=FIXTURES.MODEL)
-try:
-    zm = lab.zoo_model(name, seed)
-except CheckpointError as err:
-    st.error(f"{name} (seed {seed}) cannot be loaded: {err}")
-    st.stop()
+zm = lab.zoo_model_or_stop(name, seed)
 task, truth = zm.task, zm.truth
 prompt_col, ln_col, truth_col = st.columns([1.2, 1.6, 1.2])
 prompt_seed = int(prompt_col.number_input("Prompt", min_value=0, max_value=10_000, value=0, step=1, key="lens_prompt",

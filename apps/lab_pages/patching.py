@@ -7,9 +7,9 @@ import lab_common as lab
 import numpy as np
 import streamlit as st
 
+from toylab import components as comp
 from toylab import methods, viz
 from toylab.methods.patching import DIRECTIONS
-from toylab import components as comp
 
 
 def patch_targets(name: str, seed: int) -> list[str]:

@@ -7,7 +7,6 @@ import lab_common as lab
 import streamlit as st
 
 from toylab import methods, viz, zoo
-from toylab.checkpoint import CheckpointError
 from toylab.lessons import lesson_fixtures
 from toylab.tasks import IGNORE, Batch
 
@@ -115,11 +114,7 @@ name = model_col.selectbox("Zoo model", list(FIXTURES.MODELS), key="steer_model"
                            help="The zoo models toylab defines a steering target on (methods.steering_targets).")
 seed = int(seed_col.selectbox("Seed", list(zoo.recipe(name).seeds), key="steer_seed",
                               help="Enforced recipes ship several seeds; the circuit sits in the same components."))
-try:
-    zm = lab.zoo_model(name, seed)
-except CheckpointError as err:
-    st.error(f"{name} (seed {seed}) cannot be loaded: {err}")
-    st.stop()
+zm = lab.zoo_model_or_stop(name, seed)
 target = steering_target(name, seed)
 st.markdown(f"**Target:** `{target.name}`: {target.description}. Steered at `{target.site}`.")
 

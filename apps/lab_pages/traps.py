@@ -10,7 +10,6 @@ import streamlit as st
 import torch
 
 from toylab import viz, zoo
-from toylab.checkpoint import CheckpointError
 from toylab.lessons import lesson_fixtures
 from toylab.methods import interchange_accuracy, variable_site
 from toylab.validate import Report, Subject, score, subjects
@@ -141,11 +140,7 @@ chosen = methods_col.multiselect(
 n_pairs = int(pairs_col.select_slider("Scoring pairs", [32, 64, 128], 64, key="traps_pairs",
                                       help="Counterfactual pairs each faithfulness figure is measured on."))
 
-try:
-    zm = lab.zoo_model(model, seed)
-except CheckpointError as err:
-    st.error(f"{model} (seed {seed}) cannot be loaded: {err}")
-    st.stop()
+zm = lab.zoo_model_or_stop(model, seed)
 trap = zm.truth.trap
 
 st.header(f"{model}: {trap.kind}")
